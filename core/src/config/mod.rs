@@ -1,0 +1,296 @@
+//! The declarative configuration, `gatehouse.toml` (or the same document as JSON).
+//!
+//! These types mirror the file. They are checked for shape by serde while loading
+//! ([`load`]) and for meaning while compiling into a [`crate::Gateway`], and both steps
+//! report every problem they find with its path, such as
+//! `routes[2].match.path_prefix: must start with '/'`.
+
+mod duration;
+mod load;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use duration::ConfigDuration;
+pub use load::{ConfigError, ConfigErrors, Format, json_schema, load};
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Config {
+    /// Sockets the native runtime accepts connections on. Edge platforms ignore them.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Settings that apply to every request.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Named groups of endpoints that routes send requests to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, matched most specific first and then in declaration order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Named policies that routes refer to by name.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+}
+
+/// A socket the native runtime serves HTTP/1.1 and HTTP/2 (prior knowledge) on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Address and port to bind, for example `127.0.0.1:8080` or `[::]:8080`.
+    pub address: String,
+}
+
+/// Request handling settings shared by all routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` and `Forwarded` headers
+    /// are believed. Requests from any other peer use the socket address as the client.
+    pub trusted_proxies: Vec<String>,
+    /// Maximum length of the request target (path and query), in bytes.
+    pub max_uri_bytes: usize,
+    /// Maximum total size of the request header names and values, in bytes.
+    pub max_header_bytes: usize,
+    /// Maximum request body size, in bytes, checked against `Content-Length`.
+    pub max_body_bytes: u64,
+    /// Header that carries the request id; a valid incoming value is kept.
+    pub request_id_header: String,
+    /// Name this gateway gives itself in the `Via` header; empty disables `Via`.
+    pub via: String,
+    /// Whether to set `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`.
+    pub x_forwarded: bool,
+    /// Whether to set the standard `Forwarded` header (RFC 7239).
+    pub forwarded: bool,
+}
+
+/// Default limits follow common server defaults: an 8 KiB request line is what nginx
+/// and Apache accept, and 10 MiB bodies cover API payloads while bounding memory.
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            request_id_header: "x-request-id".to_owned(),
+            via: "gatehouse".to_owned(),
+            x_forwarded: true,
+            forwarded: true,
+        }
+    }
+}
+
+/// A named group of endpoints and how to balance requests among them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The servers of this upstream.
+    pub endpoints: Vec<EndpointConfig>,
+    /// How an endpoint is chosen for each request.
+    #[serde(default)]
+    pub balancer: BalancerKind,
+    /// What consistent hashing hashes; required with `balancer = "consistent_hash"`.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// Protocol spoken to the endpoints.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Connection and request timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Sends this value as the `Host` header instead of the client's.
+    #[serde(default)]
+    pub host_header: Option<String>,
+}
+
+/// One server of an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// `host:port`, where host is an IP address or a DNS name.
+    pub address: String,
+    /// Relative share of requests for weighted balancers, 1 to 10000.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Zone label for zone-aware routing.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Priority tier; 0 is preferred and higher tiers take traffic on failover.
+    #[serde(default)]
+    pub priority: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Load-balancing algorithm of an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancerKind {
+    /// Each endpoint in turn, ignoring weights.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin: shares follow weights without bursts.
+    WeightedRoundRobin,
+    /// A weighted random endpoint.
+    Random,
+    /// The endpoint with the fewest requests in flight relative to its weight.
+    LeastOutstanding,
+    /// The better of two random endpoints by latency (EWMA) times load.
+    P2cEwma,
+    /// A hash ring: the same key reaches the same endpoint while it is healthy.
+    ConsistentHash,
+}
+
+/// The request property that consistent hashing uses as its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// The value of a request header.
+    Header(String),
+    /// The value of a cookie.
+    Cookie(String),
+    /// The client address, after trusted-proxy resolution.
+    ClientIp,
+    /// The normalized request path.
+    Path,
+}
+
+/// Protocol between the gateway and an upstream's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over TCP, with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge (h2c).
+    H2c,
+}
+
+/// Timeouts for requests to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Maximum time to open a connection to an endpoint.
+    pub connect: ConfigDuration,
+    /// Maximum time for one attempt, from sending the request to the response head.
+    pub per_try: ConfigDuration,
+    /// Maximum time for the whole request, from arrival to the response head.
+    pub total: ConfigDuration,
+}
+
+/// Defaults close to Envoy's: a short connect timeout so a dead endpoint fails fast,
+/// and 15 seconds for an answer.
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect: ConfigDuration::from_millis(2_000),
+            per_try: ConfigDuration::from_millis(15_000),
+            total: ConfigDuration::from_millis(15_000),
+        }
+    }
+}
+
+/// A route: which requests it takes, what it does to them and where it sends them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics; defaults to `routes[INDEX]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Conditions a request must meet; all must hold.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    /// Name of the upstream that serves this route.
+    pub upstream: String,
+    /// Removes this path prefix before forwarding (`/api` turns `/api/users` into `/users`).
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// Replaces the path before forwarding; `{name}` inserts a template parameter.
+    #[serde(default)]
+    pub rewrite: Option<String>,
+    /// Names of policies from `[policies]`, applied in this order.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Overrides the upstream's timeouts for this route.
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsConfig>,
+}
+
+/// Request conditions of a route. At most one of `path`, `path_prefix` and
+/// `path_template` may be set; with none, every path matches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Hosts, exact (`api.example.com`) or wildcard (`*.example.com`); empty matches any.
+    pub hosts: Vec<String>,
+    /// Methods; empty matches any.
+    pub methods: Vec<String>,
+    /// The exact normalized path.
+    pub path: Option<String>,
+    /// A path prefix that ends at a segment boundary: `/api` matches `/api` and
+    /// `/api/users` but not `/apis`.
+    pub path_prefix: Option<String>,
+    /// A path with `{name}` segments that each match one non-empty segment.
+    pub path_template: Option<String>,
+    /// Header conditions; all must hold.
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions; all must hold.
+    pub query: Vec<ValueMatch>,
+}
+
+/// A condition on a header or query parameter: with `value`, one of its values must be
+/// equal to it; without, the name must be present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ValueMatch {
+    /// Header name (case-insensitive) or query parameter name (case-sensitive).
+    pub name: String,
+    /// Exact value; omit to require only presence.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// A named, reusable policy, written as a table with one key naming its type:
+/// `[policies.tenant.transform]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyConfig {
+    /// Header changes on the request sent upstream and the response sent back.
+    Transform(TransformConfig),
+}
+
+/// Header changes applied by a `transform` policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// Changes to the request before it is forwarded.
+    pub request: HeaderChanges,
+    /// Changes to the response before it is returned.
+    pub response: HeaderChanges,
+}
+
+/// Header edits, applied in the order remove, set, add.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct HeaderChanges {
+    /// Header names to remove.
+    pub remove: Vec<String>,
+    /// Headers to set, replacing any existing values.
+    pub set: BTreeMap<String, String>,
+    /// Headers to append, keeping existing values.
+    pub add: BTreeMap<String, String>,
+}

@@ -1,0 +1,20 @@
+//! The runtime-agnostic core of the gatehouse API gateway.
+//!
+//! One request pipeline ([`Gateway::handle`]) runs the same way on every target: the
+//! native Tokio/hyper runtime, a Cloudflare Worker and a Spin component. The core
+//! depends on no async runtime; it reaches the network, the clock and storage only
+//! through the traits in [`platform`].
+
+pub mod balance;
+pub mod client_ip;
+pub mod config;
+pub mod error;
+pub mod forward;
+mod gateway;
+pub mod path;
+pub mod platform;
+pub mod respond;
+pub mod route;
+
+pub use error::{Error, ErrorKind, ErrorSource};
+pub use gateway::{AccessRecord, ConnectionInfo, Gateway, Handled};

@@ -1,0 +1,88 @@
+//! The seam between the core and the runtime it runs on.
+//!
+//! The core reaches the outside world only through these traits. The native runtime,
+//! the Cloudflare Worker and the Spin component each implement them once. Futures
+//! returned here are not required to be `Send`, because Workers and Spin components
+//! are single-threaded; the native runtime uses concrete types, whose futures are
+//! `Send` when its implementations are.
+
+#![allow(async_fn_in_trait, reason = "implementations choose whether their futures are Send")]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::UpstreamProtocol;
+use crate::error::Error;
+
+/// Wall-clock and monotonic time. All time in the core comes from here, so tests can
+/// drive time by hand instead of sleeping.
+pub trait Clock {
+    /// Returns milliseconds since the Unix epoch.
+    fn unix_millis(&self) -> u64;
+
+    /// Returns the time elapsed since a fixed, arbitrary origin. Never goes backwards.
+    fn monotonic(&self) -> Duration;
+
+    /// Waits for `duration`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+}
+
+/// Where and how one upstream attempt is sent.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget<'a> {
+    /// The upstream's name in the config, for logs and pooling.
+    pub upstream: &'a str,
+    /// The endpoint address as configured, `host:port`.
+    pub authority: &'a str,
+    /// The endpoint address when it is an IP literal, which saves a DNS lookup.
+    pub socket_addr: Option<SocketAddr>,
+    /// The protocol spoken to the endpoint.
+    pub protocol: UpstreamProtocol,
+    /// Maximum time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Maximum time from sending the request to receiving the response head.
+    pub try_timeout: Duration,
+}
+
+/// Sends HTTP requests to upstream endpoints.
+///
+/// The request URI is in origin form (path and query); the implementation connects to
+/// `target.authority`. Errors must be classified: a failed connect is
+/// [`crate::ErrorKind::BadGateway`] and retry-safe, an elapsed `try_timeout` is
+/// [`crate::ErrorKind::GatewayTimeout`].
+pub trait Upstream {
+    /// The body type of requests and responses on this platform.
+    type Body;
+
+    /// Sends `request` to the endpoint named in `target` and returns the response head
+    /// with its body still streaming.
+    async fn send(
+        &self,
+        request: http::Request<Self::Body>,
+        target: &UpstreamTarget<'_>,
+    ) -> Result<http::Response<Self::Body>, Error>;
+}
+
+/// Everything a runtime provides to the pipeline.
+pub trait Platform {
+    /// The body type of requests and responses on this platform. Bodies the gateway
+    /// creates itself, such as problem responses, are built from bytes.
+    type Body: From<Bytes>;
+    /// The platform's clock.
+    type Clock: Clock;
+    /// The platform's HTTP client.
+    type Upstream: Upstream<Body = Self::Body>;
+
+    /// Returns the clock.
+    fn clock(&self) -> &Self::Clock;
+
+    /// Returns the HTTP client used for upstream requests.
+    fn upstream(&self) -> &Self::Upstream;
+
+    /// Returns a random number, used by balancers and for request ids. It need not be
+    /// cryptographically strong.
+    fn random_u64(&self) -> u64;
+}
