@@ -15,6 +15,7 @@ pub mod path;
 pub mod platform;
 pub mod respond;
 pub mod route;
+pub mod transform;
 
 pub use error::{Error, ErrorKind, ErrorSource};
 pub use gateway::{AccessRecord, ConnectionInfo, Gateway, Handled};

@@ -6,7 +6,10 @@
 //! are single-threaded; the native runtime uses concrete types, whose futures are
 //! `Send` when its implementations are.
 
-#![allow(async_fn_in_trait, reason = "implementations choose whether their futures are Send")]
+#![allow(
+    async_fn_in_trait,
+    reason = "implementations choose whether their futures are Send"
+)]
 
 use std::future::Future;
 use std::net::SocketAddr;

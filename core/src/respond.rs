@@ -1,1 +1,120 @@
-//! Error responses.
+//! Turns an [`Error`] into the response the client receives.
+//!
+//! This is the only place where a failure becomes a status code and a body, so every
+//! target answers the same failure the same way. Bodies are RFC 9457 problem details
+//! (`application/problem+json`) with a stable `type` per [`crate::ErrorKind`].
+
+use bytes::Bytes;
+use http::Response;
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// Prefix of the problem `type` URI; the kind's slug follows it.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
+
+/// Media type of problem responses.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    problem_type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    request_id: &'a str,
+}
+
+/// Builds the problem response for `error`, tagged with the request id.
+///
+/// `request_id_header` names the header that echoes the id, so clients can quote it
+/// when they report a failure.
+pub fn problem_response<B: From<Bytes>>(
+    error: &Error,
+    request_id_header: &HeaderName,
+    request_id: &str,
+) -> Response<B> {
+    let kind = error.kind();
+    let status = kind.status();
+    let problem = Problem {
+        problem_type: format!("{PROBLEM_TYPE_PREFIX}{}", kind.slug()),
+        title: kind.title(),
+        status: status.as_u16(),
+        detail: error.detail(),
+        request_id,
+    };
+    // Serializing a struct of strings and a number cannot fail.
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+
+    let mut response = Response::new(B::from(Bytes::from(body.clone())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert(request_id_header.clone(), value);
+    }
+    if let Some(retry_after) = error.retry_after() {
+        // Retry-After takes whole seconds; round up so clients never retry too early.
+        let seconds = retry_after.as_millis().div_ceil(1000);
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::{ErrorKind, ErrorSource};
+
+    fn body_json(response: &Response<Bytes>) -> serde_json::Value {
+        serde_json::from_slice(response.body()).unwrap()
+    }
+
+    #[test]
+    fn not_found_is_problem_json() {
+        let header = HeaderName::from_static("x-request-id");
+        let response: Response<Bytes> =
+            problem_response(&Error::not_found("no route for GET /x"), &header, "abc");
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_CONTENT_TYPE);
+        assert_eq!(response.headers()["x-request-id"], "abc");
+        let body = body_json(&response);
+        assert_eq!(body["type"], "urn:gatehouse:problem:not-found");
+        assert_eq!(body["title"], "Not Found");
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["detail"], "no route for GET /x");
+        assert_eq!(body["request_id"], "abc");
+        assert_eq!(
+            response.headers()[CONTENT_LENGTH],
+            response.body().len().to_string().as_str()
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_seconds() {
+        let header = HeaderName::from_static("x-request-id");
+        let error = Error::new(ErrorKind::TooManyRequests, ErrorSource::Client, "slow down")
+            .with_retry_after(Duration::from_millis(1200));
+        let response: Response<Bytes> = problem_response(&error, &header, "id");
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn cause_never_reaches_body() {
+        let header = HeaderName::from_static("x-request-id");
+        let error = Error::bad_gateway("upstream refused the connection")
+            .with_cause(std::io::Error::other("connect 10.1.2.3:8080: refused"));
+        let response: Response<Bytes> = problem_response(&error, &header, "id");
+        let text = String::from_utf8(response.body().to_vec()).unwrap();
+        assert!(!text.contains("10.1.2.3"), "{text}");
+    }
+}

@@ -19,7 +19,9 @@ pub struct PickInput<'a> {
 
 impl std::fmt::Debug for PickInput<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PickInput").field("hash", &self.hash).finish_non_exhaustive()
+        f.debug_struct("PickInput")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +35,10 @@ pub struct Balancer {
 impl Balancer {
     /// Creates a balancer over endpoints given as `(id, weight)`.
     pub fn new(_kind: BalancerKind, endpoints: &[(&str, u32)]) -> Self {
-        Self { count: endpoints.len(), next: AtomicUsize::new(0) }
+        Self {
+            count: endpoints.len(),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Picks an eligible endpoint.

@@ -29,7 +29,9 @@ impl ConfigDuration {
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(digits_end);
         let invalid = || {
-            format!("invalid duration {text:?}: expected a whole number and a unit, such as \"250ms\", \"2s\", \"1m\" or \"1h\"")
+            format!(
+                "invalid duration {text:?}: expected a whole number and a unit, such as \"250ms\", \"2s\", \"1m\" or \"1h\""
+            )
         };
         let value: u64 = number.parse().map_err(|_| invalid())?;
         let millis_per_unit = match unit {
@@ -88,15 +90,36 @@ mod tests {
 
     #[test]
     fn parses_each_unit() {
-        assert_eq!(ConfigDuration::parse("250ms").unwrap().get(), Duration::from_millis(250));
-        assert_eq!(ConfigDuration::parse("2s").unwrap().get(), Duration::from_secs(2));
-        assert_eq!(ConfigDuration::parse("3m").unwrap().get(), Duration::from_secs(180));
-        assert_eq!(ConfigDuration::parse("1h").unwrap().get(), Duration::from_secs(3600));
+        assert_eq!(
+            ConfigDuration::parse("250ms").unwrap().get(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            ConfigDuration::parse("2s").unwrap().get(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            ConfigDuration::parse("3m").unwrap().get(),
+            Duration::from_secs(180)
+        );
+        assert_eq!(
+            ConfigDuration::parse("1h").unwrap().get(),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]
     fn rejects_malformed_text() {
-        for text in ["", "5", "ms", "1.5s", "-1s", "2 s", "2sec", "99999999999999999999h"] {
+        for text in [
+            "",
+            "5",
+            "ms",
+            "1.5s",
+            "-1s",
+            "2 s",
+            "2sec",
+            "99999999999999999999h",
+        ] {
             assert!(ConfigDuration::parse(text).is_err(), "{text:?} parsed");
         }
     }

@@ -99,8 +99,16 @@ pub fn load(text: &str, format: Format) -> Result<Config, ConfigErrors> {
     let mut unknown_keys = Vec::new();
     let parsed = match format {
         Format::Toml => match toml::Deserializer::parse(text) {
-            Ok(deserializer) => deserialize_tracked(deserializer, &mut unknown_keys)
-                .map_err(|error| type_error(error.path(), error.inner().message(), text, error.inner().span())),
+            Ok(deserializer) => {
+                deserialize_tracked(deserializer, &mut unknown_keys).map_err(|error| {
+                    type_error(
+                        error.path(),
+                        error.inner().message(),
+                        text,
+                        error.inner().span(),
+                    )
+                })
+            }
             Err(error) => Err(syntax_error(error.message(), text, error.span())),
         },
         Format::Json => {
@@ -269,8 +277,8 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
             .and_then(Value::as_array);
         if let Some(alternatives) = alternatives {
             let object = alternatives.iter().find(|alternative| {
-                let resolved = alternative.get("$ref").is_some()
-                    || alternative.get("properties").is_some();
+                let resolved =
+                    alternative.get("$ref").is_some() || alternative.get("properties").is_some();
                 resolved
             });
             match object {
@@ -357,9 +365,25 @@ mod tests {
             "#,
         );
         assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors.contains(&"upstreams.api.endpoints[0].wieght: unknown key (did you mean `weight`?)".to_owned()), "{errors:?}");
-        assert!(errors.contains(&"upstreams.api.balancr: unknown key (did you mean `balancer`?)".to_owned()), "{errors:?}");
-        assert!(errors.contains(&"routes[0].match.path_prefx: unknown key (did you mean `path_prefix`?)".to_owned()), "{errors:?}");
+        assert!(
+            errors.contains(
+                &"upstreams.api.endpoints[0].wieght: unknown key (did you mean `weight`?)"
+                    .to_owned()
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors.contains(
+                &"upstreams.api.balancr: unknown key (did you mean `balancer`?)".to_owned()
+            ),
+            "{errors:?}"
+        );
+        assert!(
+            errors.contains(
+                &"routes[0].match.path_prefx: unknown key (did you mean `path_prefix`?)".to_owned()
+            ),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -371,7 +395,10 @@ mod tests {
             "#,
         );
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].starts_with("upstreams.api.endpoints[0].weight: "), "{errors:?}");
+        assert!(
+            errors[0].starts_with("upstreams.api.endpoints[0].weight: "),
+            "{errors:?}"
+        );
         assert!(errors[0].contains("line 3"), "{errors:?}");
     }
 

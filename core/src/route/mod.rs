@@ -30,7 +30,9 @@ pub struct RouteTable {
 impl RouteTable {
     /// Compiles the routes.
     pub fn build(routes: &[RouteConfig]) -> Result<Self, Vec<ConfigError>> {
-        Ok(Self { count: routes.len() })
+        Ok(Self {
+            count: routes.len(),
+        })
     }
 
     /// Returns the index of the route that matches `request`.

@@ -1,0 +1,451 @@
+//! Compiles a loaded [`Config`] into the immutable tables the pipeline reads, checking
+//! its meaning and collecting every problem with its path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+
+use crate::balance::Balancer;
+use crate::client_ip::TrustedProxies;
+use crate::config::{
+    BalancerKind, Config, ConfigError, HashOn, PolicyConfig, ServerConfig, TimeoutsConfig,
+    UpstreamConfig, UpstreamProtocol,
+};
+use crate::route::RouteTable;
+use crate::transform::CompiledHeaderChanges;
+
+/// Endpoint weights are bounded so that weighted balancers cannot overflow their sums.
+const MAX_WEIGHT: u32 = 10_000;
+
+/// Server settings with names and networks parsed.
+#[derive(Debug)]
+pub(crate) struct CompiledServer {
+    pub trusted_proxies: TrustedProxies,
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub request_id_header: HeaderName,
+    pub via: String,
+    pub x_forwarded: bool,
+    pub forwarded: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledEndpoint {
+    pub authority: String,
+    pub socket_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledUpstream {
+    pub name: Arc<str>,
+    pub endpoints: Vec<CompiledEndpoint>,
+    pub balancer: Balancer,
+    pub hash_on: Option<HashOn>,
+    pub protocol: UpstreamProtocol,
+    pub host_header: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledRoute {
+    pub name: Arc<str>,
+    pub upstream: usize,
+    pub timeouts: TimeoutsConfig,
+    pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
+    pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
+}
+
+/// Everything the pipeline needs, built once per config version.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub server: CompiledServer,
+    pub table: RouteTable,
+    pub routes: Vec<CompiledRoute>,
+    pub upstreams: Vec<CompiledUpstream>,
+}
+
+pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    check_listeners(config, &mut errors);
+    let server = compile_server(&config.server, &mut errors);
+
+    let upstream_names: Vec<&String> = config.upstreams.keys().collect();
+    let upstreams: Vec<CompiledUpstream> = config
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| compile_upstream(name, upstream, &mut errors))
+        .collect();
+
+    let policies = compile_policies(&config.policies, &mut errors);
+    let routes = compile_routes(config, &upstream_names, &policies, &mut errors);
+    let table = match RouteTable::build(&config.routes) {
+        Ok(table) => Some(table),
+        Err(route_errors) => {
+            errors.extend(route_errors);
+            None
+        }
+    };
+
+    match table {
+        Some(table) if errors.is_empty() => Ok(Compiled {
+            server,
+            table,
+            routes,
+            upstreams,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn check_listeners(config: &Config, errors: &mut Vec<ConfigError>) {
+    let mut names = HashSet::new();
+    for (index, listener) in config.listeners.iter().enumerate() {
+        let path = format!("listeners[{index}]");
+        if !names.insert(listener.name.as_str()) {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate listener name {:?}", listener.name),
+                )
+                .with_hint("give each listener its own name"),
+            );
+        }
+        if listener.address.parse::<SocketAddr>().is_err() {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.address"),
+                    format!("invalid socket address {:?}", listener.address),
+                )
+                .with_hint("use IP:PORT, such as \"127.0.0.1:8080\" or \"[::]:8080\""),
+            );
+        }
+    }
+}
+
+fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> CompiledServer {
+    let mut networks = Vec::new();
+    for (index, entry) in server.trusted_proxies.iter().enumerate() {
+        match TrustedProxies::parse_entry(entry) {
+            Ok(network) => networks.push(network),
+            Err(message) => errors.push(
+                ConfigError::new(format!("server.trusted_proxies[{index}]"), message).with_hint(
+                    "use an address such as \"10.0.0.1\" or a block such as \"10.0.0.0/8\"",
+                ),
+            ),
+        }
+    }
+    for (field, value) in [
+        ("max_uri_bytes", server.max_uri_bytes as u64),
+        ("max_header_bytes", server.max_header_bytes as u64),
+        ("max_body_bytes", server.max_body_bytes),
+    ] {
+        if value == 0 {
+            errors.push(ConfigError::new(
+                format!("server.{field}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    let request_id_header = HeaderName::from_bytes(server.request_id_header.as_bytes())
+        .unwrap_or_else(|_| {
+            errors.push(
+                ConfigError::new(
+                    "server.request_id_header",
+                    format!("invalid header name {:?}", server.request_id_header),
+                )
+                .with_hint("use a token such as \"x-request-id\""),
+            );
+            HeaderName::from_static("x-request-id")
+        });
+    let via_valid = server
+        .via
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+    if !via_valid {
+        errors.push(
+            ConfigError::new("server.via", format!("invalid pseudonym {:?}", server.via))
+                .with_hint("use letters, digits, '-', '_' and '.', or \"\" to omit Via"),
+        );
+    }
+    CompiledServer {
+        trusted_proxies: TrustedProxies::new(networks),
+        max_uri_bytes: server.max_uri_bytes,
+        max_header_bytes: server.max_header_bytes,
+        max_body_bytes: server.max_body_bytes,
+        request_id_header,
+        via: server.via.clone(),
+        x_forwarded: server.x_forwarded,
+        forwarded: server.forwarded,
+    }
+}
+
+fn compile_upstream(
+    name: &str,
+    upstream: &UpstreamConfig,
+    errors: &mut Vec<ConfigError>,
+) -> CompiledUpstream {
+    let path = format!("upstreams.{name}");
+    if upstream.endpoints.is_empty() {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.endpoints"),
+                "must list at least one endpoint",
+            )
+            .with_hint("add endpoints = [{ address = \"127.0.0.1:9001\" }]"),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut endpoints = Vec::with_capacity(upstream.endpoints.len());
+    for (index, endpoint) in upstream.endpoints.iter().enumerate() {
+        let endpoint_path = format!("{path}.endpoints[{index}]");
+        if let Err(message) = check_authority(&endpoint.address) {
+            errors.push(
+                ConfigError::new(format!("{endpoint_path}.address"), message)
+                    .with_hint("use HOST:PORT, such as \"10.0.0.5:8080\" or \"users.internal:80\""),
+            );
+        }
+        if !seen.insert(endpoint.address.to_ascii_lowercase()) {
+            errors.push(
+                ConfigError::new(
+                    format!("{endpoint_path}.address"),
+                    format!("duplicate endpoint {:?}", endpoint.address),
+                )
+                .with_hint("list each endpoint once and use weight to give it a larger share"),
+            );
+        }
+        if !(1..=MAX_WEIGHT).contains(&endpoint.weight) {
+            errors.push(ConfigError::new(
+                format!("{endpoint_path}.weight"),
+                format!(
+                    "must be between 1 and {MAX_WEIGHT}, found {}",
+                    endpoint.weight
+                ),
+            ));
+        }
+        endpoints.push(CompiledEndpoint {
+            authority: endpoint.address.clone(),
+            socket_addr: endpoint.address.parse().ok(),
+        });
+    }
+
+    match (&upstream.balancer, &upstream.hash_on) {
+        (BalancerKind::ConsistentHash, None) => errors.push(
+            ConfigError::new(format!("{path}.hash_on"), "is required with balancer = \"consistent_hash\"")
+                .with_hint("set hash_on = \"client_ip\", \"path\", { header = \"NAME\" } or { cookie = \"NAME\" }"),
+        ),
+        (kind, Some(_)) if *kind != BalancerKind::ConsistentHash => errors.push(
+            ConfigError::new(format!("{path}.hash_on"), "is only used with balancer = \"consistent_hash\"")
+                .with_hint("remove hash_on or set balancer = \"consistent_hash\""),
+        ),
+        _ => {}
+    }
+    if let Some(HashOn::Header(header)) = &upstream.hash_on
+        && HeaderName::from_bytes(header.as_bytes()).is_err()
+    {
+        errors.push(ConfigError::new(
+            format!("{path}.hash_on.header"),
+            format!("invalid header name {header:?}"),
+        ));
+    }
+
+    check_timeouts(&upstream.timeouts, &format!("{path}.timeouts"), errors);
+    let host_header = upstream.host_header.as_ref().and_then(|host| {
+        let value = HeaderValue::from_str(host)
+            .ok()
+            .filter(|_| check_host(host));
+        if value.is_none() {
+            errors.push(ConfigError::new(
+                format!("{path}.host_header"),
+                format!("invalid host {host:?}"),
+            ));
+        }
+        value
+    });
+
+    let ids: Vec<(&str, u32)> = upstream
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            (
+                endpoint.address.as_str(),
+                endpoint.weight.clamp(1, MAX_WEIGHT),
+            )
+        })
+        .collect();
+    CompiledUpstream {
+        name: Arc::from(name),
+        endpoints,
+        balancer: Balancer::new(upstream.balancer, &ids),
+        hash_on: upstream.hash_on.clone(),
+        protocol: upstream.protocol,
+        host_header,
+    }
+}
+
+fn check_timeouts(timeouts: &TimeoutsConfig, path: &str, errors: &mut Vec<ConfigError>) {
+    for (field, value) in [
+        ("connect", timeouts.connect),
+        ("per_try", timeouts.per_try),
+        ("total", timeouts.total),
+    ] {
+        if value.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    if timeouts.per_try > timeouts.total {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.per_try"),
+                format!(
+                    "is longer than total ({} > {})",
+                    timeouts.per_try, timeouts.total
+                ),
+            )
+            .with_hint("a try can never outlast the whole request; lower per_try or raise total"),
+        );
+    }
+}
+
+/// Checks `host:port` (or `[v6]:port`) with a non-zero port.
+fn check_authority(address: &str) -> Result<(), String> {
+    let invalid = || format!("invalid endpoint address {address:?}");
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    if port == 0 {
+        return Err(format!("endpoint address {address:?} has port 0"));
+    }
+    let valid_host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        check_host(host) && !host.contains(':')
+    };
+    if valid_host { Ok(()) } else { Err(invalid()) }
+}
+
+/// Checks a DNS name or IPv4 address as written in a Host header.
+fn check_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|byte| {
+            byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
+}
+
+struct CompiledPolicy {
+    request: Arc<CompiledHeaderChanges>,
+    response: Arc<CompiledHeaderChanges>,
+}
+
+fn compile_policies(
+    policies: &BTreeMap<String, PolicyConfig>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, CompiledPolicy> {
+    policies
+        .iter()
+        .map(|(name, policy)| {
+            let compiled = match policy {
+                PolicyConfig::Transform(transform) => {
+                    let path = format!("policies.{name}.transform");
+                    CompiledPolicy {
+                        request: Arc::new(CompiledHeaderChanges::compile(
+                            &transform.request,
+                            &format!("{path}.request"),
+                            errors,
+                        )),
+                        response: Arc::new(CompiledHeaderChanges::compile(
+                            &transform.response,
+                            &format!("{path}.response"),
+                            errors,
+                        )),
+                    }
+                }
+            };
+            (name.clone(), compiled)
+        })
+        .collect()
+}
+
+fn compile_routes(
+    config: &Config,
+    upstream_names: &[&String],
+    policies: &BTreeMap<String, CompiledPolicy>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<CompiledRoute> {
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (index, route) in config.routes.iter().enumerate() {
+        let path = format!("routes[{index}]");
+        let upstream = upstream_names
+            .iter()
+            .position(|name| **name == route.upstream);
+        if upstream.is_none() {
+            errors.push(undefined_reference(
+                format!("{path}.upstream"),
+                "upstream",
+                &route.upstream,
+                upstream_names.iter().map(|name| name.as_str()),
+            ));
+        }
+
+        let mut request_changes = Vec::new();
+        let mut response_changes = Vec::new();
+        for (policy_index, policy_name) in route.policies.iter().enumerate() {
+            match policies.get(policy_name) {
+                Some(policy) => {
+                    if !policy.request.is_empty() {
+                        request_changes.push(Arc::clone(&policy.request));
+                    }
+                    if !policy.response.is_empty() {
+                        response_changes.push(Arc::clone(&policy.response));
+                    }
+                }
+                None => errors.push(undefined_reference(
+                    format!("{path}.policies[{policy_index}]"),
+                    "policy",
+                    policy_name,
+                    policies.keys().map(String::as_str),
+                )),
+            }
+        }
+
+        let upstream_timeouts = upstream
+            .and_then(|position| config.upstreams.get(upstream_names[position].as_str()))
+            .map(|upstream| upstream.timeouts)
+            .unwrap_or_default();
+        if let Some(timeouts) = &route.timeouts {
+            check_timeouts(timeouts, &format!("{path}.timeouts"), errors);
+        }
+        routes.push(CompiledRoute {
+            name: Arc::from(route.name.clone().unwrap_or(path)),
+            upstream: upstream.unwrap_or(0),
+            timeouts: route.timeouts.unwrap_or(upstream_timeouts),
+            request_changes,
+            response_changes,
+        });
+    }
+    routes
+}
+
+fn undefined_reference<'a>(
+    path: String,
+    what: &str,
+    name: &str,
+    defined: impl Iterator<Item = &'a str>,
+) -> ConfigError {
+    let defined: Vec<&str> = defined.collect();
+    let error = ConfigError::new(path, format!("{what} {name:?} is not defined"));
+    let closest = defined
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match closest {
+        Some((_, candidate)) => error.with_hint(format!("did you mean {candidate:?}?")),
+        None if defined.is_empty() => error.with_hint(format!("define it under [{what}s.{name}]")),
+        None => error.with_hint(format!("defined {what}s: {}", defined.join(", "))),
+    }
+}

@@ -1,0 +1,226 @@
+//! The request pipeline: admit, identify the client, route, transform, dispatch,
+//! transform the response and record it.
+
+mod admit;
+mod compile;
+mod dispatch;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, Version};
+
+use crate::config::{Config, ConfigErrors};
+use crate::error::Error;
+use crate::forward::{self, Downstream};
+use crate::platform::{Clock, Platform};
+use crate::respond::problem_response;
+use crate::route::RequestView;
+use compile::Compiled;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The socket peer. On edge platforms, the client address the platform vouches
+    /// for, such as `CF-Connecting-IP`.
+    pub peer: IpAddr,
+    /// Whether the client connection used TLS.
+    pub secure: bool,
+}
+
+/// One access-log record, filled in by the pipeline and completed by the runtime
+/// (which knows when the response body finished).
+///
+/// It never contains the query string or header values, which may carry credentials.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AccessRecord {
+    /// Request id, propagated or generated.
+    pub request_id: String,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// Client address after trusted-proxy resolution.
+    pub client_ip: Option<IpAddr>,
+    /// Request method.
+    pub method: String,
+    /// Host the client asked for.
+    pub host: String,
+    /// Normalized request path, without the query.
+    pub path: String,
+    /// HTTP version of the client connection.
+    pub version: &'static str,
+    /// Name of the matched route.
+    pub route: Option<Arc<str>>,
+    /// Name of the upstream the request was sent to.
+    pub upstream: Option<Arc<str>>,
+    /// Endpoint address the request was sent to.
+    pub endpoint: Option<String>,
+    /// Response status.
+    pub status: u16,
+    /// Error slug when the gateway produced the response itself.
+    pub error: Option<&'static str>,
+    /// Time from arrival to the response head, in microseconds.
+    pub head_micros: u64,
+    /// Time from the upstream request to its response head, in microseconds.
+    pub upstream_micros: Option<u64>,
+    /// Response body bytes sent, filled in by the runtime.
+    pub response_bytes: Option<u64>,
+}
+
+/// The response to send and its access record.
+#[derive(Debug)]
+pub struct Handled<B> {
+    /// The response, with its body possibly still streaming from the upstream.
+    pub response: Response<B>,
+    /// What happened, for the access log.
+    pub access: AccessRecord,
+}
+
+/// A gateway built from one config version. It is immutable; a reload builds a new one.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+    compiled: Compiled,
+}
+
+impl Gateway {
+    /// Checks `config` and compiles it, reporting every problem at once.
+    pub fn new(config: Config) -> Result<Self, ConfigErrors> {
+        let compiled = compile::compile(&config).map_err(ConfigErrors)?;
+        Ok(Self { config, compiled })
+    }
+
+    /// Returns the config this gateway was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one request end to end. Never fails: every error becomes a problem
+    /// response in [`crate::respond`].
+    pub async fn handle<P: Platform>(
+        &self,
+        request: Request<P::Body>,
+        connection: &ConnectionInfo,
+        platform: &P,
+    ) -> Handled<P::Body> {
+        let clock = platform.clock();
+        let started = clock.monotonic();
+        let server = &self.compiled.server;
+
+        let request_id = match request
+            .headers()
+            .get(&server.request_id_header)
+            .and_then(forward::valid_request_id)
+        {
+            Some(id) => id.to_owned(),
+            None => forward::new_request_id(platform.random_u64(), platform.random_u64()),
+        };
+        let mut access = AccessRecord {
+            request_id,
+            start_unix_ms: clock.unix_millis(),
+            method: request.method().as_str().to_owned(),
+            version: version_name(request.version()),
+            ..AccessRecord::default()
+        };
+
+        let result = self.run(request, connection, platform, &mut access).await;
+        let mut response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                access.error = Some(error.kind().slug());
+                problem_response(&error, &server.request_id_header, &access.request_id)
+            }
+        };
+        if let Ok(value) = http::HeaderValue::from_str(&access.request_id) {
+            response
+                .headers_mut()
+                .insert(server.request_id_header.clone(), value);
+        }
+        access.status = response.status().as_u16();
+        access.head_micros = micros_since(clock, started);
+        Handled { response, access }
+    }
+
+    async fn run<P: Platform>(
+        &self,
+        request: Request<P::Body>,
+        connection: &ConnectionInfo,
+        platform: &P,
+        access: &mut AccessRecord,
+    ) -> Result<Response<P::Body>, Error> {
+        let server = &self.compiled.server;
+        let admitted = admit::admit(&request, server)?;
+        let path = admitted.path.into_owned();
+        access.host = admitted.host.clone();
+        access.path = path.clone();
+
+        let peer_trusted = server.trusted_proxies.contains(connection.peer);
+        let client_ip = server
+            .trusted_proxies
+            .client_address(connection.peer, request.headers());
+        access.client_ip = Some(client_ip);
+
+        let view = RequestView {
+            host: &admitted.host,
+            method: request.method(),
+            path: &path,
+            query: request.uri().query(),
+            headers: request.headers(),
+        };
+        let Some(route_index) = self.compiled.table.find(&view) else {
+            return Err(Error::not_found(format!(
+                "no route matches {} {}",
+                request.method(),
+                truncate(&path, 200)
+            )));
+        };
+        let route = &self.compiled.routes[route_index];
+        access.route = Some(Arc::clone(&route.name));
+
+        let upstream_path = self.compiled.table.upstream_path(route_index, &path);
+        let downstream = Downstream {
+            peer: connection.peer,
+            peer_trusted,
+            secure: connection.secure,
+            host: (!admitted.host_header.is_empty()).then_some(admitted.host_header.as_str()),
+            version: request.version(),
+        };
+        let request_id = access.request_id.clone();
+        let outgoing = dispatch::Outgoing {
+            route,
+            path: &path,
+            upstream_path: &upstream_path,
+            downstream: &downstream,
+            client_ip,
+            request_id: &request_id,
+        };
+        dispatch::proxy(self, request, outgoing, platform, access).await
+    }
+}
+
+fn version_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn micros_since<C: Clock>(clock: &C, started: std::time::Duration) -> u64 {
+    clock.monotonic().saturating_sub(started).as_micros() as u64
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, for error details.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
