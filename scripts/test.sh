@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace. Installs what a fresh machine with only
+# Rust lacks, and skips what is already installed, so a second run starts at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing the WebAssembly targets the core must build for"
+installed_targets=$(rustup target list --installed)
+for target in wasm32-unknown-unknown wasm32-wasip2; do
+  if ! grep -qx "$target" <<<"$installed_targets"; then
+    rustup target add "$target"
+  fi
+done
+
+step "checking formatting"
+cargo fmt --all --check
+
+step "building the core for WebAssembly (no runtime may leak into it)"
+cargo build --locked -p gatehouse-core --target wasm32-unknown-unknown
+cargo build --locked -p gatehouse-core --target wasm32-wasip2
+
+step "running clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+step "running the tests: unit, conformance in process and against the native binary"
+cargo test --locked --workspace
