@@ -21,7 +21,10 @@ fn balancer_pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("balancer_pick");
     for count in [10, 100] {
         let owned = endpoints(count);
-        let ids: Vec<(&str, u32)> = owned.iter().map(|(id, weight)| (id.as_str(), *weight)).collect();
+        let ids: Vec<(&str, u32)> = owned
+            .iter()
+            .map(|(id, weight)| (id.as_str(), *weight))
+            .collect();
         for (name, kind) in KINDS {
             let balancer = Balancer::new(kind, &ids);
             let mut state: u64 = 0x9E37_79B9_7F4A_7C15;

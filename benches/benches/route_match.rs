@@ -21,7 +21,11 @@ fn route_match(c: &mut Criterion) {
             query: None,
             headers: &headers,
         };
-        assert_eq!(table.find(&view), Some(target), "benchmark request must match its route");
+        assert_eq!(
+            table.find(&view),
+            Some(target),
+            "benchmark request must match its route"
+        );
         group.bench_with_input(BenchmarkId::from_parameter(count), &view, |b, view| {
             b.iter(|| table.find(black_box(view)))
         });

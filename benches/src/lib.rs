@@ -44,6 +44,11 @@ pub fn request_for(index: usize) -> (String, String) {
 /// Builds `count` endpoint ids with weights 1 to 4.
 pub fn endpoints(count: usize) -> Vec<(String, u32)> {
     (0..count)
-        .map(|index| (format!("10.0.{}.{}:8080", index / 250, index % 250 + 1), (index % 4) as u32 + 1))
+        .map(|index| {
+            (
+                format!("10.0.{}.{}:8080", index / 250, index % 250 + 1),
+                (index % 4) as u32 + 1,
+            )
+        })
         .collect()
 }

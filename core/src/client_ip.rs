@@ -72,7 +72,7 @@ impl TrustedProxies {
 
 /// Treats an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) as the IPv4 address, which
 /// is how a dual-stack socket reports IPv4 peers.
-fn canonical(address: IpAddr) -> IpAddr {
+pub fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

@@ -4,14 +4,13 @@
 mod admit;
 mod compile;
 mod dispatch;
-#[cfg(test)]
-mod tests;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{Request, Response, Version};
 
+use crate::client_ip;
 use crate::config::{Config, ConfigErrors};
 use crate::error::Error;
 use crate::forward::{self, Downstream};
@@ -155,10 +154,11 @@ impl Gateway {
         access.host = admitted.host.clone();
         access.path = path.clone();
 
-        let peer_trusted = server.trusted_proxies.contains(connection.peer);
+        let peer = client_ip::canonical(connection.peer);
+        let peer_trusted = server.trusted_proxies.contains(peer);
         let client_ip = server
             .trusted_proxies
-            .client_address(connection.peer, request.headers());
+            .client_address(peer, request.headers());
         access.client_ip = Some(client_ip);
 
         let view = RequestView {
@@ -180,7 +180,7 @@ impl Gateway {
 
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);
         let downstream = Downstream {
-            peer: connection.peer,
+            peer,
             peer_trusted,
             secure: connection.secure,
             host: (!admitted.host_header.is_empty()).then_some(admitted.host_header.as_str()),
