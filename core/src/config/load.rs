@@ -277,9 +277,7 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
             .and_then(Value::as_array);
         if let Some(alternatives) = alternatives {
             let object = alternatives.iter().find(|alternative| {
-                let resolved =
-                    alternative.get("$ref").is_some() || alternative.get("properties").is_some();
-                resolved
+                alternative.get("$ref").is_some() || alternative.get("properties").is_some()
             });
             match object {
                 Some(object) => {

@@ -95,11 +95,14 @@ fn check_framing<B>(request: &Request<B>, server: &CompiledServer) -> Result<(),
         let last_coding = headers
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .filter(|coding| !coding.is_empty())
-            .last();
+            .next_back()
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                value
+                    .rsplit(',')
+                    .map(str::trim)
+                    .find(|coding| !coding.is_empty())
+            });
         if !last_coding.is_some_and(|coding| coding.eq_ignore_ascii_case("chunked")) {
             return Err(Error::bad_request(
                 "the request's Transfer-Encoding does not end with chunked",

@@ -1,0 +1,107 @@
+//! In-flight request counts and the least-outstanding-requests algorithm.
+
+use std::cmp::Ordering as Comparison;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::random::SplitMix64;
+use super::weights::WeightTable;
+
+/// Number of requests in flight to each endpoint, kept by `on_start` and `on_finish`.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    counts: Vec<AtomicU64>,
+}
+
+impl InFlight {
+    pub(crate) fn new(count: usize) -> Self {
+        Self {
+            counts: (0..count).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Returns the count of endpoint `index`, or 0 for an index out of range.
+    pub(crate) fn get(&self, index: usize) -> u64 {
+        self.counts
+            .get(index)
+            .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn increment(&self, index: usize) {
+        if let Some(count) = self.counts.get(index) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Decrements the count, leaving it at 0 when a finish has no matching start.
+    pub(crate) fn decrement(&self, index: usize) {
+        if let Some(count) = self.counts.get(index) {
+            // An `Err` means the count is already 0, which is the result we want.
+            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |value| {
+                value.checked_sub(1)
+            });
+        }
+    }
+}
+
+/// Least outstanding requests: the eligible endpoint with the fewest requests in
+/// flight per unit of weight.
+///
+/// Ties, such as every endpoint being idle, are broken by a random draw weighted by
+/// endpoint weight. Under light load, where most picks are ties, shares therefore
+/// still follow the weights.
+#[derive(Debug)]
+pub(crate) struct LeastOutstanding {
+    weights: WeightTable,
+    in_flight: InFlight,
+}
+
+impl LeastOutstanding {
+    pub(crate) fn new(weights: WeightTable) -> Self {
+        let in_flight = InFlight::new(weights.len());
+        Self { weights, in_flight }
+    }
+
+    pub(crate) fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    /// Scans every endpoint once, keeping the least loaded so far. Among endpoints
+    /// tied with it, each replaces it with probability weight / (sum of tied weights
+    /// so far), which leaves every tied endpoint chosen in proportion to its weight.
+    pub(crate) fn pick(&self, random: u64, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut rng = SplitMix64::new(random);
+        let mut best: Option<usize> = None;
+        let mut tied_weight = 0u64;
+        for index in (0..self.weights.len()).filter(|index| eligible(*index)) {
+            let weight = self.weights.weight(index);
+            let comparison = match best {
+                None => Comparison::Less,
+                Some(best) => self.compare_load(index, best),
+            };
+            match comparison {
+                Comparison::Less => {
+                    best = Some(index);
+                    tied_weight = weight;
+                }
+                Comparison::Equal => {
+                    tied_weight = tied_weight.saturating_add(weight);
+                    if rng.below(tied_weight) < weight {
+                        best = Some(index);
+                    }
+                }
+                Comparison::Greater => {}
+            }
+        }
+        best
+    }
+
+    /// Compares in-flight count per unit of weight by cross-multiplying, which is
+    /// exact because a `u64` times a `u64` fits in a `u128`.
+    fn compare_load(&self, left: usize, right: usize) -> Comparison {
+        let left_load =
+            u128::from(self.in_flight.get(left)) * u128::from(self.weights.weight(right));
+        let right_load =
+            u128::from(self.in_flight.get(right)) * u128::from(self.weights.weight(left));
+        left_load.cmp(&right_load)
+    }
+}
