@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Side-by-side proxy load test: the same keep-alive GET workload against the upstream
+# directly, gatehouse, nginx and HAProxy, in one run on this machine.
+#
+# Layout on a 2-core machine: the load generator and the upstream share CPU 0, and
+# each proxy runs alone on CPU 1 with one worker, so the proxy is the bottleneck and
+# requests/s compare the proxies per core. All traffic stays on 127.0.0.1.
+#
+# Usage: benches/load/run.sh [--write]   (--write updates docs/benchmarks.md)
+# Environment: DURATION (seconds per run, default 10), CONNECTIONS (default 64).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+UPSTREAM_PORT=18081
+NGINX_PORT=18082
+HAPROXY_PORT=18083
+GATEHOUSE_PORT=18084
+LOAD_CPU=0
+PROXY_CPU=1
+
+need_apt=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+command -v wrk >/dev/null || need_apt+=(wrk)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v oha >/dev/null; then
+  cargo install --locked oha --version 1.12.0
+fi
+export PATH="/usr/sbin:$PATH"
+
+cargo build --release --locked -p gatehouse
+gatehouse_bin="$root/target/release/gatehouse"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The upstream: a static 200 from nginx, cheap enough to never be the bottleneck.
+cat >"$work/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UPSTREAM_PORT;
+    location / { return 200 "ok\n"; }
+  }
+}
+CONF
+
+# nginx as a proxy with the forwarding headers gatehouse also sets.
+cat >"$work/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Request-Id \$request_id;
+    }
+  }
+}
+CONF
+
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse always
+frontend public
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend backend
+backend backend
+  server upstream 127.0.0.1:$UPSTREAM_PORT
+CONF
+
+cat >"$work/gatehouse.toml" <<CONF
+[[listeners]]
+name = "bench"
+address = "127.0.0.1:$GATEHOUSE_PORT"
+
+[upstreams.backend]
+endpoints = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
+
+[[routes]]
+upstream = "backend"
+CONF
+
+start() { # cpu, command...
+  local cpu=$1
+  shift
+  taskset -c "$cpu" "$@" >"$work/$(basename "$1").out" 2>&1 &
+  pids+=($!)
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+start $LOAD_CPU nginx -c "$work/upstream.conf" -e "$work/upstream.err"
+wait_port $UPSTREAM_PORT
+
+# Sums user and system CPU seconds of a process and its threads.
+cpu_seconds() {
+  awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$1/stat"
+}
+
+results="$work/results.tsv"
+printf 'target\trps\tp50_ms\tp99_ms\tcpu_us_per_req\thalf_p99_ms\n' >"$results"
+
+# Runs the workload against one port; the second argument is the proxy PID or "-".
+measure() {
+  local name=$1 port=$2 pid=$3
+  wait_port "$port"
+  taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
+  local cpu_before=0 cpu_after=0
+  [ "$pid" != "-" ] && cpu_before=$(cpu_seconds "$pid")
+  taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" >"$work/$name.wrk"
+  [ "$pid" != "-" ] && cpu_after=$(cpu_seconds "$pid")
+  local rps requests p50 p99
+  rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/$name.wrk")
+  requests=$(awk '/requests in/ { print $1 }' "$work/$name.wrk")
+  p50=$(awk '$1 == "50%" { print $2 }' "$work/$name.wrk")
+  p99=$(awk '$1 == "99%" { print $2 }' "$work/$name.wrk")
+  local cpu_per_request="-"
+  if [ "$pid" != "-" ]; then
+    cpu_per_request=$(awk -v a="$cpu_before" -v b="$cpu_after" -v n="$requests" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$cpu_per_request" >>"$work/saturation.tsv"
+}
+
+# Converts wrk's latency text (850.00us, 1.20ms, 1.01s) to milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { print v }
+  }'
+}
+
+# p99 at a fixed request rate, from oha's JSON summary.
+half_load_p99() {
+  local port=$1 rate=$2
+  taskset -c $LOAD_CPU oha --no-tui --output-format json -z "${DURATION}s" -c 16 -q "$rate" "http://127.0.0.1:$port/" >"$work/oha.json"
+  python3 -c 'import json,sys; print("%.3f" % (json.load(open(sys.argv[1]))["latencyPercentiles"]["p99"] * 1000))' "$work/oha.json"
+}
+
+: >"$work/saturation.tsv"
+measure direct $UPSTREAM_PORT -
+
+RUST_LOG="warn" TOKIO_WORKER_THREADS=1 start $PROXY_CPU "$gatehouse_bin" run --config "$work/gatehouse.toml"
+gatehouse_pid=${pids[-1]}
+measure gatehouse $GATEHOUSE_PORT "$gatehouse_pid"
+
+start $PROXY_CPU nginx -c "$work/nginx.conf" -e "$work/nginx.err"
+wait_port $NGINX_PORT
+nginx_worker=$(pgrep -P "${pids[-1]}" | head -n1)
+measure nginx $NGINX_PORT "$nginx_worker"
+
+start $PROXY_CPU haproxy -db -f "$work/haproxy.cfg"
+measure haproxy $HAPROXY_PORT "${pids[-1]}"
+
+# Half of nginx's saturation rate, applied to every target, for added latency.
+nginx_rps=$(awk -F'\t' '$1 == "nginx" { print $2 }' "$work/saturation.tsv")
+half_rate=$(awk -v r="$nginx_rps" 'BEGIN { printf "%d", r / 2 }')
+declare -A ports=([direct]=$UPSTREAM_PORT [gatehouse]=$GATEHOUSE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+while IFS=$'\t' read -r name rps p50 p99 cpu; do
+  half=$(half_load_p99 "${ports[$name]}" "$half_rate")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$half" >>"$results"
+done <"$work/saturation.tsv"
+
+python3 "$root/benches/load/report.py" "$results" "$half_rate" "$DURATION" "$CONNECTIONS" ${1:+"$1"}
