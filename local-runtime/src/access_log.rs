@@ -146,8 +146,7 @@ mod tests {
             duration_micros: 12,
             body_complete: true,
         };
-        let json: serde_json::Value =
-            serde_json::to_value(&line).expect("access line serializes");
+        let json: serde_json::Value = serde_json::to_value(&line).expect("access line serializes");
         assert_eq!(json["request_id"], "abc");
         assert_eq!(json["status"], 200);
         assert_eq!(json["response_bytes"], 5);

@@ -1,6 +1,10 @@
 //! The demo upstream: an HTTP server that answers every request with JSON describing
 //! what it received, over HTTP/1.1 and h2c on the same port.
 //!
+//! The JSON has `upstream` (the server's address), `method`, `version` (such as
+//! `HTTP/1.1` or `HTTP/2.0`), `path`, `query` (`null` without one), `headers` (each
+//! name to its value, or to an array of values when repeated) and `body_bytes`.
+//!
 //! `gatehouse demo` starts one on each loopback endpoint of the config, and the
 //! integration tests use it as a real upstream.
 
@@ -132,6 +136,7 @@ async fn describe(
     let description = json!({
         "upstream": &*upstream,
         "method": parts.method.as_str(),
+        "version": format!("{:?}", parts.version),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "headers": headers_json(&parts.headers),

@@ -46,15 +46,11 @@ pub fn init(format: LogFormat) {
             .with_writer(std::io::stderr)
             .boxed(),
     }
-    .with_filter(filter_fn(|metadata| {
-        metadata.target() != ACCESS_LOG_TARGET
-    }));
+    .with_filter(filter_fn(|metadata| metadata.target() != ACCESS_LOG_TARGET));
     let access = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .event_format(MessageOnly)
-        .with_filter(filter_fn(|metadata| {
-            metadata.target() == ACCESS_LOG_TARGET
-        }));
+        .with_filter(filter_fn(|metadata| metadata.target() == ACCESS_LOG_TARGET));
 
     let _already_set = Registry::default()
         .with(filter)

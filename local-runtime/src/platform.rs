@@ -111,10 +111,7 @@ pub struct NativeUpstream {
 
 impl std::fmt::Debug for NativeUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let clients = self
-            .clients
-            .lock()
-            .map_or(0, |clients| clients.len());
+        let clients = self.clients.lock().map_or(0, |clients| clients.len());
         f.debug_struct("NativeUpstream")
             .field("clients", &clients)
             .finish()
@@ -269,9 +266,14 @@ mod tests {
 
     #[test]
     fn absolute_uri_keeps_path_and_query() {
-        let origin: Uri = "/v1/orders/7?expand=items".parse().expect("valid origin URI");
+        let origin: Uri = "/v1/orders/7?expand=items"
+            .parse()
+            .expect("valid origin URI");
         let uri = absolute_uri("127.0.0.1:9004", &origin).expect("valid authority");
-        assert_eq!(uri.to_string(), "http://127.0.0.1:9004/v1/orders/7?expand=items");
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:9004/v1/orders/7?expand=items"
+        );
     }
 
     #[test]
