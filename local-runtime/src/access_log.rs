@@ -17,7 +17,7 @@ use crate::body::NativeBody;
 /// target as bare JSON lines.
 pub const ACCESS_LOG_TARGET: &str = "gatehouse::access";
 
-/// One access-log line: the core's record plus what only the runtime knows.
+/// One access-log line: the core's record plus the fields only the runtime can fill in.
 #[derive(Serialize)]
 struct AccessLine<'a> {
     #[serde(flatten)]

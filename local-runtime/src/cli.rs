@@ -35,7 +35,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
-    /// What to do.
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,7 +57,7 @@ pub enum Command {
     /// Print the JSON Schema of the config file, for editors.
     Schema,
     /// Run the gateway with a demo upstream on every loopback endpoint of the config.
-    /// Each demo upstream answers with JSON describing the request it received.
+    /// Each demo upstream responds with JSON describing the request it received.
     Demo {
         /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
         #[arg(long, short, default_value = "examples/gatehouse.toml")]

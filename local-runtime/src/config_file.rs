@@ -14,7 +14,7 @@ pub enum ConfigFileError {
     Read {
         /// The file's path.
         path: PathBuf,
-        /// Why reading failed.
+        /// The I/O error from reading.
         source: std::io::Error,
     },
     /// The document is invalid; never empty.

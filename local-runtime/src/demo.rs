@@ -1,4 +1,4 @@
-//! The demo upstream: an HTTP server that answers every request with JSON describing
+//! The demo upstream: an HTTP server that responds to every request with JSON describing
 //! what it received, over HTTP/1.1 and h2c on the same port.
 //!
 //! The JSON has `upstream` (the server's address), `method`, `version` (such as
@@ -109,7 +109,7 @@ async fn accept_loop(listener: TcpListener, address: SocketAddr, accepted: Arc<A
     }
 }
 
-/// Answers with a JSON description of `request`, reading the whole body to count it.
+/// Responds with a JSON description of `request`, reading the whole body to count it.
 async fn describe(
     upstream: Arc<str>,
     request: Request<Incoming>,

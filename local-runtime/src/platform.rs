@@ -17,9 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::NativeBody;
 
-/// How long an idle pooled upstream connection is kept. It matches hyper-util's
-/// default and stays below the 120 s idle timeout common on upstream servers, so the
-/// gateway rarely reuses a connection the server is closing.
+/// How long an idle pooled upstream connection is kept, the same as hyper-util's
+/// default. An upstream that closes idle connections sooner can race with reuse, and
+/// hyper-util then retries a request that failed before any of it was written.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Interval of TCP keep-alive probes on upstream connections, so a peer that vanished
@@ -183,7 +183,7 @@ impl Upstream for NativeUpstream {
                     upstream = target.upstream,
                     endpoint = target.authority,
                     error = classified.kind().slug(),
-                    cause = %error_chain(&classified),
+                    cause = %classified.cause().map(|cause| error_chain(cause)).unwrap_or_default(),
                     "upstream request failed"
                 );
                 Err(classified)
@@ -280,6 +280,30 @@ mod tests {
     fn absolute_uri_rejects_invalid_authority() {
         let origin: Uri = "/".parse().expect("valid origin URI");
         assert!(absolute_uri("bad host:80", &origin).is_err());
+    }
+
+    #[test]
+    fn io_kind_is_found_in_source_chain() {
+        #[derive(Debug)]
+        struct Wrapper(io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tcp connect error")
+            }
+        }
+        impl StdError for Wrapper {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let timed_out = Wrapper(io::Error::new(io::ErrorKind::TimedOut, "connect timeout"));
+        assert!(has_io_kind(&timed_out, io::ErrorKind::TimedOut));
+        let refused = Wrapper(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(!has_io_kind(&refused, io::ErrorKind::TimedOut));
+        assert_eq!(
+            error_chain(&timed_out),
+            "tcp connect error: connect timeout"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct BindError {
     pub listener: String,
     /// The address as configured.
     pub address: String,
-    /// Why binding failed.
+    /// The I/O error from binding.
     pub source: io::Error,
 }
 
@@ -166,7 +166,7 @@ impl Server {
 
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        // Every accept loop holds a receiver, so sending fails only when all of them
+        // Every accept loop owns a receiver, so sending fails only when all of them
         // have already ended.
         let _ = stop_sender.send(true);
         for task in accept_tasks {

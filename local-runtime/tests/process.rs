@@ -163,7 +163,7 @@ async fn sigterm_finishes_inflight_request() {
             .expect("valid request");
         let in_flight = tokio::spawn(async move { send(&client, request).await });
 
-        // Signal only once the upstream holds the request, so it is truly in flight.
+        // Signal only once the upstream has received the request, so it is truly in flight.
         requests
             .recv()
             .await

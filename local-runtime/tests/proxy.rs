@@ -85,8 +85,9 @@ async fn http1_post_streams_body() {
         let echo = json(&body);
         assert_eq!(echo["method"], "POST");
         assert_eq!(echo["body_bytes"], 18);
-        // Without Content-Length the client sends chunks, and the framing header is
-        // hop-by-hop, so the upstream sees its own framing, not the client's header.
+        // Without Content-Length the client sends chunks. Transfer-Encoding is
+        // hop-by-hop, so the gateway removes it and hyper frames the upstream request
+        // itself, again without a Content-Length.
         assert_eq!(echo["headers"].get("content-length"), None);
     })
     .await;

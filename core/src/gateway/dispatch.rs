@@ -41,9 +41,9 @@ pub(crate) async fn proxy<P: Platform>(
     access.upstream = Some(Arc::clone(&upstream.name));
 
     let hash = hash_key(upstream, &request, &outgoing);
-    // The pick input lives only in this expression: `PickInput` holds a `&dyn Fn`,
-    // which is not `Send`, and keeping it across the await below would make the
-    // future not `Send`, which the native runtime's HTTP/2 server requires.
+    // The pick input lives only in this expression. `PickInput` contains a `&dyn Fn`,
+    // which is not `Send`, so keeping it across the await below would make this
+    // future not `Send`, and the native runtime's HTTP/2 server requires `Send`.
     let picked = upstream.balancer.pick(&PickInput {
         hash,
         random: platform.random_u64(),

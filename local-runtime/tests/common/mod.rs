@@ -202,7 +202,7 @@ pub fn run_command(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
-/// A config with one listener on an ephemeral port and one route to `upstream`.
+/// Builds a config with one listener on an ephemeral port and one route to `upstream`.
 pub fn config_for(upstream: &str, extra_upstream_settings: &str) -> String {
     format!(
         r#"
@@ -236,7 +236,7 @@ pub async fn demo_upstream() -> gatehouse::demo::DemoUpstream {
 }
 
 /// Starts an upstream that reports each request on the returned channel, waits
-/// `delay`, then answers 200 with body `slow`.
+/// `delay`, then responds 200 with body `slow`.
 pub async fn slow_upstream(delay: Duration) -> (SocketAddr, async_mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("local address");
@@ -276,12 +276,12 @@ pub async fn closing_upstream() -> SocketAddr {
     address
 }
 
-/// An HTTP/1.1 client.
+/// Creates an HTTP/1.1 client.
 pub fn http1_client() -> Client<HttpConnector, NativeBody> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
 
-/// An HTTP/2 client with prior knowledge (h2c).
+/// Creates an HTTP/2 client with prior knowledge (h2c).
 pub fn http2_client() -> Client<HttpConnector, NativeBody> {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
