@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gatehouse_core::config::Config;
 
-use crate::config_file::{load_gateway, summary};
+use crate::config_file::{ConfigFileError, load_gateway, summary};
 use crate::demo::DemoUpstream;
 use crate::logging::{self, LogFormat};
 use crate::platform::NativePlatform;
@@ -20,7 +20,8 @@ use crate::server::Server;
 /// at run time.
 const EXIT_FAILURE: u8 = 1;
 
-/// Exit status of `run` and `demo` when the config has problems.
+/// Exit status of `run` and `demo` when the config file is missing, unreadable or
+/// invalid.
 const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// Time given to blocking tasks, such as DNS lookups, to end after the server stops.
@@ -57,6 +58,7 @@ pub enum Command {
     /// Print the JSON Schema of the config file, for editors.
     Schema,
     /// Run the gateway with a demo upstream on every loopback endpoint of the config.
+    ///
     /// Each demo upstream responds with JSON describing the request it received.
     Demo {
         /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
@@ -109,7 +111,11 @@ fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
     logging::init(log_format);
     let gateway = match load_gateway(path) {
         Ok(gateway) => gateway,
-        Err(error) => {
+        Err(error @ ConfigFileError::Read { .. }) => {
+            print_stderr(&error.to_string());
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+        Err(error @ ConfigFileError::Invalid(_)) => {
             let problems = error.problems();
             print_stderr(&format!(
                 "invalid config {}: {} problem{}",
