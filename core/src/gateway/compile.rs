@@ -386,6 +386,7 @@ fn compile_routes(
             errors.push(undefined_reference(
                 format!("{path}.upstream"),
                 "upstream",
+                "upstreams",
                 &route.upstream,
                 upstream_names.iter().map(|name| name.as_str()),
             ));
@@ -406,6 +407,7 @@ fn compile_routes(
                 None => errors.push(undefined_reference(
                     format!("{path}.policies[{policy_index}]"),
                     "policy",
+                    "policies",
                     policy_name,
                     policies.keys().map(String::as_str),
                 )),
@@ -433,6 +435,7 @@ fn compile_routes(
 fn undefined_reference<'a>(
     path: String,
     what: &str,
+    table: &str,
     name: &str,
     defined: impl Iterator<Item = &'a str>,
 ) -> ConfigError {
@@ -445,7 +448,7 @@ fn undefined_reference<'a>(
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match closest {
         Some((_, candidate)) => error.with_hint(format!("did you mean {candidate:?}?")),
-        None if defined.is_empty() => error.with_hint(format!("define it under [{what}s.{name}]")),
-        None => error.with_hint(format!("defined {what}s: {}", defined.join(", "))),
+        None if defined.is_empty() => error.with_hint(format!("define it under [{table}.{name}]")),
+        None => error.with_hint(format!("defined in [{table}]: {}", defined.join(", "))),
     }
 }

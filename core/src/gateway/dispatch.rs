@@ -41,13 +41,16 @@ pub(crate) async fn proxy<P: Platform>(
     access.upstream = Some(Arc::clone(&upstream.name));
 
     let hash = hash_key(upstream, &request, &outgoing);
-    let pick = PickInput {
+    // The pick input lives only in this expression. `PickInput` contains a `&dyn Fn`,
+    // which is not `Send`, so keeping it across the await below would make this
+    // future not `Send`, and the native runtime's HTTP/2 server requires `Send`.
+    let picked = upstream.balancer.pick(&PickInput {
         hash,
         random: platform.random_u64(),
         now: clock.monotonic(),
         eligible: &|_| true,
-    };
-    let Some(index) = upstream.balancer.pick(&pick) else {
+    });
+    let Some(index) = picked else {
         return Err(Error::unavailable(format!(
             "upstream {:?} has no endpoint available",
             upstream.name

@@ -1,0 +1,277 @@
+//! The `gatehouse` command line: `run`, `check`, `schema` and `demo`.
+
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use gatehouse_core::config::Config;
+
+use crate::config_file::{ConfigFileError, load_gateway, summary};
+use crate::demo::DemoUpstream;
+use crate::logging::{self, LogFormat};
+use crate::platform::NativePlatform;
+use crate::server::Server;
+
+/// Exit status of `check` when the config has problems, and of any command that fails
+/// at run time.
+const EXIT_FAILURE: u8 = 1;
+
+/// Exit status of `run` and `demo` when the config file is missing, unreadable or
+/// invalid.
+const EXIT_INVALID_CONFIG: u8 = 2;
+
+/// Time given to blocking tasks, such as DNS lookups, to end after the server stops.
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// gatehouse: an API gateway and load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version)]
+pub struct Cli {
+    /// Format of log lines on stderr. Access-log lines are JSON in both formats; set
+    /// RUST_LOG to choose levels (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway until SIGTERM or Ctrl-C.
+    Run {
+        /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
+        #[arg(long, short, default_value = "gatehouse.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file, print every problem in it and exit 1 if there are any.
+    Check {
+        /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file, for editors.
+    Schema,
+    /// Run the gateway with a demo upstream on every loopback endpoint of the config.
+    ///
+    /// Each demo upstream responds with JSON describing the request it received.
+    Demo {
+        /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
+        #[arg(long, short, default_value = "examples/gatehouse.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line, runs the command and returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => serve(&config, cli.log_format, false),
+        Command::Check { file } => check(&file),
+        Command::Schema => schema(),
+        Command::Demo { config } => serve(&config, cli.log_format, true),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load_gateway(path) {
+        Ok(gateway) => {
+            print_stdout(&format!("config OK: {}", summary(&gateway)));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            for problem in error.problems() {
+                print_stdout(&problem);
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn schema() -> ExitCode {
+    let schema = gatehouse_core::config::json_schema();
+    match serde_json::to_string_pretty(&schema) {
+        Ok(text) => {
+            print_stdout(&text);
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            print_stderr(&format!("failed to serialize the JSON Schema: {error}"));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
+    logging::init(log_format);
+    let gateway = match load_gateway(path) {
+        Ok(gateway) => gateway,
+        Err(error @ ConfigFileError::Read { .. }) => {
+            print_stderr(&error.to_string());
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+        Err(error @ ConfigFileError::Invalid(_)) => {
+            let problems = error.problems();
+            print_stderr(&format!(
+                "invalid config {}: {} problem{}",
+                path.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            ));
+            for problem in problems {
+                print_stderr(&format!("  {problem}"));
+            }
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "failed to start the Tokio runtime");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let status = runtime.block_on(async move {
+        // The demo upstreams must outlive the server, so they are held here.
+        let _demo_upstreams = if with_demo {
+            start_demo_upstreams(gateway.config()).await
+        } else {
+            Vec::new()
+        };
+        let server = match Server::bind(gateway, NativePlatform::new()).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!(%error, "failed to start");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        for listener in server.listeners() {
+            tracing::info!(listener = listener.name(), address = %listener.address(), "listening");
+            print_stdout(&format!(
+                "gatehouse: listener {} on http://{}",
+                listener.name(),
+                listener.address()
+            ));
+        }
+        server.serve(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    status
+}
+
+/// Starts a demo upstream on each distinct loopback endpoint address. An address that
+/// cannot be bound is logged and skipped, since a real server may already be there.
+async fn start_demo_upstreams(config: &Config) -> Vec<DemoUpstream> {
+    let addresses: BTreeSet<SocketAddr> = config
+        .upstreams
+        .values()
+        .flat_map(|upstream| &upstream.endpoints)
+        .filter_map(|endpoint| loopback_address(&endpoint.address))
+        .collect();
+    let mut upstreams = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        match DemoUpstream::bind(address).await {
+            Ok(upstream) => {
+                tracing::info!(address = %upstream.address(), "demo upstream started");
+                upstreams.push(upstream);
+            }
+            Err(error) => {
+                tracing::warn!(%address, %error, "failed to start a demo upstream; skipping it");
+            }
+        }
+    }
+    upstreams
+}
+
+/// Returns the socket address of an endpoint on loopback: an IP literal in
+/// 127.0.0.0/8 or `::1`, or `localhost:PORT` (bound as 127.0.0.1).
+fn loopback_address(endpoint: &str) -> Option<SocketAddr> {
+    if let Ok(address) = endpoint.parse::<SocketAddr>() {
+        return address.ip().is_loopback().then_some(address);
+    }
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    host.eq_ignore_ascii_case("localhost")
+        .then_some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "failed to listen for Ctrl-C; only SIGTERM stops the server");
+            std::future::pending::<()>().await;
+        }
+    };
+
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "failed to listen for SIGTERM; only Ctrl-C stops the server");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        () = interrupt => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Writes a line to stdout and flushes it, so a parent process reading the listener
+/// lines sees each one at once. A closed stdout is ignored, since there is no one left
+/// to tell.
+fn print_stdout(line: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+}
+
+/// Writes a line to stderr, ignoring a closed stderr.
+fn print_stderr(line: &str) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_found() {
+        assert_eq!(
+            loopback_address("127.0.0.1:9001"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9001)))
+        );
+        assert_eq!(
+            loopback_address("localhost:9002"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 9002)))
+        );
+        assert!(loopback_address("[::1]:9003").is_some());
+        assert_eq!(loopback_address("10.0.0.5:80"), None);
+        assert_eq!(loopback_address("users.internal:80"), None);
+        assert_eq!(loopback_address("localhost:http"), None);
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

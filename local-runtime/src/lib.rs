@@ -1,0 +1,18 @@
+//! The native runtime of the gatehouse API gateway: a Tokio/hyper server around the
+//! runtime-agnostic core in `gatehouse-core`.
+//!
+//! The binary `gatehouse` is a thin layer over [`cli`]. The other modules are public
+//! so that integration tests can reuse them, such as the [`demo`] upstream.
+
+pub mod access_log;
+pub mod body;
+pub mod cli;
+pub mod config_file;
+pub mod demo;
+pub mod logging;
+pub mod platform;
+pub mod server;
+
+pub use body::NativeBody;
+pub use platform::NativePlatform;
+pub use server::Server;

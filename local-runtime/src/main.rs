@@ -1,0 +1,5 @@
+//! The `gatehouse` command; see [`gatehouse::cli`].
+
+fn main() -> std::process::ExitCode {
+    gatehouse::cli::main()
+}

@@ -1,0 +1,312 @@
+//! The HTTP server: one TCP listener per configured listener, each serving HTTP/1.1
+//! with keep-alive and HTTP/2 with prior knowledge on the same port, and a graceful
+//! shutdown that lets in-flight requests finish.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use gatehouse_core::{ConnectionInfo, Gateway};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::access_log::AccessLogBody;
+use crate::body::NativeBody;
+use crate::platform::NativePlatform;
+
+/// Maximum time a client may take to send a request head. It bounds connections that
+/// open and then trickle bytes, and matches hyper's default.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Maximum time in-flight requests get to finish after a shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The gateway currently serving requests. A reload stores a new one; requests
+/// already running keep the version they started with.
+pub type SharedGateway = Arc<ArcSwap<Gateway>>;
+
+/// A listener that failed to bind.
+#[derive(Debug)]
+pub struct BindError {
+    /// The listener's name in the config.
+    pub listener: String,
+    /// The address as configured.
+    pub address: String,
+    /// The I/O error from binding.
+    pub source: io::Error,
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "failed to bind listener {:?} on {}: {}",
+            self.listener, self.address, self.source
+        )
+    }
+}
+
+impl std::error::Error for BindError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A bound listener that has not started accepting yet.
+#[derive(Debug)]
+pub struct BoundListener {
+    name: Arc<str>,
+    address: SocketAddr,
+    listener: TcpListener,
+}
+
+impl BoundListener {
+    /// Returns the listener's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Returns the bound address, with the real port when the config asked for port 0.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+/// The gateway's server with every listener bound, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    listeners: Vec<BoundListener>,
+    state: Arc<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    gateway: SharedGateway,
+    platform: NativePlatform,
+}
+
+impl Server {
+    /// Binds every listener in the gateway's config. Must be called inside a Tokio
+    /// runtime.
+    pub async fn bind(gateway: Gateway, platform: NativePlatform) -> Result<Self, BindError> {
+        let mut listeners = Vec::with_capacity(gateway.config().listeners.len());
+        for listener in &gateway.config().listeners {
+            let bind_error = |source| BindError {
+                listener: listener.name.clone(),
+                address: listener.address.clone(),
+                source,
+            };
+            // The core already rejected invalid addresses, so this only guards
+            // against a config that skipped its checks.
+            let address: SocketAddr = listener.address.parse().map_err(|_| {
+                bind_error(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "invalid socket address",
+                ))
+            })?;
+            let bound = TcpListener::bind(address).await.map_err(bind_error)?;
+            let address = bound.local_addr().map_err(bind_error)?;
+            listeners.push(BoundListener {
+                name: Arc::from(listener.name.as_str()),
+                address,
+                listener: bound,
+            });
+        }
+        Ok(Self {
+            listeners,
+            state: Arc::new(State {
+                gateway: Arc::new(ArcSwap::from_pointee(gateway)),
+                platform,
+            }),
+        })
+    }
+
+    /// Returns the bound listeners, in config order.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.listeners
+    }
+
+    /// Returns the handle through which a reload replaces the serving gateway.
+    pub fn gateway(&self) -> SharedGateway {
+        Arc::clone(&self.state.gateway)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and waits up to
+    /// [`SHUTDOWN_GRACE`] for open connections to finish their requests.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let (stop_sender, stop_receiver) = watch::channel(false);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let builder = Arc::new(connection_builder());
+
+        let accept_tasks: Vec<JoinHandle<()>> = self
+            .listeners
+            .into_iter()
+            .map(|listener| {
+                tokio::spawn(accept_loop(
+                    listener,
+                    Arc::clone(&self.state),
+                    Arc::clone(&builder),
+                    Arc::clone(&graceful),
+                    stop_receiver.clone(),
+                ))
+            })
+            .collect();
+
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        // Every accept loop owns a receiver, so sending fails only when all of them
+        // have already ended.
+        let _ = stop_sender.send(true);
+        for task in accept_tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "an accept loop panicked");
+            }
+        }
+
+        // The accept loops have ended and dropped their references.
+        let Ok(graceful) = Arc::try_unwrap(graceful) else {
+            tracing::error!("connections are still being accepted; shutting down without draining");
+            return;
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("all connections closed"),
+            Err(_) => tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "connections still open after the shutdown grace period; closing them"
+            ),
+        }
+    }
+}
+
+fn connection_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+async fn accept_loop(
+    bound: BoundListener,
+    state: Arc<State>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let BoundListener {
+        name,
+        address,
+        listener,
+    } = bound;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Accept fails on resource exhaustion such as too many open files;
+                // waiting briefly avoids spinning until a descriptor frees up.
+                tracing::warn!(listener = %name, %address, %error, "failed to accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        serve_connection(stream, peer, &state, &builder, &graceful);
+    }
+    tracing::info!(listener = %name, %address, "listener closed");
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &Arc<State>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "failed to set TCP_NODELAY");
+    }
+    // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; the canonical
+    // form makes them match IPv4 trusted-proxy entries and log as IPv4.
+    let peer_ip = peer.ip().to_canonical();
+    let state = Arc::clone(state);
+    let service = service_fn(move |request| handle(Arc::clone(&state), peer_ip, request));
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+    });
+}
+
+async fn handle(
+    state: Arc<State>,
+    peer: IpAddr,
+    request: Request<Incoming>,
+) -> Result<Response<AccessLogBody>, Infallible> {
+    let started = Instant::now();
+    let gateway = state.gateway.load_full();
+    let connection = ConnectionInfo {
+        peer,
+        secure: false,
+    };
+    let handled = gateway
+        .handle(request.map(NativeBody::from), &connection, &state.platform)
+        .await;
+    let (parts, body) = handled.response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        AccessLogBody::new(body, handled.access, started),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hyper's HTTP/2 server runs each request on its executor, which requires a
+    /// `Send` future, so this fails to compile if a core type breaks `Send`.
+    #[test]
+    fn handle_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let state = Arc::new(State {
+            gateway: Arc::new(ArcSwap::from_pointee(
+                Gateway::new(gatehouse_core::config::Config::default())
+                    .expect("an empty config is valid"),
+            )),
+            platform: NativePlatform::new(),
+        });
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let future = async move {
+            let gateway = state.gateway.load_full();
+            let connection = ConnectionInfo {
+                peer,
+                secure: false,
+            };
+            let request = Request::new(NativeBody::empty());
+            gateway.handle(request, &connection, &state.platform).await
+        };
+        assert_send(&future);
+    }
+}

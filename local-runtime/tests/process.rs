@@ -1,0 +1,189 @@
+//! The `gatehouse` process: subcommands, exit codes, the access log and graceful
+//! shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Request, StatusCode};
+
+#[test]
+fn check_accepts_example_config() {
+    let example = example("gatehouse.toml");
+    let (status, stdout, _) = run_command(&["check", &example.to_string_lossy()]);
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    assert_eq!(stdout, "config OK: 3 routes, 3 upstreams, 1 listener\n");
+}
+
+#[test]
+fn check_lists_every_problem() {
+    let example = example("invalid.toml");
+    let (status, stdout, _) = run_command(&["check", &example.to_string_lossy()]);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for expected in [
+        "listeners[0].address: invalid socket address",
+        "upstreams.sessions.hash_on: is required",
+        "upstreams.users.endpoints[0].weight: must be between 1 and 10000",
+        "upstreams.users.endpoints[1].address: duplicate endpoint",
+        "upstreams.users.timeouts.per_try: is longer than total",
+        "routes[0].upstream: upstream \"user\" is not defined",
+    ] {
+        assert!(
+            lines.iter().any(|line| line.starts_with(expected)),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn check_reports_unknown_keys() {
+    let dir = TempDir::new();
+    let path = dir.write(
+        "typo.toml",
+        r#"
+[upstreams.api]
+balancr = "random"
+endpoints = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    let (status, stdout, _) = run_command(&["check", &path.to_string_lossy()]);
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        stdout,
+        "upstreams.api.balancr: unknown key (did you mean `balancer`?)\n"
+    );
+}
+
+#[test]
+fn check_reports_missing_file() {
+    let (status, stdout, _) = run_command(&["check", "/nonexistent/gatehouse.toml"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout.starts_with("failed to read /nonexistent/gatehouse.toml: "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_with_invalid_config_exits_2() {
+    let example = example("invalid.toml");
+    let (status, stdout, stderr) = run_command(&["run", "--config", &example.to_string_lossy()]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert_eq!(stdout, "");
+    assert!(stderr.contains(": 6 problems"), "{stderr}");
+    assert!(
+        stderr.contains("routes[0].upstream: upstream \"user\" is not defined"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_is_json() {
+    let (status, stdout, _) = run_command(&["schema"]);
+    assert_eq!(status.code(), Some(0));
+    let schema: serde_json::Value = serde_json::from_str(&stdout).expect("schema is JSON");
+    assert!(schema["properties"]["routes"].is_object(), "{stdout}");
+}
+
+#[test]
+fn listener_line_parses() {
+    assert_eq!(
+        parse_listener_line("gatehouse: listener public on http://127.0.0.1:8080"),
+        Some(([127, 0, 0, 1], 8080).into())
+    );
+    assert_eq!(
+        parse_listener_line("gatehouse: listener v6 on http://[::1]:80"),
+        Some("[::1]:80".parse().expect("valid address"))
+    );
+    assert_eq!(parse_listener_line("something else"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_line_per_request() {
+    bounded(async {
+        let upstream = demo_upstream().await;
+        let gateway = Gatehouse::start(&config_for(&upstream.address().to_string(), ""));
+
+        let request = Request::get(gateway.url("/orders/7?token=secret-value"))
+            .header("authorization", "Bearer secret-token")
+            .body(NativeBody::empty())
+            .expect("valid request");
+        let (head, body) = send(&http1_client(), request).await;
+        assert_eq!(head.status, StatusCode::OK);
+        let request_id = head
+            .headers
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .expect("response has a request id")
+            .to_owned();
+
+        // The line is written when the response body ends, which may be a moment after
+        // the client has read it.
+        let mut line = None;
+        for _ in 0..100 {
+            line = gateway
+                .stderr()
+                .lines()
+                .find(|line| line.contains(&request_id))
+                .map(str::to_owned);
+            if line.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let line = line.expect("access-log line for the request");
+        let record: serde_json::Value =
+            serde_json::from_str(&line).expect("access-log line is JSON");
+        assert_eq!(record["method"], "GET");
+        assert_eq!(record["path"], "/orders/7");
+        assert_eq!(record["status"], 200);
+        assert_eq!(record["route"], "all");
+        assert_eq!(record["upstream"], "backend");
+        assert_eq!(record["response_bytes"], body.len() as u64);
+        assert_eq!(record["body_complete"], true);
+        assert!(record["duration_micros"].is_u64());
+        assert!(!line.contains("secret-value"), "{line}");
+        assert!(!line.contains("secret-token"), "{line}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_inflight_request() {
+    bounded(async {
+        let (address, mut requests) = slow_upstream(Duration::from_millis(700)).await;
+        let mut gateway = Gatehouse::start(&config_for(&address.to_string(), ""));
+
+        let client = http1_client();
+        let request = Request::get(gateway.url("/slow"))
+            .body(NativeBody::empty())
+            .expect("valid request");
+        let in_flight = tokio::spawn(async move { send(&client, request).await });
+
+        // Signal only once the upstream has received the request, so it is truly in flight.
+        requests
+            .recv()
+            .await
+            .expect("upstream received the request");
+        gateway.terminate();
+
+        let (head, body) = in_flight.await.expect("request task");
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(&body[..], b"slow");
+
+        let status = tokio::task::spawn_blocking(move || {
+            let status = gateway.wait_for_exit(Duration::from_secs(10));
+            (status, gateway.stderr())
+        })
+        .await
+        .expect("wait task");
+        let (status, stderr) = status;
+        let status = status.unwrap_or_else(|| panic!("gatehouse did not exit; stderr:\n{stderr}"));
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("received SIGTERM"), "{stderr}");
+    })
+    .await;
+}
