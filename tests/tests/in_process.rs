@@ -1,0 +1,8 @@
+//! Runs every conformance scenario against the core in process.
+
+#[test]
+fn scenarios_pass_in_process() {
+    let report = gatehouse_conformance::run_in_process();
+    println!("{report}");
+    report.assert_all_passed();
+}
