@@ -25,7 +25,8 @@ pub struct ScenarioResult {
     pub outcome: Outcome,
 }
 
-/// The results of every scenario on one target.
+/// The results of every scenario on one target. Its `Display` lists the skipped and
+/// failed scenarios with their differences, then the counts.
 #[derive(Debug, Clone)]
 pub struct SuiteReport {
     /// Target name, such as `in_process`.
@@ -74,7 +75,7 @@ impl fmt::Display for SuiteReport {
         }
         for result in &self.results {
             match &result.outcome {
-                Outcome::Passed => writeln!(f, "PASS {}: {}", result.file, result.name)?,
+                Outcome::Passed => {}
                 Outcome::Skipped(reason) => writeln!(
                     f,
                     "SKIP {}: {} (on {}: {reason})",

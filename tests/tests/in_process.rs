@@ -3,6 +3,5 @@
 #[test]
 fn scenarios_pass_in_process() {
     let report = gatehouse_conformance::run_in_process();
-    println!("{report}");
     report.assert_all_passed();
 }
