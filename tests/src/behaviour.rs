@@ -117,6 +117,7 @@ pub fn echo_json(name: &str, received: &Received) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
 mod tests {
     use std::collections::BTreeMap;
 

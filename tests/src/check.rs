@@ -316,6 +316,7 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
 mod tests {
     use bytes::Bytes;
 

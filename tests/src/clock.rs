@@ -210,6 +210,7 @@ pub fn drive<F: Future>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
 mod tests {
     use futures::future::{Either, select};
 

@@ -423,6 +423,7 @@ pub fn render_config(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
 mod tests {
     use super::*;
 
