@@ -1,5 +1,5 @@
-//! What a test upstream answers, shared by the socket servers and the simulated
-//! upstreams of the in-process runner so that both answer byte for byte alike.
+//! The responses of test upstreams, shared by the socket servers and the simulated
+//! upstreams of the in-process runner so that both send the same bytes.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

@@ -180,7 +180,7 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
 }
 
 fn check_headers(
-    what: &str,
+    subject: &str,
     expected: &BTreeMap<String, HeaderValues>,
     absent: &[String],
     formats: &BTreeMap<String, ValueFormat>,
@@ -192,14 +192,16 @@ fn check_headers(
         let actual_value = actual(name);
         if actual_value.as_deref() != Some(expected_value.as_str()) {
             differences.push(format!(
-                "{what} {name}: expected {expected_value:?}, actual {}",
+                "{subject} {name}: expected {expected_value:?}, actual {}",
                 describe(actual_value.as_deref())
             ));
         }
     }
     for name in absent {
         if let Some(value) = actual(name) {
-            differences.push(format!("{what} {name}: expected absent, actual {value:?}"));
+            differences.push(format!(
+                "{subject} {name}: expected absent, actual {value:?}"
+            ));
         }
     }
     for (name, format) in formats {
@@ -209,7 +211,7 @@ fn check_headers(
             .is_some_and(|value| format.matches(value))
         {
             differences.push(format!(
-                "{what} {name}: expected a {format:?} value, actual {}",
+                "{subject} {name}: expected a {format:?} value, actual {}",
                 describe(actual_value.as_deref())
             ));
         }
@@ -239,7 +241,7 @@ fn check_problem(expected: &str, exchange: &Exchange) -> Vec<String> {
     Vec::new()
 }
 
-/// Checks the expectations about which upstreams answered the repeats.
+/// Checks the expectations about which upstreams responded to the repeats.
 fn check_distribution(expect: &Expect, answered_by: &[Option<String>]) -> Vec<String> {
     let mut differences = Vec::new();
     let names: Vec<&str> = answered_by

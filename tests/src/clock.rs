@@ -135,7 +135,7 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     /// Unregisters a sleep that was cancelled, such as a timeout timer after the
-    /// upstream answered, so it no longer counts as a deadline to advance to.
+    /// upstream responded, so it no longer counts as a deadline to advance to.
     fn drop(&mut self) {
         if let Some(key) = self.key {
             self.clock.state.timers.borrow_mut().remove(&key);

@@ -156,7 +156,7 @@ impl Platform for TestPlatform {
     }
 }
 
-/// Answers upstream requests with the scenario's behaviours, looked up by the endpoint
+/// Responds to upstream requests with the scenario's behaviours, looked up by the endpoint
 /// address the gateway chose.
 struct SimulatedUpstreams {
     clock: ManualClock,

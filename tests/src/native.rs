@@ -10,6 +10,8 @@ const LISTENER_NAME: &str = "conformance";
 
 /// Start of the line the binary prints once its listener is bound, followed by
 /// `http://IP:PORT`.
+// NOTE: checked only against a stand-in script so far, because the native binary does
+// not exist on this branch yet.
 pub const READY_PREFIX: &str = "gatehouse: listener conformance on ";
 
 /// Starts the native binary with the scenario config plus one listener on a free port.
@@ -54,7 +56,7 @@ mod tests {
 
     use super::*;
 
-    /// Writes a shell script that stands in for the binary: it checks its arguments,
+    /// Writes a shell script that replaces the binary: it checks its arguments,
     /// prints the ready line, and waits to be killed.
     fn fake_binary(body: &str) -> PathBuf {
         let path = temporary_path("sh");

@@ -1,7 +1,7 @@
 //! Targets that run the gateway as a separate process and reach it over HTTP.
 //!
-//! A [`Launcher`] knows how to start one kind of gateway process for a config; the
-//! [`ProcessTarget`] around it starts the socket upstreams, renders the config, and
+//! A [`Launcher`] starts one kind of gateway process for a config. The
+//! [`ProcessTarget`] around it starts the socket upstreams, renders the config and
 //! sends the requests. The native binary is one launcher; the Worker (`wrangler dev`)
 //! and the Spin component are meant to be others.
 

@@ -48,7 +48,7 @@ pub struct Scenario {
 
 /// What a test upstream does with each request it receives.
 ///
-/// Without `status` and `body` it is an echo server: it answers 200 with a JSON
+/// Without `status` and `body` it is an echo server: it responds 200 with a JSON
 /// description of the request (see [`crate::behaviour::echo_json`]).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,9 +60,9 @@ pub struct UpstreamBehaviour {
     /// Extra response headers.
     #[serde(default)]
     pub headers: BTreeMap<String, HeaderValues>,
-    /// Time to wait before answering, in milliseconds.
+    /// Time to wait before responding, in milliseconds.
     pub delay: Option<u64>,
-    /// Accepts the connection and closes it without answering.
+    /// Accepts the connection and closes it without responding.
     #[serde(default)]
     pub close: bool,
     /// Protocol the upstream serves.
@@ -215,7 +215,7 @@ impl ValueFormat {
     }
 }
 
-/// Returns the folder that holds the scenario files of this crate.
+/// Returns the folder that contains the scenario files of this crate.
 pub fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
 }

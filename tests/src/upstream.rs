@@ -1,5 +1,5 @@
 //! Test upstreams as real servers on 127.0.0.1, for targets that run the gateway in
-//! another process. They answer with [`crate::behaviour`], as the in-process
+//! another process. They respond with [`crate::behaviour`], as the in-process
 //! simulation does, and count the connections they accept.
 
 use std::collections::BTreeMap;
