@@ -1,0 +1,401 @@
+//! Compares the responses of a step with its expectations and describes every
+//! difference as expected versus actual.
+
+use std::collections::BTreeMap;
+
+use http::HeaderMap;
+use serde_json::Value;
+
+use crate::behaviour::UPSTREAM_HEADER;
+use crate::scenario::{Expect, HeaderValues, ValueFormat};
+use crate::target::Exchange;
+
+/// Maximum differences listed per step; a balancing step with 30 repeats that all fail
+/// alike would otherwise bury the rest of the report.
+const MAX_LISTED: usize = 8;
+
+/// Returns every difference between `outcomes` (one per repeat) and `expect`.
+pub fn check_step(expect: &Expect, outcomes: &[Result<Exchange, String>]) -> Vec<String> {
+    let mut differences = Vec::new();
+    let mut answered_by = Vec::with_capacity(outcomes.len());
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let label = if outcomes.len() > 1 {
+            format!("request {}/{}: ", index + 1, outcomes.len())
+        } else {
+            String::new()
+        };
+        match outcome {
+            Ok(exchange) => {
+                let echo = Echo::parse(exchange);
+                answered_by.push(echo.upstream.clone());
+                for difference in check_response(expect, exchange, &echo) {
+                    differences.push(format!("{label}{difference}"));
+                }
+            }
+            Err(error) => {
+                answered_by.push(None);
+                differences.push(format!("{label}request failed: {error}"));
+            }
+        }
+    }
+    differences.extend(check_distribution(expect, &answered_by));
+
+    if differences.len() > MAX_LISTED {
+        let more = differences.len() - MAX_LISTED;
+        differences.truncate(MAX_LISTED);
+        differences.push(format!("... and {more} more differences"));
+    }
+    differences
+}
+
+/// What the upstream reported about the request it received, when the response came
+/// from a test upstream.
+#[derive(Debug, Default)]
+struct Echo {
+    upstream: Option<String>,
+    /// The echo JSON; `None` when the body is not an echo (a gateway error, or an
+    /// upstream configured with its own body).
+    body: Option<Value>,
+}
+
+impl Echo {
+    fn parse(exchange: &Exchange) -> Self {
+        let body = serde_json::from_slice::<Value>(&exchange.body)
+            .ok()
+            .filter(|value| value.get("upstream").is_some_and(Value::is_string));
+        let upstream = body
+            .as_ref()
+            .and_then(|body| body["upstream"].as_str().map(str::to_owned))
+            .or_else(|| {
+                exchange
+                    .headers
+                    .get(UPSTREAM_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned)
+            });
+        Self { upstream, body }
+    }
+
+    /// Returns the echo body or the reason it is missing.
+    fn body(&self, exchange: &Exchange) -> Result<&Value, String> {
+        self.body.as_ref().ok_or_else(|| {
+            format!(
+                "no echo from a test upstream; the response was {} with body {}",
+                exchange.status,
+                excerpt(&exchange.body)
+            )
+        })
+    }
+
+    /// Returns the combined value of `name` as the upstream received it.
+    fn header(body: &Value, name: &str) -> Option<String> {
+        match &body["headers"][name.to_ascii_lowercase()] {
+            Value::String(value) => Some(value.clone()),
+            Value::Array(values) => Some(
+                values
+                    .iter()
+                    .map(|value| value.as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<String> {
+    let mut differences = Vec::new();
+    if let Some(status) = expect.status
+        && status != exchange.status
+    {
+        differences.push(format!(
+            "status: expected {status}, actual {} (body {})",
+            exchange.status,
+            excerpt(&exchange.body)
+        ));
+    }
+    check_headers(
+        "response header",
+        &expect.headers,
+        &expect.headers_absent,
+        &expect.header_formats,
+        |name| combined(&exchange.headers, name),
+        &mut differences,
+    );
+    if let Some(expected) = &expect.problem_type {
+        differences.extend(check_problem(expected, exchange));
+    }
+    if let Some(expected) = &expect.upstream
+        && echo.upstream.as_ref() != Some(expected)
+    {
+        differences.push(format!(
+            "upstream: expected {expected:?}, actual {} (status {})",
+            describe(echo.upstream.as_deref()),
+            exchange.status
+        ));
+    }
+
+    let needs_echo = expect.upstream_path.is_some()
+        || expect.upstream_query.is_some()
+        || !expect.upstream_headers.is_empty()
+        || !expect.upstream_headers_absent.is_empty()
+        || !expect.upstream_header_formats.is_empty();
+    if !needs_echo {
+        return differences;
+    }
+    let body = match echo.body(exchange) {
+        Ok(body) => body,
+        Err(reason) => {
+            differences.push(format!("upstream request: {reason}"));
+            return differences;
+        }
+    };
+    if let Some(expected) = &expect.upstream_path {
+        let actual = body["path"].as_str();
+        if actual != Some(expected.as_str()) {
+            differences.push(format!(
+                "upstream path: expected {expected:?}, actual {}",
+                describe(actual)
+            ));
+        }
+    }
+    if let Some(expected) = &expect.upstream_query {
+        let actual = body["query"].as_str();
+        if actual != Some(expected.as_str()) {
+            differences.push(format!(
+                "upstream query: expected {expected:?}, actual {}",
+                describe(actual)
+            ));
+        }
+    }
+    check_headers(
+        "upstream request header",
+        &expect.upstream_headers,
+        &expect.upstream_headers_absent,
+        &expect.upstream_header_formats,
+        |name| Echo::header(body, name),
+        &mut differences,
+    );
+    differences
+}
+
+fn check_headers(
+    subject: &str,
+    expected: &BTreeMap<String, HeaderValues>,
+    absent: &[String],
+    formats: &BTreeMap<String, ValueFormat>,
+    actual: impl Fn(&str) -> Option<String>,
+    differences: &mut Vec<String>,
+) {
+    for (name, values) in expected {
+        let expected_value = values.combined();
+        let actual_value = actual(name);
+        if actual_value.as_deref() != Some(expected_value.as_str()) {
+            differences.push(format!(
+                "{subject} {name}: expected {expected_value:?}, actual {}",
+                describe(actual_value.as_deref())
+            ));
+        }
+    }
+    for name in absent {
+        if let Some(value) = actual(name) {
+            differences.push(format!(
+                "{subject} {name}: expected absent, actual {value:?}"
+            ));
+        }
+    }
+    for (name, format) in formats {
+        let actual_value = actual(name);
+        if !actual_value
+            .as_deref()
+            .is_some_and(|value| format.matches(value))
+        {
+            differences.push(format!(
+                "{subject} {name}: expected a {format:?} value, actual {}",
+                describe(actual_value.as_deref())
+            ));
+        }
+    }
+}
+
+fn check_problem(expected: &str, exchange: &Exchange) -> Vec<String> {
+    let problem_type = serde_json::from_slice::<Value>(&exchange.body)
+        .ok()
+        .and_then(|body| body["type"].as_str().map(str::to_owned));
+    if problem_type.as_deref() != Some(expected) {
+        return vec![format!(
+            "problem type: expected {expected:?}, actual {}",
+            describe(problem_type.as_deref())
+        )];
+    }
+    // Only a body with the right type is worth checking further; otherwise the line
+    // above already names the problem.
+    let content_type = combined(&exchange.headers, "content-type");
+    if content_type.as_deref() != Some(gatehouse_core::respond::PROBLEM_CONTENT_TYPE) {
+        return vec![format!(
+            "content-type: expected {:?} for a problem, actual {}",
+            gatehouse_core::respond::PROBLEM_CONTENT_TYPE,
+            describe(content_type.as_deref())
+        )];
+    }
+    Vec::new()
+}
+
+/// Checks the expectations about which upstreams responded to the repeats.
+fn check_distribution(expect: &Expect, answered_by: &[Option<String>]) -> Vec<String> {
+    let mut differences = Vec::new();
+    let names: Vec<&str> = answered_by
+        .iter()
+        .map(|name| name.as_deref().unwrap_or("(none)"))
+        .collect();
+
+    if let Some(expected) = &expect.upstream_sequence
+        && names != *expected
+    {
+        differences.push(format!(
+            "upstream sequence: expected {expected:?}, actual {names:?}"
+        ));
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in &names {
+        *counts.entry(name).or_default() += 1;
+    }
+    if let Some(expected) = &expect.upstream_counts {
+        let mut all_names: Vec<&str> = expected.keys().map(String::as_str).collect();
+        all_names.extend(counts.keys().copied());
+        all_names.sort_unstable();
+        all_names.dedup();
+        let within = all_names.iter().all(|name| {
+            let want = expected.get(*name).copied().unwrap_or(0);
+            let got = counts.get(name).copied().unwrap_or(0);
+            want.abs_diff(got) <= expect.counts_tolerance
+        });
+        if !within {
+            differences.push(format!(
+                "upstream counts: expected {expected:?} (tolerance {}), actual {counts:?}",
+                expect.counts_tolerance
+            ));
+        }
+    }
+    for name in &expect.upstreams_reached {
+        if !counts.contains_key(name.as_str()) {
+            differences.push(format!(
+                "upstreams reached: expected {name:?} to answer at least once, actual {counts:?}"
+            ));
+        }
+    }
+    if expect.same_upstream && counts.len() > 1 {
+        differences.push(format!(
+            "same upstream: expected one upstream to answer every repeat, actual {counts:?}"
+        ));
+    }
+    differences
+}
+
+/// Returns the values of header `name`, joined with `", "` as HTTP combines field lines.
+fn combined(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<String> = headers
+        .get_all(name)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn describe(value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!("{value:?}"),
+        None => "absent".to_owned(),
+    }
+}
+
+/// Shows the start of a body in a difference message.
+fn excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(&body[..body.len().min(MAX)]);
+    let ellipsis = if body.len() > MAX { "..." } else { "" };
+    format!("{text:?}{ellipsis}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn exchange(status: u16, body: &str) -> Exchange {
+        Exchange {
+            status,
+            headers: HeaderMap::new(),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn echo_from(upstream: &str) -> Result<Exchange, String> {
+        Ok(exchange(
+            200,
+            &format!(
+                r#"{{"upstream":"{upstream}","path":"/x","headers":{{"via":["1.0 a","1.1 gatehouse"]}}}}"#
+            ),
+        ))
+    }
+
+    #[test]
+    fn matching_step_has_no_differences() {
+        let expect = Expect {
+            status: Some(200),
+            upstream: Some("a".to_owned()),
+            upstream_path: Some("/x".to_owned()),
+            upstream_headers: BTreeMap::from([(
+                "via".to_owned(),
+                HeaderValues::One("1.0 a, 1.1 gatehouse".to_owned()),
+            )]),
+            ..Expect::default()
+        };
+        assert_eq!(check_step(&expect, &[echo_from("a")]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_difference_reported() {
+        let expect = Expect {
+            status: Some(404),
+            upstream_path: Some("/y".to_owned()),
+            upstream_headers_absent: vec!["via".to_owned()],
+            ..Expect::default()
+        };
+        let differences = check_step(&expect, &[echo_from("a")]);
+        assert_eq!(differences.len(), 3, "{differences:?}");
+        assert!(differences[0].starts_with("status: expected 404, actual 200"));
+        assert!(differences[1].contains("expected \"/y\", actual \"/x\""));
+        assert!(differences[2].contains("expected absent"));
+    }
+
+    #[test]
+    fn sequence_and_counts_checked() {
+        let expect = Expect {
+            upstream_sequence: Some(vec!["a".to_owned(), "b".to_owned()]),
+            upstream_counts: Some(BTreeMap::from([("a".to_owned(), 2)])),
+            same_upstream: true,
+            ..Expect::default()
+        };
+        let differences = check_step(&expect, &[echo_from("a"), echo_from("a")]);
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(differences[0].starts_with("upstream sequence"));
+    }
+
+    #[test]
+    fn problem_requires_media_type() {
+        let expect = Expect {
+            problem_type: Some("urn:gatehouse:problem:not-found".to_owned()),
+            ..Expect::default()
+        };
+        let outcome = Ok(exchange(
+            404,
+            r#"{"type":"urn:gatehouse:problem:not-found"}"#,
+        ));
+        let differences = check_step(&expect, &[outcome]);
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(differences[0].starts_with("content-type"));
+    }
+}

@@ -1,0 +1,221 @@
+//! The in-process target: builds a [`gatehouse_core::Gateway`] from the scenario config
+//! and calls [`gatehouse_core::Gateway::handle`] directly, with a platform whose clock
+//! is driven by hand and whose upstreams run the test behaviours without sockets.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gatehouse_core::config::{Format, UpstreamProtocol as CoreProtocol};
+use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use gatehouse_core::{ConnectionInfo, Error, Gateway};
+use http::{Request, Response, Version};
+
+use crate::behaviour::{self, Received};
+use crate::clock::{DriveLimits, ManualClock, drive};
+use crate::scenario::{Scenario, UpstreamBehaviour, UpstreamProtocol, render_config};
+use crate::target::{Exchange, Instance, Target};
+
+/// First of the made-up ports that name simulated upstreams in the rendered config.
+/// Nothing listens on them; the simulated client looks the address up instead.
+const FIRST_SIMULATED_PORT: u16 = 40_000;
+
+/// Port that no simulated upstream uses, for `{{unused_port}}`.
+const UNUSED_PORT: u16 = FIRST_SIMULATED_PORT - 1;
+
+/// Real time allowed per step. The manual clock makes timeouts instant, so this only
+/// catches a request that spins.
+const STEP_REAL_TIME: Duration = Duration::from_secs(10);
+
+/// Manual-clock time allowed per step, long enough for the default 15-second timeouts.
+const STEP_VIRTUAL_TIME: Duration = Duration::from_secs(60);
+
+/// Seed of the platform's random numbers, fixed so in-process runs repeat exactly.
+const RANDOM_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Runs scenarios against the core in this process.
+#[derive(Debug, Default)]
+pub struct InProcessTarget;
+
+impl Target for InProcessTarget {
+    fn name(&self) -> &'static str {
+        "in_process"
+    }
+
+    fn start(&mut self, scenario: &Scenario) -> Result<Box<dyn Instance + '_>, String> {
+        let clock = ManualClock::new();
+        let mut addresses = BTreeMap::new();
+        let mut by_authority = HashMap::new();
+        for (port, (name, behaviour)) in (FIRST_SIMULATED_PORT..).zip(&scenario.upstreams) {
+            let address = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+            addresses.insert(name.clone(), address);
+            by_authority.insert(address.to_string(), (name.clone(), behaviour.clone()));
+        }
+        let text = render_config(&scenario.config, &addresses, UNUSED_PORT)?;
+        let config = gatehouse_core::config::load(&text, Format::Toml)
+            .map_err(|errors| format!("the scenario config does not load: {errors}"))?;
+        let gateway = Gateway::new(config)
+            .map_err(|errors| format!("the gateway rejects the config: {errors}"))?;
+
+        let platform = TestPlatform {
+            upstream: SimulatedUpstreams {
+                clock: clock.clone(),
+                by_authority,
+                requests: RefCell::new(BTreeMap::new()),
+            },
+            clock,
+            random_state: Cell::new(RANDOM_SEED),
+        };
+        Ok(Box::new(InProcessInstance { gateway, platform }))
+    }
+}
+
+struct InProcessInstance {
+    gateway: Gateway,
+    platform: TestPlatform,
+}
+
+impl Instance for InProcessInstance {
+    fn send(
+        &mut self,
+        request: &Request<Bytes>,
+        count: usize,
+        concurrent: bool,
+    ) -> Vec<Result<Exchange, String>> {
+        let connection = ConnectionInfo {
+            peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            secure: false,
+        };
+        let limits = DriveLimits {
+            virtual_time: STEP_VIRTUAL_TIME,
+            real_time: STEP_REAL_TIME,
+        };
+        let handle = |request: Request<Bytes>| {
+            let gateway = &self.gateway;
+            let platform = &self.platform;
+            let connection = &connection;
+            async move {
+                let handled = gateway.handle(request, connection, platform).await;
+                let (parts, body) = handled.response.into_parts();
+                Exchange {
+                    status: parts.status.as_u16(),
+                    headers: parts.headers,
+                    body,
+                }
+            }
+        };
+
+        if concurrent {
+            let all = futures::future::join_all((0..count).map(|_| handle(request.clone())));
+            match drive(&self.platform.clock, all, limits) {
+                Ok(exchanges) => exchanges.into_iter().map(Ok).collect(),
+                Err(error) => (0..count).map(|_| Err(error.clone())).collect(),
+            }
+        } else {
+            (0..count)
+                .map(|_| drive(&self.platform.clock, handle(request.clone()), limits))
+                .collect()
+        }
+    }
+
+    fn upstream_connections(&self) -> BTreeMap<String, usize> {
+        self.platform.upstream.requests.borrow().clone()
+    }
+}
+
+/// The platform of the in-process runner.
+struct TestPlatform {
+    clock: ManualClock,
+    upstream: SimulatedUpstreams,
+    random_state: Cell<u64>,
+}
+
+impl Platform for TestPlatform {
+    type Body = Bytes;
+    type Clock = ManualClock;
+    type Upstream = SimulatedUpstreams;
+
+    fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    fn upstream(&self) -> &SimulatedUpstreams {
+        &self.upstream
+    }
+
+    /// Returns the next SplitMix64 number: cheap, well mixed and reproducible.
+    fn random_u64(&self) -> u64 {
+        let state = self.random_state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.random_state.set(state);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Responds to upstream requests with the scenario's behaviours, looked up by the endpoint
+/// address the gateway chose.
+struct SimulatedUpstreams {
+    clock: ManualClock,
+    by_authority: HashMap<String, (String, UpstreamBehaviour)>,
+    requests: RefCell<BTreeMap<String, usize>>,
+}
+
+impl Upstream for SimulatedUpstreams {
+    type Body = Bytes;
+
+    async fn send(
+        &self,
+        request: Request<Bytes>,
+        target: &UpstreamTarget<'_>,
+    ) -> Result<Response<Bytes>, Error> {
+        let Some((name, behaviour)) = self.by_authority.get(target.authority) else {
+            // Nothing listens there, as with `{{unused_port}}`: a refused connect, which
+            // is safe to retry because the request never left.
+            return Err(Error::bad_gateway(format!(
+                "upstream {:?} refused the connection",
+                target.upstream
+            ))
+            .with_retry_safe(true));
+        };
+        *self.requests.borrow_mut().entry(name.clone()).or_default() += 1;
+
+        let protocol_matches = matches!(
+            (target.protocol, behaviour.protocol),
+            (CoreProtocol::Http1, UpstreamProtocol::Http1)
+                | (CoreProtocol::H2c, UpstreamProtocol::H2c)
+        );
+        if !protocol_matches {
+            // A real server fails to parse the other protocol's first bytes and closes.
+            return Err(Error::bad_gateway(format!(
+                "upstream {:?} does not speak {:?}",
+                target.upstream, target.protocol
+            )));
+        }
+
+        let (parts, body) = request.into_parts();
+        let received = Received::new(&parts, body);
+        if let Some(delay) = behaviour.delay {
+            self.clock.sleep(Duration::from_millis(delay)).await;
+        }
+        if behaviour.close {
+            return Err(Error::bad_gateway(format!(
+                "upstream {:?} closed the connection without answering",
+                target.upstream
+            )));
+        }
+        let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
+
+        let mut response = Response::new(reply.body);
+        *response.status_mut() = reply.status;
+        *response.headers_mut() = reply.headers;
+        *response.version_mut() = match behaviour.protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c => Version::HTTP_2,
+        };
+        Ok(response)
+    }
+}

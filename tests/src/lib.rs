@@ -1,0 +1,43 @@
+//! The gatehouse conformance suite: scenarios written once as data and run against
+//! every target.
+//!
+//! A scenario (see [`scenario`]) gives a gateway config, the behaviour of test
+//! upstreams and requests with the responses they must get. A [`target::Target`] runs
+//! the gateway: [`run_in_process`] drives the core directly with a hand-driven clock,
+//! and [`run_native`] starts the `gatehouse` binary and talks to it over sockets.
+
+pub mod behaviour;
+pub mod check;
+pub mod client;
+pub mod clock;
+pub mod in_process;
+pub mod native;
+pub mod process;
+pub mod report;
+pub mod scenario;
+pub mod suite;
+pub mod target;
+pub mod upstream;
+
+use std::path::Path;
+
+pub use report::SuiteReport;
+
+/// Runs every scenario against the core in this process.
+pub fn run_in_process() -> SuiteReport {
+    suite::run_all(&mut in_process::InProcessTarget)
+}
+
+/// Runs every scenario against the native binary at `binary`, one gateway process per
+/// scenario, with the test upstreams on 127.0.0.1.
+pub fn run_native(binary: &Path) -> SuiteReport {
+    let launcher = native::NativeLauncher::new(binary);
+    match process::ProcessTarget::new(launcher) {
+        Ok(mut target) => suite::run_all(&mut target),
+        Err(error) => SuiteReport {
+            target: "native".to_owned(),
+            results: Vec::new(),
+            load_problems: vec![error],
+        },
+    }
+}

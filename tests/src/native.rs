@@ -1,0 +1,90 @@
+//! The native target: the `gatehouse` binary started as `gatehouse run --config FILE`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::{GatewayProcess, Launcher, temporary_path};
+
+/// Name of the listener added to every scenario config.
+const LISTENER_NAME: &str = "conformance";
+
+/// Start of the line the binary prints once its listener is bound, followed by
+/// `http://IP:PORT`.
+// NOTE: checked only against a stand-in script so far, because the native binary does
+// not exist on this branch yet.
+pub const READY_PREFIX: &str = "gatehouse: listener conformance on ";
+
+/// Starts the native binary with the scenario config plus one listener on a free port.
+#[derive(Debug, Clone)]
+pub struct NativeLauncher {
+    binary: PathBuf,
+}
+
+impl NativeLauncher {
+    /// Creates a launcher for the binary at `binary`.
+    pub fn new(binary: &Path) -> Self {
+        Self {
+            binary: binary.to_owned(),
+        }
+    }
+}
+
+impl Launcher for NativeLauncher {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn launch(&self, config: &str) -> Result<GatewayProcess, String> {
+        let path = temporary_path("toml");
+        // Port 0 lets the kernel pick a free port, which the ready line then reports.
+        let text = format!(
+            "{config}\n\n[[listeners]]\nname = \"{LISTENER_NAME}\"\naddress = \"127.0.0.1:0\"\n"
+        );
+        std::fs::write(&path, text)
+            .map_err(|error| format!("failed to write {}: {error}", path.display()))?;
+
+        let mut command = Command::new(&self.binary);
+        command.arg("run").arg("--config").arg(&path);
+        GatewayProcess::spawn(command, READY_PREFIX, vec![path])
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Writes a shell script that replaces the binary: it checks its arguments,
+    /// prints the ready line, and waits to be killed.
+    fn fake_binary(body: &str) -> PathBuf {
+        let path = temporary_path("sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn launch_reads_ready_line() {
+        let script = fake_binary(
+            "[ \"$1 $2\" = 'run --config' ] || exit 3\n\
+             grep -q 'name = \"conformance\"' \"$3\" || exit 4\n\
+             echo 'gatehouse: loading'\n\
+             echo 'gatehouse: listener conformance on http://127.0.0.1:4567'\n\
+             exec sleep 30",
+        );
+        let process = NativeLauncher::new(&script).launch("[server]\n").unwrap();
+        assert_eq!(process.address, "127.0.0.1:4567".parse().unwrap());
+        drop(process);
+        std::fs::remove_file(script).unwrap();
+    }
+
+    #[test]
+    fn launch_reports_early_exit() {
+        let script = fake_binary("echo 'invalid config: 1 problem' >&2\nexit 1");
+        let error = NativeLauncher::new(&script).launch("").unwrap_err();
+        assert!(error.contains("did not become ready"), "{error}");
+        std::fs::remove_file(script).unwrap();
+    }
+}

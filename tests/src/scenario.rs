@@ -1,0 +1,494 @@
+//! The scenario format: one TOML file per topic in `scenarios/`, each with several
+//! `[[scenario]]` entries that give a gateway config, the behaviour of the test
+//! upstreams, and requests with the responses they must get.
+//!
+//! Every type rejects unknown keys, so a misspelt expectation fails loudly instead of
+//! silently checking nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Names of the targets a scenario may skip. A `skip` key outside this list is an error,
+/// so a typo cannot turn a skip into a silent run or the reverse.
+pub const TARGET_NAMES: [&str; 4] = ["in_process", "native", "worker", "spin"];
+
+/// One scenario file: the scenarios of one topic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// File name relative to the scenario folder, such as `routing.toml`; set by the loader.
+    #[serde(skip)]
+    pub file: String,
+    /// The scenarios, run in file order.
+    pub scenario: Vec<Scenario>,
+}
+
+/// A gateway config, its test upstreams and the requests sent to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name, unique within its file.
+    pub name: String,
+    /// `gatehouse.toml` text without listeners. `{{upstream.NAME}}` becomes the
+    /// `127.0.0.1:PORT` address of test upstream NAME and `{{unused_port}}` a closed port.
+    pub config: String,
+    /// Test upstreams by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamBehaviour>,
+    /// Requests, sent in order to one gateway instance.
+    pub steps: Vec<Step>,
+    /// Targets that cannot run this scenario, each with the reason printed when skipped.
+    #[serde(default)]
+    pub skip: BTreeMap<String, String>,
+}
+
+/// What a test upstream does with each request it receives.
+///
+/// Without `status` and `body` it is an echo server: it responds 200 with a JSON
+/// description of the request (see [`crate::behaviour::echo_json`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBehaviour {
+    /// Response status; 200 when absent.
+    pub status: Option<u16>,
+    /// Response body; the echo JSON when absent.
+    pub body: Option<String>,
+    /// Extra response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValues>,
+    /// Time to wait before responding, in milliseconds.
+    pub delay: Option<u64>,
+    /// Accepts the connection and closes it without responding.
+    #[serde(default)]
+    pub close: bool,
+    /// Protocol the upstream serves.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// Protocol a test upstream serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge.
+    H2c,
+}
+
+/// One header value or several, in order. Comparisons join several values with `", "`,
+/// which is how HTTP combines repeated field lines, so an expectation does not depend on
+/// whether a target sends one line or several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    /// A single value.
+    One(String),
+    /// Several values, sent as separate field lines.
+    Many(Vec<String>),
+}
+
+impl HeaderValues {
+    /// Returns the values as separate field lines.
+    pub fn lines(&self) -> Vec<&str> {
+        match self {
+            Self::One(value) => vec![value.as_str()],
+            Self::Many(values) => values.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Returns the values combined into one field value.
+    pub fn combined(&self) -> String {
+        self.lines().join(", ")
+    }
+}
+
+/// A request to send, possibly several times, and what every response must show.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Request method.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Request target (path and query), sent byte for byte without normalization.
+    pub path: String,
+    /// Request headers; `host` defaults to `localhost`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValues>,
+    /// Request body.
+    pub body: Option<String>,
+    /// Sends the request over HTTP/2 with prior knowledge instead of HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
+    /// Number of times to send the request.
+    #[serde(default = "default_repeat")]
+    pub repeat: usize,
+    /// Sends all repeats at once instead of one after another, so that they are in
+    /// flight together (for balancers that look at outstanding requests).
+    #[serde(default)]
+    pub concurrent: bool,
+    /// What each response, and the repeats together, must show.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_repeat() -> usize {
+    1
+}
+
+/// Expectations on the responses of one step. Absent fields are not checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Response status.
+    pub status: Option<u16>,
+    /// Exact response header values.
+    #[serde(default)]
+    pub headers: BTreeMap<String, HeaderValues>,
+    /// Response headers that must be missing.
+    #[serde(default)]
+    pub headers_absent: Vec<String>,
+    /// Response headers whose value must have a format, for generated values.
+    #[serde(default)]
+    pub header_formats: BTreeMap<String, ValueFormat>,
+    /// The `type` of an `application/problem+json` body.
+    pub problem_type: Option<String>,
+    /// The test upstream that answered.
+    pub upstream: Option<String>,
+    /// The path the upstream received, without the query.
+    pub upstream_path: Option<String>,
+    /// The query the upstream received, without `?`.
+    pub upstream_query: Option<String>,
+    /// Exact header values the upstream received.
+    #[serde(default)]
+    pub upstream_headers: BTreeMap<String, HeaderValues>,
+    /// Headers the upstream must not have received.
+    #[serde(default)]
+    pub upstream_headers_absent: Vec<String>,
+    /// Headers the upstream received whose value must have a format.
+    #[serde(default)]
+    pub upstream_header_formats: BTreeMap<String, ValueFormat>,
+    /// The upstream that answered each repeat, in sending order.
+    pub upstream_sequence: Option<Vec<String>>,
+    /// How many repeats each upstream answered; unlisted upstreams must answer none.
+    pub upstream_counts: Option<BTreeMap<String, usize>>,
+    /// Allowed difference between an actual and an expected count in `upstream_counts`.
+    #[serde(default)]
+    pub counts_tolerance: usize,
+    /// Upstreams that must each answer at least one repeat.
+    #[serde(default)]
+    pub upstreams_reached: Vec<String>,
+    /// All repeats must be answered by one upstream.
+    #[serde(default)]
+    pub same_upstream: bool,
+}
+
+/// A format that a generated header value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    /// 36 characters: lowercase hex digits in groups of 8-4-4-4-12 joined by `-`.
+    Uuid,
+}
+
+impl ValueFormat {
+    /// Returns whether `value` has this format.
+    pub fn matches(self, value: &str) -> bool {
+        match self {
+            Self::Uuid => {
+                value.len() == 36
+                    && value.char_indices().all(|(index, c)| match index {
+                        8 | 13 | 18 | 23 => c == '-',
+                        _ => matches!(c, '0'..='9' | 'a'..='f'),
+                    })
+            }
+        }
+    }
+}
+
+/// Returns the folder that contains the scenario files of this crate.
+pub fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// Loads and checks every `*.toml` file in `dir`, in file-name order.
+///
+/// Returns every problem found, each naming its file and scenario, rather than
+/// stopping at the first.
+pub fn load_dir(dir: &Path) -> Result<Vec<ScenarioFile>, Vec<String>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| vec![format!("failed to read {}: {error}", dir.display())])?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(vec![format!("no scenario files in {}", dir.display())]);
+    }
+
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_file(&name, &text) {
+                Ok(file) => files.push(file),
+                Err(file_problems) => problems.extend(file_problems),
+            },
+            Err(error) => problems.push(format!("failed to read {}: {error}", path.display())),
+        }
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Parses and checks one scenario file; `name` prefixes every problem.
+pub fn parse_file(name: &str, text: &str) -> Result<ScenarioFile, Vec<String>> {
+    let mut file: ScenarioFile =
+        toml::from_str(text).map_err(|error| vec![format!("{name}: {error}")])?;
+    file.file = name.to_owned();
+
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    for scenario in &file.scenario {
+        if !names.insert(scenario.name.as_str()) {
+            problems.push(format!(
+                "{name}: duplicate scenario name {:?}",
+                scenario.name
+            ));
+        }
+        for problem in check_scenario(scenario) {
+            problems.push(format!("{name}: scenario {:?}: {problem}", scenario.name));
+        }
+    }
+    if problems.is_empty() {
+        Ok(file)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Finds references to undefined upstreams, unknown targets and impossible
+/// expectations, which would otherwise make a scenario fail or pass for the wrong reason.
+fn check_scenario(scenario: &Scenario) -> Vec<String> {
+    let mut problems = Vec::new();
+    let defined = |name: &str| scenario.upstreams.contains_key(name);
+
+    for target in scenario.skip.keys() {
+        if !TARGET_NAMES.contains(&target.as_str()) {
+            problems.push(format!(
+                "skip names unknown target {target:?}; known targets: {}",
+                TARGET_NAMES.join(", ")
+            ));
+        }
+    }
+    match placeholders(&scenario.config) {
+        Ok(keys) => {
+            for key in keys {
+                let known = match key.strip_prefix("upstream.") {
+                    Some(upstream) => defined(upstream),
+                    None => key == "unused_port",
+                };
+                if !known {
+                    problems.push(format!(
+                        "config uses {{{{{key}}}}}, which names no test upstream"
+                    ));
+                }
+            }
+        }
+        Err(problem) => problems.push(problem),
+    }
+    for (upstream, behaviour) in &scenario.upstreams {
+        if let Some(status) = behaviour.status
+            && !(100..=999).contains(&status)
+        {
+            problems.push(format!("upstream {upstream:?} has invalid status {status}"));
+        }
+    }
+    if scenario.steps.is_empty() {
+        problems.push("has no steps".to_owned());
+    }
+
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let mut step_problem = |problem: String| {
+            problems.push(format!("step {}: {problem}", index + 1));
+        };
+        if step.repeat == 0 {
+            step_problem("repeat must be at least 1".to_owned());
+        }
+        if http::Method::from_bytes(step.method.as_bytes()).is_err() {
+            step_problem(format!("invalid method {:?}", step.method));
+        }
+        if !step.path.starts_with('/') {
+            step_problem(format!("path {:?} must start with '/'", step.path));
+        }
+        let expect = &step.expect;
+        let mut named: Vec<&String> = expect.upstream.iter().collect();
+        named.extend(expect.upstream_sequence.iter().flatten());
+        named.extend(
+            expect
+                .upstream_counts
+                .iter()
+                .flat_map(|counts| counts.keys()),
+        );
+        named.extend(&expect.upstreams_reached);
+        for upstream in named {
+            if !defined(upstream) {
+                step_problem(format!(
+                    "expects upstream {upstream:?}, which is not defined"
+                ));
+            }
+        }
+        if let Some(sequence) = &expect.upstream_sequence
+            && sequence.len() != step.repeat
+        {
+            step_problem(format!(
+                "upstream_sequence lists {} upstreams for {} repeats",
+                sequence.len(),
+                step.repeat
+            ));
+        }
+        if let Some(counts) = &expect.upstream_counts
+            && expect.counts_tolerance == 0
+            && counts.values().sum::<usize>() != step.repeat
+        {
+            step_problem(format!(
+                "upstream_counts add up to {} for {} repeats",
+                counts.values().sum::<usize>(),
+                step.repeat
+            ));
+        }
+    }
+    problems
+}
+
+/// Returns the keys of the `{{...}}` placeholders in `text`.
+fn placeholders(text: &str) -> Result<Vec<&str>, String> {
+    let mut keys = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "config has a '{{' without a closing '}}'".to_owned())?;
+        keys.push(after[..end].trim());
+        rest = &after[end + 2..];
+    }
+    Ok(keys)
+}
+
+/// Replaces the placeholders of a scenario config with the addresses of its upstreams.
+pub fn render_config(
+    config: &str,
+    upstreams: &BTreeMap<String, SocketAddr>,
+    unused_port: u16,
+) -> Result<String, String> {
+    let mut rendered = String::with_capacity(config.len());
+    let mut rest = config;
+    while let Some(start) = rest.find("{{") {
+        rendered.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| "config has a '{{' without a closing '}}'".to_owned())?;
+        let key = after[..end].trim();
+        if key == "unused_port" {
+            let _ = write!(rendered, "{unused_port}");
+        } else {
+            let address = key
+                .strip_prefix("upstream.")
+                .and_then(|name| upstreams.get(name))
+                .ok_or_else(|| format!("config placeholder {{{{{key}}}}} names no upstream"))?;
+            let _ = write!(rendered, "{address}");
+        }
+        rest = &after[end + 2..];
+    }
+    rendered.push_str(rest);
+    Ok(rendered)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [[scenario]]
+        name = "echo"
+        config = '''
+        [upstreams.main]
+        endpoints = [{ address = "{{upstream.a}}" }]
+        '''
+        [scenario.upstreams.a]
+        [[scenario.steps]]
+        path = "/"
+        expect = { status = 200, upstream = "a" }
+    "#;
+
+    #[test]
+    fn minimal_file_parses() {
+        let file = parse_file("minimal.toml", MINIMAL).unwrap();
+        let step = &file.scenario[0].steps[0];
+        assert_eq!(step.method, "GET");
+        assert_eq!(step.repeat, 1);
+        assert_eq!(step.expect.upstream.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn unknown_expectation_rejected() {
+        let text = MINIMAL.replace("upstream = \"a\"", "upstrem = \"a\"");
+        let problems = parse_file("typo.toml", &text).unwrap_err();
+        assert!(problems[0].contains("upstrem"), "{problems:?}");
+    }
+
+    #[test]
+    fn undefined_upstream_rejected() {
+        let text = MINIMAL.replace("{{upstream.a}}", "{{upstream.b}}");
+        let problems = parse_file("undefined.toml", &text).unwrap_err();
+        assert!(problems[0].contains("upstream.b"), "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_skip_target_rejected() {
+        let text = MINIMAL.replace(
+            "[scenario.upstreams.a]",
+            "skip = { nativ = \"x\" }\n[scenario.upstreams.a]",
+        );
+        let problems = parse_file("skip.toml", &text).unwrap_err();
+        assert!(problems[0].contains("nativ"), "{problems:?}");
+    }
+
+    #[test]
+    fn config_placeholders_rendered() {
+        let upstreams = BTreeMap::from([("a".to_owned(), "127.0.0.1:4000".parse().unwrap())]);
+        let rendered = render_config(
+            "x = \"{{upstream.a}}\" y = {{ unused_port }}",
+            &upstreams,
+            9,
+        )
+        .unwrap();
+        assert_eq!(rendered, "x = \"127.0.0.1:4000\" y = 9");
+    }
+
+    #[test]
+    fn uuid_format_checked() {
+        assert!(ValueFormat::Uuid.matches("123e4567-e89b-42d3-a456-426614174000"));
+        assert!(!ValueFormat::Uuid.matches("123e4567e89b42d3a456426614174000"));
+        assert!(!ValueFormat::Uuid.matches("123E4567-E89B-42D3-A456-426614174000"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Runs every scenario against a target and collects the results.
+
+use crate::check::check_step;
+use crate::report::{Outcome, ScenarioResult, SuiteReport};
+use crate::scenario::{Scenario, ScenarioFile, load_dir, scenario_dir};
+use crate::target::{Target, build_request};
+
+/// Loads the scenario files of this crate and runs them all on `target`.
+///
+/// Runs every scenario even after failures, so one report lists them all. Set
+/// `GATEHOUSE_CONFORMANCE_FILTER` to run only scenarios whose `FILE: NAME` contains it.
+pub fn run_all(target: &mut dyn Target) -> SuiteReport {
+    let filter = std::env::var("GATEHOUSE_CONFORMANCE_FILTER").ok();
+    match load_dir(&scenario_dir()) {
+        Ok(files) => run_files(target, &files, filter.as_deref()),
+        Err(problems) => SuiteReport {
+            target: target.name().to_owned(),
+            results: Vec::new(),
+            load_problems: problems,
+        },
+    }
+}
+
+/// Runs the scenarios of `files` whose `FILE: NAME` contains `filter` (all without one).
+pub fn run_files(
+    target: &mut dyn Target,
+    files: &[ScenarioFile],
+    filter: Option<&str>,
+) -> SuiteReport {
+    let mut results = Vec::new();
+    for file in files {
+        for scenario in &file.scenario {
+            let label = format!("{}: {}", file.file, scenario.name);
+            if filter.is_some_and(|filter| !label.contains(filter)) {
+                continue;
+            }
+            let outcome = run_scenario(target, scenario);
+            // Printed as it goes, so a hung scenario shows where the run stopped.
+            match &outcome {
+                Outcome::Passed => println!("PASS {label}"),
+                Outcome::Skipped(reason) => {
+                    println!("SKIP {label} (on {}: {reason})", target.name())
+                }
+                Outcome::Failed(_) => println!("FAIL {label}"),
+            }
+            results.push(ScenarioResult {
+                file: file.file.clone(),
+                name: scenario.name.clone(),
+                outcome,
+            });
+        }
+    }
+    SuiteReport {
+        target: target.name().to_owned(),
+        results,
+        load_problems: Vec::new(),
+    }
+}
+
+fn run_scenario(target: &mut dyn Target, scenario: &Scenario) -> Outcome {
+    if let Some(reason) = scenario.skip.get(target.name()) {
+        return Outcome::Skipped(reason.clone());
+    }
+    let mut instance = match target.start(scenario) {
+        Ok(instance) => instance,
+        Err(error) => return Outcome::Failed(vec![format!("could not start: {error}")]),
+    };
+
+    let mut differences = Vec::new();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let label = format!("step {} ({} {})", index + 1, step.method, step.path);
+        let request = match build_request(step) {
+            Ok(request) => request,
+            Err(error) => {
+                differences.push(format!("{label}: {error}"));
+                continue;
+            }
+        };
+        let outcomes = instance.send(&request, step.repeat, step.concurrent);
+        for difference in check_step(&step.expect, &outcomes) {
+            differences.push(format!("{label}: {difference}"));
+        }
+    }
+    if differences.is_empty() {
+        return Outcome::Passed;
+    }
+    differences.push(format!(
+        "connections accepted per upstream: {:?}",
+        instance.upstream_connections()
+    ));
+    differences.extend(instance.diagnostics());
+    Outcome::Failed(differences)
+}

@@ -1,0 +1,193 @@
+//! Test upstreams as real servers on 127.0.0.1, for targets that run the gateway in
+//! another process. They respond with [`crate::behaviour`], as the in-process
+//! simulation does, and count the connections they accept.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::behaviour::{self, Received};
+use crate::scenario::{UpstreamBehaviour, UpstreamProtocol};
+
+/// Time a `close` upstream waits for the request head before closing, so it closes
+/// after the gateway has sent the request, as a crashing server would.
+const CLOSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The test upstreams of one scenario. Dropping it stops every server and connection.
+#[derive(Debug)]
+pub struct SocketUpstreams {
+    addresses: BTreeMap<String, SocketAddr>,
+    connections: BTreeMap<String, Arc<AtomicUsize>>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl SocketUpstreams {
+    /// Binds one server per upstream on 127.0.0.1 with a free port and starts serving.
+    /// Must be called inside a Tokio runtime.
+    pub async fn start(upstreams: &BTreeMap<String, UpstreamBehaviour>) -> Result<Self, String> {
+        let mut started = Self {
+            addresses: BTreeMap::new(),
+            connections: BTreeMap::new(),
+            servers: Vec::new(),
+        };
+        for (name, behaviour) in upstreams {
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|error| format!("failed to bind test upstream {name:?}: {error}"))?;
+            let address = listener
+                .local_addr()
+                .map_err(|error| format!("failed to read address of {name:?}: {error}"))?;
+            let counter = Arc::new(AtomicUsize::new(0));
+            let server = Server {
+                name: Arc::from(name.as_str()),
+                behaviour: Arc::new(behaviour.clone()),
+                connections: Arc::clone(&counter),
+            };
+            started.servers.push(tokio::spawn(server.run(listener)));
+            started.addresses.insert(name.clone(), address);
+            started.connections.insert(name.clone(), counter);
+        }
+        Ok(started)
+    }
+
+    /// Returns the address of each upstream by name.
+    pub fn addresses(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.addresses
+    }
+
+    /// Returns how many connections each upstream has accepted.
+    pub fn connections(&self) -> BTreeMap<String, usize> {
+        self.connections
+            .iter()
+            .map(|(name, counter)| (name.clone(), counter.load(Ordering::SeqCst)))
+            .collect()
+    }
+}
+
+impl Drop for SocketUpstreams {
+    fn drop(&mut self) {
+        // Aborting an accept loop drops its JoinSet, which aborts its connections.
+        for server in &self.servers {
+            server.abort();
+        }
+    }
+}
+
+/// Returns a port on 127.0.0.1 that nothing listens on: bound, read and released.
+/// Another process could take it in between, which is unlikely within one run.
+pub fn unused_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|error| format!("failed to find an unused port: {error}"))?;
+    listener
+        .local_addr()
+        .map(|address| address.port())
+        .map_err(|error| format!("failed to find an unused port: {error}"))
+}
+
+struct Server {
+    name: Arc<str>,
+    behaviour: Arc<UpstreamBehaviour>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Server {
+    async fn run(self, listener: TcpListener) {
+        let mut tasks = JoinSet::new();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            self.connections.fetch_add(1, Ordering::SeqCst);
+            if self.behaviour.close {
+                tasks.spawn(close_after_request_head(stream));
+                continue;
+            }
+            let name = Arc::clone(&self.name);
+            let behaviour = Arc::clone(&self.behaviour);
+            tasks.spawn(serve_connection(stream, name, behaviour));
+            // Reap finished connections so the set does not grow over a long scenario.
+            while tasks.try_join_next().is_some() {}
+        }
+    }
+}
+
+async fn close_after_request_head(mut stream: TcpStream) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let read_head = async {
+        while !buffer.windows(4).any(|window| window == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_READ_TIMEOUT, read_head).await;
+    drop(stream);
+}
+
+async fn serve_connection(stream: TcpStream, name: Arc<str>, behaviour: Arc<UpstreamBehaviour>) {
+    let io = TokioIo::new(stream);
+    let protocol = behaviour.protocol;
+    let service = service_fn(move |request| {
+        let name = Arc::clone(&name);
+        let behaviour = Arc::clone(&behaviour);
+        async move { Ok::<_, Infallible>(answer(&name, &behaviour, request).await) }
+    });
+    // Errors here are the gateway closing a connection, as it does after a timeout.
+    let _ = match protocol {
+        UpstreamProtocol::Http1 => {
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+        }
+        UpstreamProtocol::H2c => {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, service)
+                .await
+        }
+    };
+}
+
+async fn answer(
+    name: &str,
+    behaviour: &UpstreamBehaviour,
+    request: http::Request<Incoming>,
+) -> http::Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => return plain_response(400, format!("failed to read the body: {error}")),
+    };
+    let received = Received::new(&parts, body);
+    if let Some(delay) = behaviour.delay {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    match behaviour::reply(name, behaviour, &received) {
+        Ok(reply) => {
+            let mut response = http::Response::new(Full::new(reply.body));
+            *response.status_mut() = reply.status;
+            *response.headers_mut() = reply.headers;
+            response
+        }
+        Err(error) => plain_response(500, error),
+    }
+}
+
+fn plain_response(status: u16, text: String) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+    response
+}
