@@ -20,6 +20,10 @@ use std::borrow::Cow;
 
 use crate::error::Error;
 
+/// The start of every error detail of [`normalize`], so that callers reporting the
+/// problem in another context can remove it.
+pub(crate) const DETAIL_PREFIX: &str = "invalid request path: ";
+
 /// Maximum number of input characters quoted in an error detail, so that a detail
 /// never echoes much of a hostile request.
 const EXCERPT_CHARS: usize = 3;
@@ -33,13 +37,14 @@ const EXCERPT_CHARS: usize = 3;
 ///
 /// # Errors
 ///
-/// Returns [`Error::bad_request`] with a detail that names the problem and its byte
-/// offset, quoting at most a few characters of the input.
+/// Returns [`Error::bad_request`] with a detail that names the problem. A problem
+/// with one escape or character also gives its byte offset and quotes at most three
+/// characters of the input.
 pub fn normalize(raw: &str) -> Result<Cow<'_, str>, Error> {
     if !raw.starts_with('/') {
-        return Err(Error::bad_request(
-            "invalid request path: must start with '/'",
-        ));
+        return Err(Error::bad_request(format!(
+            "{DETAIL_PREFIX}must start with '/'"
+        )));
     }
     if is_normal(raw)? {
         return Ok(Cow::Borrowed(raw));
@@ -92,9 +97,9 @@ fn rebuild(raw: &str) -> Result<String, Error> {
         if decoded == ".." {
             output.truncate(segment_start);
             let Some(parent) = output.rfind('/') else {
-                return Err(Error::bad_request(
-                    "invalid request path: '..' climbs above the root",
-                ));
+                return Err(Error::bad_request(format!(
+                    "{DETAIL_PREFIX}'..' climbs above the root"
+                )));
             };
             output.truncate(parent);
         } else if trailing_slash {
@@ -195,7 +200,7 @@ fn is_unreserved(byte: u8) -> bool {
 fn reject(raw: &str, index: usize, problem: &str) -> Error {
     let excerpt: String = raw[index..].chars().take(EXCERPT_CHARS).collect();
     Error::bad_request(format!(
-        "invalid request path: {problem} at byte {index} ({excerpt:?})"
+        "{DETAIL_PREFIX}{problem} at byte {index} ({excerpt:?})"
     ))
 }
 
