@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use gatehouse_core::Gateway;
-use gatehouse_core::config::{ConfigError, Format, load};
+use gatehouse_core::config::{ConfigError, Format};
 
 /// Why a config file could not become a gateway: the file could not be read, or it
 /// has problems, each with its path in the document.
@@ -49,8 +49,7 @@ pub fn load_gateway(path: &Path) -> Result<Gateway, ConfigFileError> {
         source,
     })?;
     let format = Format::from_file_name(&path.to_string_lossy());
-    let config = load(&text, format).map_err(|errors| ConfigFileError::Invalid(errors.0))?;
-    Gateway::new(config).map_err(|errors| ConfigFileError::Invalid(errors.0))
+    Gateway::from_text(&text, format).map_err(|errors| ConfigFileError::Invalid(errors.0))
 }
 
 /// Describes a valid config in one line: `3 routes, 2 upstreams, 1 listener`.

@@ -22,8 +22,9 @@ fn check_lists_every_problem() {
     let (status, stdout, _) = run_command(&["check", &example.to_string_lossy()]);
     assert_eq!(status.code(), Some(1), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{stdout}");
+    assert_eq!(lines.len(), 7, "{stdout}");
     for expected in [
+        "upstreams.sessions.retries: unknown key",
         "listeners[0].address: invalid socket address",
         "upstreams.sessions.hash_on: is required",
         "upstreams.users.endpoints[0].weight: must be between 1 and 10000",
@@ -73,7 +74,11 @@ fn run_with_invalid_config_exits_2() {
     let (status, stdout, stderr) = run_command(&["run", "--config", &example.to_string_lossy()]);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert_eq!(stdout, "");
-    assert!(stderr.contains(": 6 problems"), "{stderr}");
+    assert!(stderr.contains(": 7 problems"), "{stderr}");
+    assert!(
+        stderr.contains("upstreams.sessions.retries: unknown key"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("routes[0].upstream: upstream \"user\" is not defined"),
         "{stderr}"

@@ -94,8 +94,17 @@ impl std::error::Error for ConfigErrors {}
 /// Every unknown key is reported, each with the closest known key as a hint. A value of
 /// the wrong type stops parsing, so it is reported along with the unknown keys found
 /// before it. Problems of meaning (an undefined upstream, an invalid address) are found
-/// later, when the config is compiled.
+/// when the config is compiled; [`crate::Gateway::from_text`] reports both at once.
 pub fn load(text: &str, format: Format) -> Result<Config, ConfigErrors> {
+    match parse(text, format) {
+        (Some(config), errors) if errors.is_empty() => Ok(config),
+        (_, errors) => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Parses a config document and returns it, when its shape allowed parsing, together
+/// with every problem found: unknown keys, and the first value of a wrong type.
+pub fn parse(text: &str, format: Format) -> (Option<Config>, Vec<ConfigError>) {
     let mut unknown_keys = Vec::new();
     let parsed = match format {
         Format::Toml => match toml::Deserializer::parse(text) {
@@ -114,8 +123,7 @@ pub fn load(text: &str, format: Format) -> Result<Config, ConfigErrors> {
         Format::Json => {
             let mut deserializer = serde_json::Deserializer::from_str(text);
             deserialize_tracked(&mut deserializer, &mut unknown_keys).map_err(|error| {
-                let inner = error.inner();
-                let located = format!("{inner}");
+                let located = format!("{}", error.inner());
                 type_error(error.path(), &located, text, None)
             })
         }
@@ -127,11 +135,10 @@ pub fn load(text: &str, format: Format) -> Result<Config, ConfigErrors> {
         .map(|path| unknown_key_error(&path, &schema))
         .collect();
     match parsed {
-        Ok(config) if errors.is_empty() => Ok(config),
-        Ok(_) => Err(ConfigErrors(errors)),
+        Ok(config) => (Some(config), errors),
         Err(error) => {
             errors.push(error);
-            Err(ConfigErrors(errors))
+            (None, errors)
         }
     }
 }

@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use duration::ConfigDuration;
-pub use load::{ConfigError, ConfigErrors, Format, json_schema, load};
+pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::{Request, Response, Version};
 
 use crate::client_ip;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{self, Config, ConfigErrors, Format};
 use crate::error::Error;
 use crate::forward::{self, Downstream};
 use crate::platform::{Clock, Platform};
@@ -88,6 +88,23 @@ impl Gateway {
     pub fn new(config: Config) -> Result<Self, ConfigErrors> {
         let compiled = compile::compile(&config).map_err(ConfigErrors)?;
         Ok(Self { config, compiled })
+    }
+
+    /// Parses and compiles a config document, reporting every problem at once: unknown
+    /// keys and problems of meaning together, so one `gatehouse check` shows them all.
+    pub fn from_text(text: &str, format: Format) -> Result<Self, ConfigErrors> {
+        let (config, mut errors) = config::parse(text, format);
+        let Some(config) = config else {
+            return Err(ConfigErrors(errors));
+        };
+        match compile::compile(&config) {
+            Ok(compiled) if errors.is_empty() => Ok(Self { config, compiled }),
+            Ok(_) => Err(ConfigErrors(errors)),
+            Err(compile_errors) => {
+                errors.extend(compile_errors);
+                Err(ConfigErrors(errors))
+            }
+        }
     }
 
     /// Returns the config this gateway was built from.
@@ -223,4 +240,32 @@ fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_text_reports_unknown_keys_and_meaning_together() {
+        let text = r#"
+            [upstreams.api]
+            endpoints = [{ address = "127.0.0.1:9001" }]
+            retries = 2
+
+            [[routes]]
+            upstream = "apy"
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("upstreams.api.retries: unknown key"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines[1],
+            "routes[0].upstream: upstream \"apy\" is not defined (did you mean \"api\"?)"
+        );
+    }
 }
