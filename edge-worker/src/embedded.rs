@@ -1,0 +1,53 @@
+//! The gateway config embedded at build time, and the optional override from a
+//! platform variable.
+
+use gatehouse_core::Gateway;
+use gatehouse_core::config::{Config, ConfigErrors, Format};
+
+/// Name of the platform variable (Worker var or secret, Spin variable) that replaces
+/// the embedded config with TOML text. Deployments normally leave it unset; it serves
+/// local testing, where upstream ports are chosen at run time.
+pub const CONFIG_VARIABLE: &str = "GATEHOUSE_CONFIG";
+
+/// The config validated by the build script, as JSON.
+pub const EMBEDDED_CONFIG_JSON: &str =
+    include_str!(concat!(env!("OUT_DIR"), "/gatehouse-config.json"));
+
+/// Builds the gateway from `override_toml` when given, or else from the embedded
+/// config. The embedded config passed the same checks at build time, so only an
+/// override can fail here.
+pub fn build_gateway(override_toml: Option<&str>) -> Result<Gateway, ConfigErrors> {
+    match override_toml {
+        Some(text) => Gateway::from_text(text, Format::Toml),
+        None => {
+            let config: Config = serde_json::from_str(EMBEDDED_CONFIG_JSON).map_err(|error| {
+                ConfigErrors(vec![gatehouse_core::config::ConfigError::new(
+                    "",
+                    format!("the embedded config is unreadable: {error}"),
+                )])
+            })?;
+            Gateway::new(config)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_builds() {
+        let gateway = build_gateway(None).expect("the build script validated it");
+        assert!(!gateway.config().routes.is_empty());
+    }
+
+    #[test]
+    fn override_errors_are_reported() {
+        let errors = build_gateway(Some("[[routes]]\nupstream = \"missing\"\n")).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert!(
+            errors.0[0].to_string().starts_with("routes[0].upstream: "),
+            "{errors}"
+        );
+    }
+}
