@@ -23,16 +23,6 @@ impl TrustedProxies {
         Self { networks }
     }
 
-    /// Parses an address (`10.0.0.1`) or a CIDR block (`10.0.0.0/8`).
-    pub fn parse_entry(text: &str) -> Result<IpNet, String> {
-        if let Ok(network) = text.parse::<IpNet>() {
-            return Ok(network.trunc());
-        }
-        text.parse::<IpAddr>()
-            .map(IpNet::from)
-            .map_err(|_| format!("invalid address or CIDR block {text:?}"))
-    }
-
     /// Returns whether `address` belongs to a trusted proxy.
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = canonical(address);
@@ -68,6 +58,17 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// Parses an address (`10.0.0.1`) or a CIDR block (`10.0.0.0/8`); host bits of a block
+/// are cleared, so `10.1.2.3/8` means `10.0.0.0/8`.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(network) = text.parse::<IpNet>() {
+        return Ok(network.trunc());
+    }
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("invalid address or CIDR block {text:?}"))
 }
 
 /// Treats an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) as the IPv4 address, which
@@ -135,7 +136,7 @@ mod tests {
         TrustedProxies::new(
             entries
                 .iter()
-                .map(|entry| TrustedProxies::parse_entry(entry).unwrap())
+                .map(|entry| parse_network(entry).unwrap())
                 .collect(),
         )
     }
@@ -243,12 +244,10 @@ mod tests {
 
     #[test]
     fn rejects_invalid_entry() {
-        assert!(TrustedProxies::parse_entry("10.0.0.0/33").is_err());
-        assert!(TrustedProxies::parse_entry("proxy.internal").is_err());
+        assert!(parse_network("10.0.0.0/33").is_err());
+        assert!(parse_network("proxy.internal").is_err());
         assert_eq!(
-            TrustedProxies::parse_entry("10.1.2.3/8")
-                .unwrap()
-                .to_string(),
+            parse_network("10.1.2.3/8").unwrap().to_string(),
             "10.0.0.0/8"
         );
     }

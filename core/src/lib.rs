@@ -13,6 +13,7 @@ pub mod forward;
 mod gateway;
 pub mod path;
 pub mod platform;
+pub mod policy;
 pub mod respond;
 pub mod route;
 pub mod transform;

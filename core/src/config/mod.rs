@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub x_forwarded: bool,
     /// Whether to set the standard `Forwarded` header (RFC 7239).
     pub forwarded: bool,
+    /// Names of policies from `[policies]` applied to every route, before the route's own.
+    pub policies: Vec<String>,
 }
 
 /// Default limits follow common server defaults: an 8 KiB request line is what nginx
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             via: "gatehouse".to_owned(),
             x_forwarded: true,
             forwarded: true,
+            policies: Vec::new(),
         }
     }
 }
@@ -269,6 +272,58 @@ pub struct ValueMatch {
 pub enum PolicyConfig {
     /// Header changes on the request sent upstream and the response sent back.
     Transform(TransformConfig),
+    /// Client address allow and deny lists.
+    Ip(IpPolicyConfig),
+    /// Cross-origin resource sharing: preflights answered by the gateway and CORS
+    /// headers on responses.
+    Cors(CorsConfig),
+}
+
+/// Client address lists of an `ip` policy. The address is the client address after
+/// trusted-proxy resolution, so a forged `X-Forwarded-For` cannot change it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct IpPolicyConfig {
+    /// Addresses or CIDR blocks allowed; when not empty, every other client is rejected.
+    pub allow: Vec<String>,
+    /// Addresses or CIDR blocks rejected, even when `allow` lists them.
+    pub deny: Vec<String>,
+}
+
+/// Settings of a `cors` policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins: exact (`https://app.example.com`), a pattern whose first host
+    /// label is `*` (`https://*.example.com`, one or more labels), or `*` for any
+    /// origin, which cannot be combined with `allow_credentials`.
+    pub allow_origins: Vec<String>,
+    /// Methods a cross-origin request may use.
+    pub allow_methods: Vec<String>,
+    /// Request headers a cross-origin request may send, beyond the CORS-safelisted ones.
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may expose to the page.
+    pub expose_headers: Vec<String>,
+    /// Whether requests with cookies or credentials are allowed.
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    pub max_age: Option<ConfigDuration>,
+}
+
+/// By default, the methods of simple requests (GET, HEAD, POST) and no extra headers.
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            allow_methods: vec!["GET".to_owned(), "HEAD".to_owned(), "POST".to_owned()],
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        }
+    }
 }
 
 /// Header changes applied by a `transform` policy.

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::balance::Balancer;
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
-    BalancerKind, Config, ConfigError, HashOn, PolicyConfig, ServerConfig, TimeoutsConfig,
-    UpstreamConfig, UpstreamProtocol,
+    BalancerKind, Config, ConfigError, HashOn, ServerConfig, TimeoutsConfig, UpstreamConfig,
+    UpstreamProtocol,
 };
+use crate::policy::{self, CompiledPolicy, IpPolicy, PolicySet};
 use crate::route::RouteTable;
-use crate::transform::CompiledHeaderChanges;
 
 /// Endpoint weights are bounded so that weighted balancers cannot overflow their sums.
 const MAX_WEIGHT: u32 = 10_000;
@@ -53,14 +53,16 @@ pub(crate) struct CompiledRoute {
     pub name: Arc<str>,
     pub upstream: usize,
     pub timeouts: TimeoutsConfig,
-    pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
-    pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
+    pub policies: PolicySet,
 }
 
 /// Everything the pipeline needs, built once per config version.
 #[derive(Debug)]
 pub(crate) struct Compiled {
     pub server: CompiledServer,
+    /// `ip` policies of `server.policies`, checked before routing so that a rejected
+    /// client learns nothing about the routes.
+    pub server_ip: Vec<Arc<IpPolicy>>,
     pub table: RouteTable,
     pub routes: Vec<CompiledRoute>,
     pub upstreams: Vec<CompiledUpstream>,
@@ -78,8 +80,21 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
         .map(|(name, upstream)| compile_upstream(name, upstream, &mut errors))
         .collect();
 
-    let policies = compile_policies(&config.policies, &mut errors);
-    let routes = compile_routes(config, &upstream_names, &policies, &mut errors);
+    let policies = policy::compile_policies(&config.policies, &mut errors);
+    let server_policies = resolve_policies(
+        &config.server.policies,
+        "server.policies",
+        &policies,
+        PolicySet::default(),
+        &mut errors,
+    );
+    let routes = compile_routes(
+        config,
+        &upstream_names,
+        &policies,
+        &server_policies,
+        &mut errors,
+    );
     let table = match RouteTable::build(&config.routes) {
         Ok(table) => Some(table),
         Err(route_errors) => {
@@ -91,6 +106,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
     match table {
         Some(table) if errors.is_empty() => Ok(Compiled {
             server,
+            server_ip: server_policies.ip,
             table,
             routes,
             upstreams,
@@ -127,7 +143,7 @@ fn check_listeners(config: &Config, errors: &mut Vec<ConfigError>) {
 fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> CompiledServer {
     let mut networks = Vec::new();
     for (index, entry) in server.trusted_proxies.iter().enumerate() {
-        match TrustedProxies::parse_entry(entry) {
+        match client_ip::parse_network(entry) {
             Ok(network) => networks.push(network),
             Err(message) => errors.push(
                 ConfigError::new(format!("server.trusted_proxies[{index}]"), message).with_hint(
@@ -336,46 +352,18 @@ fn check_host(host: &str) -> bool {
         })
 }
 
-struct CompiledPolicy {
-    request: Arc<CompiledHeaderChanges>,
-    response: Arc<CompiledHeaderChanges>,
-}
-
-fn compile_policies(
-    policies: &BTreeMap<String, PolicyConfig>,
-    errors: &mut Vec<ConfigError>,
-) -> BTreeMap<String, CompiledPolicy> {
-    policies
-        .iter()
-        .map(|(name, policy)| {
-            let compiled = match policy {
-                PolicyConfig::Transform(transform) => {
-                    let path = format!("policies.{name}.transform");
-                    CompiledPolicy {
-                        request: Arc::new(CompiledHeaderChanges::compile(
-                            &transform.request,
-                            &format!("{path}.request"),
-                            errors,
-                        )),
-                        response: Arc::new(CompiledHeaderChanges::compile(
-                            &transform.response,
-                            &format!("{path}.response"),
-                            errors,
-                        )),
-                    }
-                }
-            };
-            (name.clone(), compiled)
-        })
-        .collect()
-}
-
 fn compile_routes(
     config: &Config,
     upstream_names: &[&String],
     policies: &BTreeMap<String, CompiledPolicy>,
+    server_policies: &PolicySet,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<CompiledRoute> {
+    // Server-level ip policies run before routing, so routes inherit everything else.
+    let inherited = PolicySet {
+        ip: Vec::new(),
+        ..server_policies.clone()
+    };
     let mut routes = Vec::with_capacity(config.routes.len());
     for (index, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
@@ -392,27 +380,13 @@ fn compile_routes(
             ));
         }
 
-        let mut request_changes = Vec::new();
-        let mut response_changes = Vec::new();
-        for (policy_index, policy_name) in route.policies.iter().enumerate() {
-            match policies.get(policy_name) {
-                Some(policy) => {
-                    if !policy.request.is_empty() {
-                        request_changes.push(Arc::clone(&policy.request));
-                    }
-                    if !policy.response.is_empty() {
-                        response_changes.push(Arc::clone(&policy.response));
-                    }
-                }
-                None => errors.push(undefined_reference(
-                    format!("{path}.policies[{policy_index}]"),
-                    "policy",
-                    "policies",
-                    policy_name,
-                    policies.keys().map(String::as_str),
-                )),
-            }
-        }
+        let route_policies = resolve_policies(
+            &route.policies,
+            &format!("{path}.policies"),
+            policies,
+            inherited.clone(),
+            errors,
+        );
 
         let upstream_timeouts = upstream
             .and_then(|position| config.upstreams.get(upstream_names[position].as_str()))
@@ -425,11 +399,34 @@ fn compile_routes(
             name: Arc::from(route.name.clone().unwrap_or(path)),
             upstream: upstream.unwrap_or(0),
             timeouts: route.timeouts.unwrap_or(upstream_timeouts),
-            request_changes,
-            response_changes,
+            policies: route_policies,
         });
     }
     routes
+}
+
+/// Adds the named policies to `set`, reporting names that are not defined.
+fn resolve_policies(
+    names: &[String],
+    path: &str,
+    policies: &BTreeMap<String, CompiledPolicy>,
+    mut set: PolicySet,
+    errors: &mut Vec<ConfigError>,
+) -> PolicySet {
+    for (index, name) in names.iter().enumerate() {
+        let entry_path = format!("{path}[{index}]");
+        match policies.get(name) {
+            Some(policy) => set.add(policy, &entry_path, errors),
+            None => errors.push(undefined_reference(
+                entry_path,
+                "policy",
+                "policies",
+                name,
+                policies.keys().map(String::as_str),
+            )),
+        }
+    }
+    set
 }
 
 fn undefined_reference<'a>(

@@ -128,7 +128,7 @@ fn upstream_request<B>(
 
     let headers = &mut parts.headers;
     forward::remove_hop_by_hop(headers, true);
-    for changes in &outgoing.route.request_changes {
+    for changes in &outgoing.route.policies.request_changes {
         changes.apply(headers);
     }
     match (&upstream.host_header, outgoing.downstream.host) {
@@ -161,7 +161,7 @@ fn prepare_response<B>(gateway: &Gateway, response: &mut Response<B>, route: &Co
     let headers = response.headers_mut();
     forward::remove_hop_by_hop(headers, false);
     forward::append_via(headers, version, &server.via);
-    for changes in &route.response_changes {
+    for changes in &route.policies.response_changes {
         changes.apply(headers);
     }
 }

@@ -15,6 +15,7 @@ use crate::config::{self, Config, ConfigErrors, Format};
 use crate::error::Error;
 use crate::forward::{self, Downstream};
 use crate::platform::{Clock, Platform};
+use crate::policy::CorsPolicy;
 use crate::respond::problem_response;
 use crate::route::RequestView;
 use compile::Compiled;
@@ -140,7 +141,11 @@ impl Gateway {
             ..AccessRecord::default()
         };
 
-        let result = self.run(request, connection, platform, &mut access).await;
+        let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let mut cors = None;
+        let result = self
+            .run(request, connection, platform, &mut access, &mut cors)
+            .await;
         let mut response = match result {
             Ok(response) => response,
             Err(error) => {
@@ -148,6 +153,10 @@ impl Gateway {
                 problem_response(&error, &server.request_id_header, &access.request_id)
             }
         };
+        // Errors carry CORS headers too, so that pages can read why a call failed.
+        if let Some(cors) = cors {
+            cors.apply(origin.as_ref(), response.headers_mut());
+        }
         if let Ok(value) = http::HeaderValue::from_str(&access.request_id) {
             response
                 .headers_mut()
@@ -164,6 +173,7 @@ impl Gateway {
         connection: &ConnectionInfo,
         platform: &P,
         access: &mut AccessRecord,
+        cors: &mut Option<Arc<CorsPolicy>>,
     ) -> Result<Response<P::Body>, Error> {
         let server = &self.compiled.server;
         let admitted = admit::admit(&request, server)?;
@@ -177,7 +187,13 @@ impl Gateway {
             .trusted_proxies
             .client_address(peer, request.headers());
         access.client_ip = Some(client_ip);
+        for policy in &self.compiled.server_ip {
+            policy.check(client_ip)?;
+        }
 
+        // A preflight is routed by the method it asks about, so that a route for PUT
+        // answers the preflight of a PUT. When that route has no cors policy, the
+        // OPTIONS request is routed as itself, like any other request.
         let view = RequestView {
             host: &admitted.host,
             method: request.method(),
@@ -185,7 +201,19 @@ impl Gateway {
             query: request.uri().query(),
             headers: request.headers(),
         };
-        let Some(route_index) = self.compiled.table.find(&view) else {
+        let preflight = CorsPolicy::preflight_method(&request).and_then(|method| {
+            let found = self.compiled.table.find(&RequestView {
+                method: &method,
+                ..view
+            })?;
+            let has_cors = self.compiled.routes[found].policies.cors.is_some();
+            has_cors.then_some((method, found))
+        });
+        let found = match &preflight {
+            Some((_, found)) => Some(*found),
+            None => self.compiled.table.find(&view),
+        };
+        let Some(route_index) = found else {
             return Err(Error::not_found(format!(
                 "no route matches {} {}",
                 request.method(),
@@ -194,6 +222,19 @@ impl Gateway {
         };
         let route = &self.compiled.routes[route_index];
         access.route = Some(Arc::clone(&route.name));
+        for policy in &route.policies.ip {
+            policy.check(client_ip)?;
+        }
+        *cors = route.policies.cors.clone();
+        if let (Some((method, _)), Some(policy)) = (&preflight, &route.policies.cors) {
+            // The CORS headers of a preflight come from `preflight` itself.
+            *cors = None;
+            let headers = policy.preflight(request.headers(), method)?;
+            let mut response = Response::new(P::Body::from(bytes::Bytes::new()));
+            *response.status_mut() = http::StatusCode::NO_CONTENT;
+            *response.headers_mut() = headers;
+            return Ok(response);
+        }
 
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);
         let downstream = Downstream {

@@ -1,0 +1,103 @@
+//! Named policies and the set of them that applies to each route.
+//!
+//! A route's policies run in fixed pipeline phases, whatever their order in the
+//! config: access (`ip`, `cors` preflights) before dispatch, request transforms just
+//! before forwarding, response transforms and CORS headers on the way back. Within a
+//! phase, policies run in the order listed, `server.policies` first.
+
+pub mod cors;
+pub mod ip;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{ConfigError, PolicyConfig};
+use crate::transform::CompiledHeaderChanges;
+pub use cors::CorsPolicy;
+pub use ip::IpPolicy;
+
+/// One compiled named policy.
+#[derive(Debug, Clone)]
+pub(crate) enum CompiledPolicy {
+    Transform {
+        request: Arc<CompiledHeaderChanges>,
+        response: Arc<CompiledHeaderChanges>,
+    },
+    Ip(Arc<IpPolicy>),
+    Cors(Arc<CorsPolicy>),
+}
+
+/// The policies of one route, grouped by the phase they run in.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicySet {
+    pub ip: Vec<Arc<IpPolicy>>,
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
+    pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
+}
+
+impl PolicySet {
+    /// Adds `policy`, reporting a second `cors` policy at `path`: two sets of allowed
+    /// origins on one route would leave it unclear which one answers a preflight.
+    pub fn add(&mut self, policy: &CompiledPolicy, path: &str, errors: &mut Vec<ConfigError>) {
+        match policy {
+            CompiledPolicy::Transform { request, response } => {
+                if !request.is_empty() {
+                    self.request_changes.push(Arc::clone(request));
+                }
+                if !response.is_empty() {
+                    self.response_changes.push(Arc::clone(response));
+                }
+            }
+            CompiledPolicy::Ip(ip) => self.ip.push(Arc::clone(ip)),
+            CompiledPolicy::Cors(cors) => {
+                if self.cors.is_some() {
+                    errors.push(
+                        ConfigError::new(path, "a second cors policy applies to this route")
+                            .with_hint("merge the origins into one cors policy"),
+                    );
+                }
+                self.cors = Some(Arc::clone(cors));
+            }
+        }
+    }
+}
+
+/// Compiles every named policy, reporting problems under `policies.NAME.TYPE`.
+pub(crate) fn compile_policies(
+    policies: &BTreeMap<String, PolicyConfig>,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<String, CompiledPolicy> {
+    policies
+        .iter()
+        .map(|(name, policy)| {
+            let compiled =
+                match policy {
+                    PolicyConfig::Transform(transform) => {
+                        let path = format!("policies.{name}.transform");
+                        CompiledPolicy::Transform {
+                            request: Arc::new(CompiledHeaderChanges::compile(
+                                &transform.request,
+                                &format!("{path}.request"),
+                                errors,
+                            )),
+                            response: Arc::new(CompiledHeaderChanges::compile(
+                                &transform.response,
+                                &format!("{path}.response"),
+                                errors,
+                            )),
+                        }
+                    }
+                    PolicyConfig::Ip(ip) => CompiledPolicy::Ip(Arc::new(IpPolicy::compile(
+                        ip,
+                        &format!("policies.{name}.ip"),
+                        errors,
+                    ))),
+                    PolicyConfig::Cors(cors) => CompiledPolicy::Cors(Arc::new(
+                        CorsPolicy::compile(cors, &format!("policies.{name}.cors"), errors),
+                    )),
+                };
+            (name.clone(), compiled)
+        })
+        .collect()
+}
