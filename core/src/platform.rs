@@ -67,6 +67,26 @@ pub trait Upstream {
         request: http::Request<Self::Body>,
         target: &UpstreamTarget<'_>,
     ) -> Result<http::Response<Self::Body>, Error>;
+
+    /// Sends a request the gateway makes on its own behalf, such as fetching a JWKS
+    /// document, and reads the whole response body, up to `max_body_bytes`.
+    ///
+    /// `request` has an absolute URI (`http://host:port/path`); a larger body fails
+    /// with [`crate::ErrorKind::BadGateway`]. Platforms that cannot make such requests
+    /// keep this default, which fails with [`crate::ErrorKind::NotImplemented`].
+    async fn fetch(
+        &self,
+        request: http::Request<Bytes>,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<http::Response<Bytes>, Error> {
+        let _ = (request, timeout, max_body_bytes);
+        Err(Error::new(
+            crate::ErrorKind::NotImplemented,
+            crate::ErrorSource::Platform,
+            "this platform cannot send requests on the gateway's own behalf",
+        ))
+    }
 }
 
 /// Everything a runtime provides to the pipeline.
@@ -88,4 +108,12 @@ pub trait Platform {
     /// Returns a random number, used by balancers and for request ids. It need not be
     /// cryptographically strong.
     fn random_u64(&self) -> u64;
+
+    /// Returns the secret named `name` (an environment variable natively, a Worker
+    /// secret or a Spin variable on the edge), or `None` when it is not set.
+    /// Secrets are never logged and never sent to clients.
+    fn secret(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
 }
