@@ -30,7 +30,7 @@ fn balancer_pick(c: &mut Criterion) {
             let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
             group.bench_function(BenchmarkId::new(name, count), |b| {
                 b.iter(|| {
-                    // A cheap xorshift stands in for the platform's random source.
+                    // A cheap xorshift replaces the platform's random source.
                     state ^= state << 13;
                     state ^= state >> 7;
                     state ^= state << 17;

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Boxed cause of an error, kept for logs and never sent to the client.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// What went wrong, in terms of the response the client receives.
+/// The kind of failure, in terms of the response the client receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -35,13 +35,13 @@ pub enum ErrorKind {
     HeadersTooLarge,
     /// A bug or an impossible state inside the gateway (500).
     Internal,
-    /// The platform cannot do what the route asks for (501).
+    /// The platform cannot do what the route requires (501).
     NotImplemented,
     /// The upstream refused the connection, reset it or sent an invalid response (502).
     BadGateway,
     /// No healthy endpoint, an open circuit or an unavailable dependency (503).
     Unavailable,
-    /// The upstream did not answer within its timeout (504).
+    /// The upstream did not respond within its timeout (504).
     GatewayTimeout,
 }
 
@@ -93,14 +93,14 @@ impl ErrorKind {
     }
 }
 
-/// Who caused a failure. It decides what is logged as whose fault and which failures
-/// count against an endpoint's health.
+/// The party that caused a failure. It decides what is logged as whose fault and which
+/// failures count against an endpoint's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorSource {
     /// The downstream client sent something the gateway rejects.
     Client,
-    /// An upstream endpoint failed to connect, answer or complete its response.
+    /// An upstream endpoint failed to connect, respond or complete its response.
     Upstream,
     /// The platform the gateway runs on failed (a store, a runtime limit).
     Platform,
@@ -156,7 +156,7 @@ impl Error {
         Self::new(ErrorKind::NotFound, ErrorSource::Client, detail)
     }
 
-    /// Creates a 502 error for an upstream that failed before or while answering.
+    /// Creates a 502 error for an upstream that failed before or while responding.
     pub fn bad_gateway(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::BadGateway, ErrorSource::Upstream, detail)
     }

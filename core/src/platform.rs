@@ -3,7 +3,7 @@
 //! The core reaches the outside world only through these traits. The native runtime,
 //! the Cloudflare Worker and the Spin component each implement them once. Futures
 //! returned here are not required to be `Send`, because Workers and Spin components
-//! are single-threaded; the native runtime uses concrete types, whose futures are
+//! are single-threaded. The native runtime uses concrete types, so its futures are
 //! `Send` when its implementations are.
 
 #![allow(

@@ -1,7 +1,7 @@
 //! Turns an [`Error`] into the response the client receives.
 //!
 //! This is the only place where a failure becomes a status code and a body, so every
-//! target answers the same failure the same way. Bodies are RFC 9457 problem details
+//! target returns the same response for the same failure. Bodies are RFC 9457 problem details
 //! (`application/problem+json`) with a stable `type` per [`crate::ErrorKind`].
 
 use bytes::Bytes;
@@ -47,7 +47,8 @@ pub fn problem_response<B: From<Bytes>>(
         detail: error.detail(),
         request_id,
     };
-    // Serializing a struct of strings and a number cannot fail.
+    // serde_json fails only on maps with non-string keys and failing Serialize impls,
+    // and this struct has neither.
     let body = serde_json::to_vec(&problem).unwrap_or_default();
 
     let mut response = Response::new(B::from(Bytes::from(body.clone())));

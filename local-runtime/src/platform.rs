@@ -189,7 +189,7 @@ impl Upstream for NativeUpstream {
                 Err(classified)
             }
             Err(_elapsed) => Err(Error::gateway_timeout(format!(
-                "upstream {:?} did not answer within {} ms",
+                "upstream {:?} did not respond within {} ms",
                 target.upstream,
                 target.try_timeout.as_millis()
             ))),

@@ -29,9 +29,9 @@ impl Format {
 /// One problem in a config, located by its path (`routes[2].match.path_prefix`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
-    /// Where the problem is; empty for the document as a whole.
+    /// The location of the problem, empty for the document as a whole.
     pub path: String,
-    /// What is wrong.
+    /// The description of the problem.
     pub message: String,
     /// How to fix it, when there is an obvious fix.
     pub hint: Option<String>,

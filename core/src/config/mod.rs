@@ -97,10 +97,11 @@ impl Default for ServerConfig {
 pub struct UpstreamConfig {
     /// The servers of this upstream.
     pub endpoints: Vec<EndpointConfig>,
-    /// How an endpoint is chosen for each request.
+    /// The algorithm that picks an endpoint for each request.
     #[serde(default)]
     pub balancer: BalancerKind,
-    /// What consistent hashing hashes; required with `balancer = "consistent_hash"`.
+    /// The request property consistent hashing uses as its key. Required with
+    /// `balancer = "consistent_hash"`.
     #[serde(default)]
     pub hash_on: Option<HashOn>,
     /// Protocol spoken to the endpoints.
@@ -193,7 +194,7 @@ pub struct TimeoutsConfig {
 }
 
 /// Defaults close to Envoy's: a short connect timeout so a dead endpoint fails fast,
-/// and 15 seconds for an answer.
+/// and 15 seconds for a response.
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         Self {
@@ -274,8 +275,8 @@ pub enum PolicyConfig {
     Transform(TransformConfig),
     /// Client address allow and deny lists.
     Ip(IpPolicyConfig),
-    /// Cross-origin resource sharing: preflights answered by the gateway and CORS
-    /// headers on responses.
+    /// Cross-origin resource sharing: the gateway responds to preflights and adds CORS
+    /// headers to responses.
     Cors(CorsConfig),
 }
 
@@ -308,7 +309,7 @@ pub struct CorsConfig {
     pub expose_headers: Vec<String>,
     /// Whether requests with cookies or credentials are allowed.
     pub allow_credentials: bool,
-    /// How long browsers may cache a preflight answer.
+    /// Time browsers may cache a preflight response.
     pub max_age: Option<ConfigDuration>,
 }
 

@@ -10,7 +10,7 @@ use super::compile::CompiledServer;
 use crate::error::{Error, ErrorKind, ErrorSource};
 use crate::path;
 
-/// What the admit phase extracted from an accepted request.
+/// The parts of an accepted request that the admit phase extracted.
 #[derive(Debug)]
 pub(crate) struct Admitted<'r> {
     /// Lowercase host without port, for routing; empty when the request names none.

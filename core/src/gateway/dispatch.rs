@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::forward::{self, Downstream};
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
 
-/// What the earlier phases decided about a request that is about to be forwarded.
+/// The decisions of the earlier phases about a request that is about to be forwarded.
 pub(crate) struct Outgoing<'a> {
     pub route: &'a CompiledRoute,
     /// The normalized path the client requested, before any rewrite.
@@ -96,7 +96,7 @@ async fn send_with_deadline<P: Platform>(
     match select(send, timer).await {
         Either::Left((result, _)) => result,
         Either::Right(((), _)) => Err(Error::gateway_timeout(format!(
-            "upstream {:?} did not answer within {} ms",
+            "upstream {:?} did not respond within {} ms",
             target.upstream,
             deadline.as_millis()
         ))),

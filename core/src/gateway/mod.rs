@@ -30,8 +30,8 @@ pub struct ConnectionInfo {
     pub secure: bool,
 }
 
-/// One access-log record, filled in by the pipeline and completed by the runtime
-/// (which knows when the response body finished).
+/// One access-log record, filled in by the pipeline and completed by the runtime,
+/// which sees when the response body finished.
 ///
 /// It never contains the query string or header values, which may carry credentials.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -73,7 +73,7 @@ pub struct AccessRecord {
 pub struct Handled<B> {
     /// The response, with its body possibly still streaming from the upstream.
     pub response: Response<B>,
-    /// What happened, for the access log.
+    /// The record of the request, for the access log.
     pub access: AccessRecord,
 }
 
@@ -113,8 +113,8 @@ impl Gateway {
         &self.config
     }
 
-    /// Handles one request end to end. Never fails: every error becomes a problem
-    /// response in [`crate::respond`].
+    /// Handles one request end to end. Every error becomes a problem response in
+    /// [`crate::respond`], so the caller always gets a response to send.
     pub async fn handle<P: Platform>(
         &self,
         request: Request<P::Body>,
@@ -191,8 +191,8 @@ impl Gateway {
             policy.check(client_ip)?;
         }
 
-        // A preflight is routed by the method it asks about, so that a route for PUT
-        // answers the preflight of a PUT. When that route has no cors policy, the
+        // A preflight is routed by the method it requests, so that a route for PUT
+        // handles the preflight of a PUT. When that route has no cors policy, the
         // OPTIONS request is routed as itself, like any other request.
         let view = RequestView {
             host: &admitted.host,

@@ -1,4 +1,5 @@
-//! The `cors` policy: preflights answered by the gateway, CORS headers on responses.
+//! The `cors` policy: the gateway responds to preflights and adds CORS headers to
+//! responses.
 //!
 //! Origins match exactly or by a pattern anchored to a whole host suffix, so
 //! `https://*.example.com` accepts `https://app.example.com` but neither
@@ -150,7 +151,7 @@ impl CorsPolicy {
         }
     }
 
-    /// Returns the method a CORS preflight asks about, or `None` when `request` is not a
+    /// Returns the method a CORS preflight requests, or `None` when `request` is not a
     /// preflight (an `OPTIONS` request with `Origin` and `Access-Control-Request-Method`).
     pub fn preflight_method<B>(request: &Request<B>) -> Option<Method> {
         if request.method() != Method::OPTIONS || !request.headers().contains_key(ORIGIN) {
@@ -160,7 +161,7 @@ impl CorsPolicy {
         Method::from_bytes(requested.as_bytes()).ok()
     }
 
-    /// Answers a preflight: the headers of a 204 response when origin, method and
+    /// Checks a preflight and returns the headers of a 204 response when origin, method and
     /// headers are allowed, or a 403 error naming what was not.
     pub fn preflight(
         &self,
@@ -238,7 +239,7 @@ impl CorsPolicy {
     }
 
     /// Returns the `Access-Control-Allow-Origin` value for `origin`, or `None` when the
-    /// origin is not allowed. A wildcard policy without credentials answers `*`.
+    /// origin is not allowed. A wildcard policy without credentials returns `*`.
     fn allow_origin_value(&self, origin: &str) -> Option<HeaderValue> {
         if self.any_origin && !self.credentials {
             return Some(HeaderValue::from_static("*"));

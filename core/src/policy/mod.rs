@@ -38,7 +38,7 @@ pub(crate) struct PolicySet {
 
 impl PolicySet {
     /// Adds `policy`, reporting a second `cors` policy at `path`: two sets of allowed
-    /// origins on one route would leave it unclear which one answers a preflight.
+    /// origins on one route would leave it unclear which one handles a preflight.
     pub fn add(&mut self, policy: &CompiledPolicy, path: &str, errors: &mut Vec<ConfigError>) {
         match policy {
             CompiledPolicy::Transform { request, response } => {
