@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 mod gateway;
+pub mod limit;
 pub mod path;
 pub mod platform;
 pub mod policy;

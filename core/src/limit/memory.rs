@@ -1,0 +1,247 @@
+//! The in-memory counter store: exact within one process, shared by all its threads.
+//!
+//! Keys are spread over shards, each behind its own mutex, so threads deciding for
+//! different keys rarely contend. Memory is bounded: a shard that reaches its share of
+//! `max_keys` first drops the keys whose state has fully refilled (they carry no
+//! information), and only then its oldest keys.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Mutex, PoisonError};
+
+use super::gcra::{Decision, GcraLimit};
+use super::window::{WindowLimit, WindowState};
+
+/// Shard count; a power of two well above the core counts this store is shared by.
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Gcra { tat: u64 },
+    Window(WindowState),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: State,
+    /// When the entry stops mattering: a refilled GCRA key or a window that rolled out.
+    expires_at: u64,
+    /// Order of last use, for evicting the oldest keys when no entry has expired.
+    used: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<Box<str>, Entry, FixedState>,
+    clock: u64,
+}
+
+/// A fixed, seedless hasher state, so the store needs no random source on wasm.
+/// Keys are derived from client input, but each shard is bounded, so a flood of
+/// colliding keys costs the attacker the same budget it costs the store.
+#[derive(Debug, Default, Clone, Copy)]
+struct FixedState;
+
+impl BuildHasher for FixedState {
+    type Hasher = xxhash_rust::xxh3::Xxh3;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        xxhash_rust::xxh3::Xxh3::with_seed(0x6761_7465_686f_7573)
+    }
+}
+
+/// Rate-limit counters in memory.
+#[derive(Debug)]
+pub struct MemoryCounters {
+    shards: Vec<Mutex<Shard>>,
+    max_keys_per_shard: usize,
+}
+
+impl MemoryCounters {
+    /// Creates a store that keeps at most about `max_keys` keys.
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            max_keys_per_shard: max_keys.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Decides a GCRA request of `cost` for `key` at `now_micros`.
+    pub fn gcra(&self, key: &str, limit: &GcraLimit, cost: u64, now_micros: u64) -> Decision {
+        self.update(key, now_micros, |state| {
+            let tat = match state {
+                Some(State::Gcra { tat }) => tat,
+                _ => 0,
+            };
+            let (decision, tat) = limit.decide(tat, now_micros, cost);
+            (decision, State::Gcra { tat }, tat)
+        })
+    }
+
+    /// Decides a sliding-window request of `cost` for `key` at `now_micros`.
+    pub fn window(&self, key: &str, limit: &WindowLimit, cost: u64, now_micros: u64) -> Decision {
+        let window = limit.window().as_micros() as u64;
+        self.update(key, now_micros, |state| {
+            let counts = match state {
+                Some(State::Window(counts)) => counts,
+                _ => WindowState::default(),
+            };
+            let (decision, counts) = limit.decide(counts, now_micros, cost);
+            // Counts matter until the current window has also become the previous one.
+            let expires_at = counts.window_start.saturating_add(window.saturating_mul(2));
+            (decision, State::Window(counts), expires_at)
+        })
+    }
+
+    /// Returns the number of keys stored.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).entries.len())
+            .sum()
+    }
+
+    /// Returns whether no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update(
+        &self,
+        key: &str,
+        now_micros: u64,
+        decide: impl FnOnce(Option<State>) -> (Decision, State, u64),
+    ) -> Decision {
+        let mut shard = lock(&self.shards[shard_index(key)]);
+        shard.clock += 1;
+        let used = shard.clock;
+        let current = shard
+            .entries
+            .get(key)
+            .filter(|entry| entry.expires_at > now_micros)
+            .map(|entry| entry.state);
+        let (decision, state, expires_at) = decide(current);
+
+        if let Some(entry) = shard.entries.get_mut(key) {
+            *entry = Entry {
+                state,
+                expires_at,
+                used,
+            };
+            return decision;
+        }
+        if shard.entries.len() >= self.max_keys_per_shard {
+            shard.evict(now_micros);
+        }
+        shard.entries.insert(
+            key.into(),
+            Entry {
+                state,
+                expires_at,
+                used,
+            },
+        );
+        decision
+    }
+}
+
+impl Shard {
+    /// Drops expired entries, or, when none expired, the least recently used eighth.
+    fn evict(&mut self, now_micros: u64) {
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, entry| entry.expires_at > now_micros);
+        if self.entries.len() < before {
+            return;
+        }
+        let mut uses: Vec<u64> = self.entries.values().map(|entry| entry.used).collect();
+        let cut = (uses.len() / 8).max(1);
+        let (_, threshold, _) = uses.select_nth_unstable(cut - 1);
+        let threshold = *threshold;
+        self.entries.retain(|_, entry| entry.used > threshold);
+    }
+}
+
+fn shard_index(key: &str) -> usize {
+    (FixedState.hash_one(key) as usize) % SHARDS
+}
+
+/// Locks a shard; a panic in another thread while it held the lock leaves at worst one
+/// entry stale, which is harmless for rate limiting, so poisoning is ignored.
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_independent() {
+        let store = MemoryCounters::new(1_000);
+        let limit = GcraLimit::new(1, Duration::from_secs(1), 1).unwrap();
+        assert!(store.gcra("a", &limit, 1, 1_000_000).allowed);
+        assert!(!store.gcra("a", &limit, 1, 1_000_000).allowed);
+        assert!(store.gcra("b", &limit, 1, 1_000_000).allowed);
+    }
+
+    #[test]
+    fn exact_under_concurrency() {
+        let store = Arc::new(MemoryCounters::new(1_000));
+        let limit = GcraLimit::new(1_000, Duration::from_secs(60), 1_000).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    (0..500)
+                        .filter(|_| store.gcra("shared", &limit, 1, 5_000_000).allowed)
+                        .count()
+                })
+            })
+            .collect();
+        let admitted: usize = threads
+            .into_iter()
+            .map(|thread| thread.join().unwrap())
+            .sum();
+        assert_eq!(admitted, 1_000);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let store = MemoryCounters::new(640);
+        let limit = GcraLimit::new(10, Duration::from_secs(1), 10).unwrap();
+        for key in 0..10_000 {
+            store.gcra(&format!("client-{key}"), &limit, 1, 1_000_000);
+        }
+        assert!(store.len() <= 640, "{} keys kept", store.len());
+    }
+
+    #[test]
+    fn refilled_keys_evicted_first() {
+        let store = MemoryCounters::new(640);
+        let slow = GcraLimit::new(1, Duration::from_secs(10_000), 1).unwrap();
+        let fast = GcraLimit::new(1, Duration::from_secs(1), 1).unwrap();
+        // 10 keys per shard, so every shard evicts. The busy key stays used up for
+        // 10,000 s and must survive the eviction of
+        // idle keys, each of which has refilled by the time the next one arrives.
+        assert!(store.gcra("busy", &slow, 1, 0).allowed);
+        for key in 1..=1_000_u64 {
+            store.gcra(&format!("idle-{key}"), &fast, 1, key * 2_000_000);
+        }
+        assert!(!store.gcra("busy", &slow, 1, 2_001_000_000).allowed);
+    }
+
+    #[test]
+    fn window_counts_shared_per_key() {
+        let store = MemoryCounters::new(1_000);
+        let limit = WindowLimit::new(2, Duration::from_secs(1)).unwrap();
+        let admitted = (0..5)
+            .filter(|_| store.window("k", &limit, 1, 3_000_000).allowed)
+            .count();
+        assert_eq!(admitted, 2);
+        assert!(store.window("k", &limit, 1, 5_000_000).allowed);
+    }
+}
