@@ -278,6 +278,8 @@ pub enum PolicyConfig {
     /// Cross-origin resource sharing: the gateway responds to preflights and adds CORS
     /// headers to responses.
     Cors(CorsConfig),
+    /// Request checks: body media type and size, required headers and parameters.
+    Validate(ValidateConfig),
 }
 
 /// Client address lists of an `ip` policy. The address is the client address after
@@ -332,21 +334,53 @@ impl Default for CorsConfig {
 #[serde(default)]
 #[schemars(deny_unknown_fields)]
 pub struct TransformConfig {
-    /// Changes to the request before it is forwarded.
+    /// Header changes to the request before it is forwarded.
     pub request: HeaderChanges,
-    /// Changes to the response before it is returned.
+    /// Header changes to the response before it is returned.
     pub response: HeaderChanges,
+    /// Query parameter changes to the request before it is forwarded.
+    pub query: QueryChanges,
 }
 
-/// Header edits, applied in the order remove, set, add.
+/// Header edits, applied in the order rename, remove, set, add.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 #[schemars(deny_unknown_fields)]
 pub struct HeaderChanges {
+    /// Headers to rename, from the old name to the new one, keeping their values.
+    pub rename: BTreeMap<String, String>,
     /// Header names to remove.
     pub remove: Vec<String>,
     /// Headers to set, replacing any existing values.
     pub set: BTreeMap<String, String>,
     /// Headers to append, keeping existing values.
     pub add: BTreeMap<String, String>,
+}
+
+/// Query parameter edits, applied in the order remove, set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct QueryChanges {
+    /// Parameter names to remove, every occurrence.
+    pub remove: Vec<String>,
+    /// Parameters to set, replacing every existing occurrence.
+    pub set: BTreeMap<String, String>,
+}
+
+/// Request checks of a `validate` policy. A failed check rejects the request before it
+/// reaches the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct ValidateConfig {
+    /// Media types a request body may have, such as `application/json`; a body of any
+    /// other type, or without `Content-Type`, is rejected with 415.
+    pub content_types: Vec<String>,
+    /// Headers every request must carry; a missing one is rejected with 400.
+    pub require_headers: Vec<String>,
+    /// Query parameters every request must carry; a missing one is rejected with 400.
+    pub require_query: Vec<String>,
+    /// Largest request body, checked against `Content-Length`; larger is 413.
+    pub max_body_bytes: Option<u64>,
 }

@@ -114,7 +114,11 @@ fn upstream_request<B>(
     let server = &gateway.compiled.server;
     let (mut parts, body) = request.into_parts();
 
-    let target = match parts.uri.query() {
+    let mut query = parts.uri.query().map(str::to_owned);
+    for changes in &outgoing.route.policies.query_changes {
+        query = changes.apply(query.as_deref());
+    }
+    let target = match query {
         Some(query) => format!("{}?{query}", outgoing.upstream_path),
         None => outgoing.upstream_path.to_owned(),
     };

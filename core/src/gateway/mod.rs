@@ -235,6 +235,9 @@ impl Gateway {
             *response.headers_mut() = headers;
             return Ok(response);
         }
+        for policy in &route.policies.validate {
+            policy.check(&request)?;
+        }
 
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);
         let downstream = Downstream {

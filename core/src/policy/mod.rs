@@ -1,20 +1,22 @@
 //! Named policies and the set of them that applies to each route.
 //!
 //! A route's policies run in fixed pipeline phases, whatever their order in the
-//! config: access (`ip`, `cors` preflights) before dispatch, request transforms just
-//! before forwarding, response transforms and CORS headers on the way back. Within a
+//! config: access (`ip`, `cors` preflights), then `validate`, then request transforms
+//! just before forwarding, response transforms and CORS headers on the way back. Within a
 //! phase, policies run in the order listed, `server.policies` first.
 
 pub mod cors;
 pub mod ip;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::config::{ConfigError, PolicyConfig};
-use crate::transform::CompiledHeaderChanges;
+use crate::transform::{CompiledHeaderChanges, CompiledQueryChanges};
 pub use cors::CorsPolicy;
 pub use ip::IpPolicy;
+pub use validate::ValidatePolicy;
 
 /// One compiled named policy.
 #[derive(Debug, Clone)]
@@ -22,9 +24,11 @@ pub(crate) enum CompiledPolicy {
     Transform {
         request: Arc<CompiledHeaderChanges>,
         response: Arc<CompiledHeaderChanges>,
+        query: Arc<CompiledQueryChanges>,
     },
     Ip(Arc<IpPolicy>),
     Cors(Arc<CorsPolicy>),
+    Validate(Arc<ValidatePolicy>),
 }
 
 /// The policies of one route, grouped by the phase they run in.
@@ -32,6 +36,8 @@ pub(crate) enum CompiledPolicy {
 pub(crate) struct PolicySet {
     pub ip: Vec<Arc<IpPolicy>>,
     pub cors: Option<Arc<CorsPolicy>>,
+    pub validate: Vec<Arc<ValidatePolicy>>,
+    pub query_changes: Vec<Arc<CompiledQueryChanges>>,
     pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
 }
@@ -41,7 +47,14 @@ impl PolicySet {
     /// origins on one route would leave it unclear which one handles a preflight.
     pub fn add(&mut self, policy: &CompiledPolicy, path: &str, errors: &mut Vec<ConfigError>) {
         match policy {
-            CompiledPolicy::Transform { request, response } => {
+            CompiledPolicy::Transform {
+                request,
+                response,
+                query,
+            } => {
+                if !query.is_empty() {
+                    self.query_changes.push(Arc::clone(query));
+                }
                 if !request.is_empty() {
                     self.request_changes.push(Arc::clone(request));
                 }
@@ -50,6 +63,7 @@ impl PolicySet {
                 }
             }
             CompiledPolicy::Ip(ip) => self.ip.push(Arc::clone(ip)),
+            CompiledPolicy::Validate(validate) => self.validate.push(Arc::clone(validate)),
             CompiledPolicy::Cors(cors) => {
                 if self.cors.is_some() {
                     errors.push(
@@ -70,34 +84,48 @@ pub(crate) fn compile_policies(
 ) -> BTreeMap<String, CompiledPolicy> {
     policies
         .iter()
-        .map(|(name, policy)| {
-            let compiled =
-                match policy {
-                    PolicyConfig::Transform(transform) => {
-                        let path = format!("policies.{name}.transform");
-                        CompiledPolicy::Transform {
-                            request: Arc::new(CompiledHeaderChanges::compile(
-                                &transform.request,
-                                &format!("{path}.request"),
-                                errors,
-                            )),
-                            response: Arc::new(CompiledHeaderChanges::compile(
-                                &transform.response,
-                                &format!("{path}.response"),
-                                errors,
-                            )),
-                        }
-                    }
-                    PolicyConfig::Ip(ip) => CompiledPolicy::Ip(Arc::new(IpPolicy::compile(
-                        ip,
-                        &format!("policies.{name}.ip"),
-                        errors,
-                    ))),
-                    PolicyConfig::Cors(cors) => CompiledPolicy::Cors(Arc::new(
-                        CorsPolicy::compile(cors, &format!("policies.{name}.cors"), errors),
-                    )),
-                };
-            (name.clone(), compiled)
-        })
+        .map(|(name, policy)| (name.clone(), compile_policy(name, policy, errors)))
         .collect()
+}
+
+fn compile_policy(
+    name: &str,
+    policy: &PolicyConfig,
+    errors: &mut Vec<ConfigError>,
+) -> CompiledPolicy {
+    match policy {
+        PolicyConfig::Transform(transform) => {
+            let path = format!("policies.{name}.transform");
+            let request = CompiledHeaderChanges::compile(
+                &transform.request,
+                &format!("{path}.request"),
+                errors,
+            );
+            let response = CompiledHeaderChanges::compile(
+                &transform.response,
+                &format!("{path}.response"),
+                errors,
+            );
+            let query =
+                CompiledQueryChanges::compile(&transform.query, &format!("{path}.query"), errors);
+            CompiledPolicy::Transform {
+                request: Arc::new(request),
+                response: Arc::new(response),
+                query: Arc::new(query),
+            }
+        }
+        PolicyConfig::Ip(ip) => CompiledPolicy::Ip(Arc::new(IpPolicy::compile(
+            ip,
+            &format!("policies.{name}.ip"),
+            errors,
+        ))),
+        PolicyConfig::Cors(cors) => CompiledPolicy::Cors(Arc::new(CorsPolicy::compile(
+            cors,
+            &format!("policies.{name}.cors"),
+            errors,
+        ))),
+        PolicyConfig::Validate(validate) => CompiledPolicy::Validate(Arc::new(
+            ValidatePolicy::compile(validate, &format!("policies.{name}.validate"), errors),
+        )),
+    }
 }
