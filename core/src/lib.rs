@@ -11,11 +11,13 @@ pub mod config;
 pub mod error;
 pub mod forward;
 mod gateway;
+pub mod health;
 pub mod limit;
 pub mod path;
 pub mod platform;
 pub mod policy;
 pub mod respond;
+pub mod retry;
 pub mod route;
 pub mod transform;
 

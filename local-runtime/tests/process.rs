@@ -24,7 +24,7 @@ fn check_lists_every_problem() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 7, "{stdout}");
     for expected in [
-        "upstreams.sessions.retries: unknown key",
+        "upstreams.sessions.retry: unknown key",
         "listeners[0].address: invalid socket address",
         "upstreams.sessions.hash_on: is required",
         "upstreams.users.endpoints[0].weight: must be between 1 and 10000",
@@ -76,7 +76,7 @@ fn run_with_invalid_config_exits_2() {
     assert_eq!(stdout, "");
     assert!(stderr.contains(": 7 problems"), "{stderr}");
     assert!(
-        stderr.contains("upstreams.sessions.retries: unknown key"),
+        stderr.contains("upstreams.sessions.retry: unknown key"),
         "{stderr}"
     );
     assert!(

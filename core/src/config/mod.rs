@@ -113,6 +113,84 @@ pub struct UpstreamConfig {
     /// Sends this value as the `Host` header instead of the client's.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// When a failed attempt is sent again, to another endpoint.
+    #[serde(default)]
+    pub retries: RetryConfig,
+    /// Passive health: ejecting endpoints that keep failing.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+}
+
+/// Retry settings of an upstream.
+///
+/// A request is sent again only when that cannot duplicate its effect: after a failed
+/// connect (nothing was sent) for any method, and after a reset, a timeout or a listed
+/// status only for idempotent methods. Requests with a body are never sent twice,
+/// because the body streamed to the first endpoint is gone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts after the first; 0 disables retries.
+    pub max_retries: u32,
+    /// Response statuses that make an idempotent request go to another endpoint.
+    pub on_statuses: Vec<u16>,
+    /// Wait before the first retry; each further retry waits twice as long, with jitter.
+    pub backoff: ConfigDuration,
+    /// Longest wait between two attempts.
+    pub max_backoff: ConfigDuration,
+    /// Retries allowed as a percentage of requests, so that retries cannot multiply
+    /// the load on an upstream that is already failing.
+    pub budget_percent: u32,
+    /// Retries per second always allowed, so that a quiet upstream can still retry.
+    pub min_retries_per_second: u32,
+}
+
+/// One retry of connect failures, as a default that never duplicates a request.
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_retries: 1,
+            on_statuses: Vec::new(),
+            backoff: ConfigDuration::from_millis(25),
+            max_backoff: ConfigDuration::from_millis(250),
+            budget_percent: 20,
+            min_retries_per_second: 10,
+        }
+    }
+}
+
+/// Passive health settings of an upstream: outlier detection from live traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive gateway failures (connect failure, reset, timeout, 502, 503, 504)
+    /// that eject an endpoint; 0 disables ejection.
+    pub consecutive_failures: u32,
+    /// Ejection time of a first ejection; each repeated ejection doubles it.
+    pub base_ejection: ConfigDuration,
+    /// Longest ejection time.
+    pub max_ejection: ConfigDuration,
+    /// Largest share of endpoints ejected at once, in percent.
+    pub max_ejected_percent: u32,
+    /// When the share of endpoints not ejected falls below this percentage, health is
+    /// ignored and load spreads over all endpoints rather than crushing the last
+    /// healthy ones.
+    pub panic_threshold_percent: u32,
+}
+
+/// Envoy's outlier detection defaults: 5 failures, 30 s, at most half the endpoints.
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: ConfigDuration::from_millis(30_000),
+            max_ejection: ConfigDuration::from_millis(300_000),
+            max_ejected_percent: 50,
+            panic_threshold_percent: 50,
+        }
+    }
 }
 
 /// One server of an upstream.

@@ -13,7 +13,9 @@ use crate::config::{
     BalancerKind, Config, ConfigError, HashOn, ServerConfig, TimeoutsConfig, UpstreamConfig,
     UpstreamProtocol,
 };
+use crate::health::OutlierDetector;
 use crate::policy::{self, CompiledPolicy, IpPolicy, PolicySet};
+use crate::retry::RetryBudget;
 use crate::route::RouteTable;
 
 /// Endpoint weights are bounded so that weighted balancers cannot overflow their sums.
@@ -46,6 +48,17 @@ pub(crate) struct CompiledUpstream {
     pub hash_on: Option<HashOn>,
     pub protocol: UpstreamProtocol,
     pub host_header: Option<HeaderValue>,
+    pub retry: CompiledRetry,
+    pub budget: RetryBudget,
+    pub outlier: OutlierDetector,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledRetry {
+    pub max_retries: u32,
+    pub on_statuses: Vec<u16>,
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -267,6 +280,7 @@ fn compile_upstream(
     }
 
     check_timeouts(&upstream.timeouts, &format!("{path}.timeouts"), errors);
+    check_retries_and_outlier(upstream, &path, errors);
     let host_header = upstream.host_header.as_ref().and_then(|host| {
         let value = HeaderValue::from_str(host)
             .ok()
@@ -297,6 +311,72 @@ fn compile_upstream(
         hash_on: upstream.hash_on.clone(),
         protocol: upstream.protocol,
         host_header,
+        retry: CompiledRetry {
+            max_retries: upstream.retries.max_retries,
+            on_statuses: upstream.retries.on_statuses.clone(),
+            backoff: upstream.retries.backoff.get(),
+            max_backoff: upstream.retries.max_backoff.get(),
+        },
+        budget: RetryBudget::new(&upstream.retries),
+        outlier: OutlierDetector::new(upstream.endpoints.len(), &upstream.outlier),
+    }
+}
+
+/// Retries beyond this multiply latency without improving the odds on a failing upstream.
+const MAX_RETRIES: u32 = 10;
+
+fn check_retries_and_outlier(upstream: &UpstreamConfig, path: &str, errors: &mut Vec<ConfigError>) {
+    let retries = &upstream.retries;
+    if retries.max_retries > MAX_RETRIES {
+        errors.push(ConfigError::new(
+            format!("{path}.retries.max_retries"),
+            format!(
+                "must be at most {MAX_RETRIES}, found {}",
+                retries.max_retries
+            ),
+        ));
+    }
+    for (index, status) in retries.on_statuses.iter().enumerate() {
+        if !(100..=599).contains(status) {
+            errors.push(ConfigError::new(
+                format!("{path}.retries.on_statuses[{index}]"),
+                format!("invalid status {status}"),
+            ));
+        }
+    }
+    if retries.backoff > retries.max_backoff {
+        errors.push(ConfigError::new(
+            format!("{path}.retries.backoff"),
+            format!(
+                "is longer than max_backoff ({} > {})",
+                retries.backoff, retries.max_backoff
+            ),
+        ));
+    }
+    let outlier = &upstream.outlier;
+    if outlier.base_ejection > outlier.max_ejection {
+        errors.push(ConfigError::new(
+            format!("{path}.outlier.base_ejection"),
+            format!(
+                "is longer than max_ejection ({} > {})",
+                outlier.base_ejection, outlier.max_ejection
+            ),
+        ));
+    }
+    for (field, value) in [
+        ("retries.budget_percent", retries.budget_percent),
+        ("outlier.max_ejected_percent", outlier.max_ejected_percent),
+        (
+            "outlier.panic_threshold_percent",
+            outlier.panic_threshold_percent,
+        ),
+    ] {
+        if value > 100 {
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                format!("must be a percentage from 0 to 100, found {value}"),
+            ));
+        }
     }
 }
 

@@ -14,9 +14,11 @@ use super::compile::{CompiledRoute, CompiledUpstream};
 use super::{AccessRecord, Gateway};
 use crate::balance::PickInput;
 use crate::config::{HashOn, UpstreamProtocol};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::forward::{self, Downstream};
+use crate::health::Outcome;
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use crate::retry;
 
 /// The decisions of the earlier phases about a request that is about to be forwarded.
 pub(crate) struct Outgoing<'a> {
@@ -37,52 +39,208 @@ pub(crate) async fn proxy<P: Platform>(
     access: &mut AccessRecord,
 ) -> Result<Response<P::Body>, Error> {
     let clock = platform.clock();
+    let started = clock.monotonic();
     let upstream = &gateway.compiled.upstreams[outgoing.route.upstream];
     access.upstream = Some(Arc::clone(&upstream.name));
+    upstream.budget.deposit(started);
 
     let hash = hash_key(upstream, &request, &outgoing);
-    // The pick input lives only in this expression. `PickInput` contains a `&dyn Fn`,
-    // which is not `Send`, so keeping it across the await below would make this
+    let request = upstream_request(gateway, request, upstream, &outgoing)?;
+    // Only a request without a body can be sent again: a streamed body is consumed by
+    // the first attempt.
+    let replay =
+        (upstream.retry.max_retries > 0 && !has_body(&request)).then(|| RequestHead::of(&request));
+    let idempotent = retry::is_idempotent(request.method());
+    let timeouts = outgoing.route.timeouts;
+    let total_deadline = started + timeouts.total.get();
+
+    let mut request = Some(request);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0;
+    let mut index = pick_endpoint(upstream, hash, &tried, platform, started)?;
+    loop {
+        let now = clock.monotonic();
+        let endpoint = &upstream.endpoints[index];
+        access.endpoint = Some(endpoint.authority.clone());
+
+        let remaining = total_deadline.saturating_sub(now);
+        if remaining.is_zero() {
+            return Err(timed_out(upstream, timeouts.total.get()));
+        }
+        let attempt = match request.take() {
+            Some(first) => first,
+            None => match &replay {
+                Some(head) => head.rebuild(),
+                None => return Err(Error::internal("a request with a body cannot be retried")),
+            },
+        };
+        let target = UpstreamTarget {
+            upstream: &upstream.name,
+            authority: &endpoint.authority,
+            socket_addr: endpoint.socket_addr,
+            protocol: upstream.protocol,
+            connect_timeout: timeouts.connect.get(),
+            try_timeout: timeouts.per_try.get(),
+        };
+        let deadline = timeouts.per_try.get().min(remaining);
+
+        upstream.balancer.on_start(index);
+        let result = send_with_deadline(platform, attempt, &target, deadline).await;
+        let finished_at = clock.monotonic();
+        let latency = finished_at.saturating_sub(now);
+        upstream.balancer.on_finish(index, latency, finished_at);
+        access.upstream_micros = Some(latency.as_micros() as u64);
+        record_outcome(upstream, index, &result, finished_at);
+
+        let retryable = match &result {
+            Ok(response) => {
+                idempotent
+                    && upstream
+                        .retry
+                        .on_statuses
+                        .contains(&response.status().as_u16())
+            }
+            Err(error) => is_retryable(error, idempotent),
+        };
+        let next = if retryable && replay.is_some() && retries < upstream.retry.max_retries {
+            tried.push(index);
+            // A retry goes to another endpoint, within the budget and the total timeout.
+            retries += 1;
+            let wait = retry::backoff(
+                upstream.retry.backoff,
+                upstream.retry.max_backoff,
+                retries,
+                platform.random_u64(),
+            );
+            pick_endpoint(upstream, hash, &tried, platform, finished_at)
+                .ok()
+                .filter(|_| finished_at + wait < total_deadline)
+                .filter(|_| upstream.budget.withdraw(finished_at))
+                .map(|next| (next, wait))
+        } else {
+            None
+        };
+        let Some((next, wait)) = next else {
+            let mut response = result?;
+            prepare_response(gateway, &mut response, outgoing.route);
+            return Ok(response);
+        };
+        index = next;
+        clock.sleep(wait).await;
+    }
+}
+
+/// Picks an eligible endpoint: not tried by this request and not ejected, unless so
+/// few endpoints are healthy that health is ignored (the panic threshold).
+fn pick_endpoint<P: Platform>(
+    upstream: &CompiledUpstream,
+    hash: Option<u64>,
+    tried: &[usize],
+    platform: &P,
+    now: Duration,
+) -> Result<usize, Error> {
+    let panic = upstream.outlier.in_panic(now);
+    // The pick input lives only in this function. `PickInput` contains a `&dyn Fn`,
+    // which is not `Send`, so keeping it across an await would make the dispatch
     // future not `Send`, and the native runtime's HTTP/2 server requires `Send`.
     let picked = upstream.balancer.pick(&PickInput {
         hash,
         random: platform.random_u64(),
-        now: clock.monotonic(),
-        eligible: &|_| true,
+        now,
+        eligible: &|index| {
+            !tried.contains(&index) && (panic || !upstream.outlier.is_ejected(index, now))
+        },
     });
-    let Some(index) = picked else {
-        return Err(Error::unavailable(format!(
-            "upstream {:?} has no endpoint available",
+    picked.ok_or_else(|| {
+        Error::unavailable(format!(
+            "upstream {:?} has no healthy endpoint",
             upstream.name
-        )));
+        ))
+        .with_retry_after(Duration::from_secs(1))
+    })
+}
+
+fn record_outcome<B>(
+    upstream: &CompiledUpstream,
+    index: usize,
+    result: &Result<Response<B>, Error>,
+    now: Duration,
+) {
+    let outcome = match result {
+        Ok(response) if matches!(response.status().as_u16(), 502..=504) => Outcome::Failure,
+        Ok(_) => Outcome::Success,
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::BadGateway | ErrorKind::GatewayTimeout
+            ) =>
+        {
+            Outcome::Failure
+        }
+        Err(_) => return,
     };
-    let endpoint = &upstream.endpoints[index];
-    access.endpoint = Some(endpoint.authority.clone());
+    if let Some(ejection) = upstream.outlier.record(index, outcome, now) {
+        tracing::info!(
+            upstream = %upstream.name,
+            endpoint = %upstream.endpoints[index].authority,
+            ejection_ms = ejection.as_millis() as u64,
+            "endpoint ejected after consecutive failures"
+        );
+    }
+}
 
-    let request = upstream_request(gateway, request, upstream, &outgoing)?;
-    let timeouts = outgoing.route.timeouts;
-    let target = UpstreamTarget {
-        upstream: &upstream.name,
-        authority: &endpoint.authority,
-        socket_addr: endpoint.socket_addr,
-        protocol: upstream.protocol,
-        connect_timeout: timeouts.connect.get(),
-        try_timeout: timeouts.per_try.get(),
-    };
-    // With one try per request, the try ends at whichever timeout comes first.
-    let deadline = timeouts.per_try.get().min(timeouts.total.get());
+/// Returns whether a failed attempt may be sent again: a failed connect sent nothing,
+/// so any method may; a reset or timeout may have reached the upstream, so only an
+/// idempotent method may.
+fn is_retryable(error: &Error, idempotent: bool) -> bool {
+    match error.kind() {
+        ErrorKind::BadGateway | ErrorKind::GatewayTimeout => error.is_retry_safe() || idempotent,
+        _ => false,
+    }
+}
 
-    upstream.balancer.on_start(index);
-    let sent_at = clock.monotonic();
-    let result = send_with_deadline(platform, request, &target, deadline).await;
-    let finished_at = clock.monotonic();
-    let latency = finished_at.saturating_sub(sent_at);
-    upstream.balancer.on_finish(index, latency, finished_at);
-    access.upstream_micros = Some(latency.as_micros() as u64);
+fn timed_out(upstream: &CompiledUpstream, total: Duration) -> Error {
+    Error::gateway_timeout(format!(
+        "upstream {:?} did not respond within {} ms",
+        upstream.name,
+        total.as_millis()
+    ))
+}
 
-    let mut response = result?;
-    prepare_response(gateway, &mut response, outgoing.route);
-    Ok(response)
+fn has_body<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
+}
+
+/// The head of a request without a body, kept to send it again.
+struct RequestHead {
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+}
+
+impl RequestHead {
+    fn of<B>(request: &Request<B>) -> Self {
+        Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn rebuild<B: From<bytes::Bytes>>(&self) -> Request<B> {
+        let mut request = Request::new(B::from(bytes::Bytes::new()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
 }
 
 async fn send_with_deadline<P: Platform>(

@@ -295,7 +295,7 @@ mod tests {
         let text = r#"
             [upstreams.api]
             endpoints = [{ address = "127.0.0.1:9001" }]
-            retries = 2
+            retry_count = 2
 
             [[routes]]
             upstream = "apy"
@@ -304,7 +304,7 @@ mod tests {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(
-            lines[0].starts_with("upstreams.api.retries: unknown key"),
+            lines[0].starts_with("upstreams.api.retry_count: unknown key"),
             "{lines:?}"
         );
         assert_eq!(
