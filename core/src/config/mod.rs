@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub forwarded: bool,
     /// Names of policies from `[policies]` applied to every route, before the route's own.
     pub policies: Vec<String>,
+    /// Keys the local rate-limit store keeps; past it, keys that refilled are dropped
+    /// first, then the least recently used.
+    pub max_rate_limit_keys: usize,
 }
 
 /// Default limits follow common server defaults: an 8 KiB request line is what nginx
@@ -87,6 +90,8 @@ impl Default for ServerConfig {
             x_forwarded: true,
             forwarded: true,
             policies: Vec::new(),
+            // An estimate of about 100 bytes a key puts this near 10 MB.
+            max_rate_limit_keys: 100_000,
         }
     }
 }
@@ -358,6 +363,69 @@ pub enum PolicyConfig {
     Cors(CorsConfig),
     /// Request checks: body media type and size, required headers and parameters.
     Validate(ValidateConfig),
+    /// A rate limit per client, route or other key.
+    RateLimit(RateLimitConfig),
+}
+
+/// Settings of a `rate_limit` policy. Each policy counts in its own keys, so two
+/// policies never share a counter, even with the same key parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// How requests are counted.
+    #[serde(default)]
+    pub algorithm: RateLimitAlgorithm,
+    /// Requests (or cost units) allowed per period.
+    pub limit: u64,
+    /// The period of the limit.
+    pub period: ConfigDuration,
+    /// Largest number of requests admitted at once with `gcra`; defaults to `limit`.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// The parts of the counter key; the default counts per client address.
+    #[serde(default = "default_rate_limit_key")]
+    pub key: Vec<RateLimitKey>,
+    /// Units one request costs.
+    #[serde(default = "default_cost")]
+    pub cost: u64,
+    /// Whether to send the `RateLimit-Policy` and `RateLimit` headers.
+    #[serde(default = "default_true")]
+    pub headers: bool,
+}
+
+fn default_rate_limit_key() -> Vec<RateLimitKey> {
+    vec![RateLimitKey::ClientIp]
+}
+
+fn default_cost() -> u64 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Rate-limit algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAlgorithm {
+    /// Generic cell rate algorithm: a rolling rate with bursts up to `burst`.
+    #[default]
+    Gcra,
+    /// Sliding-window counter: at most about `limit` per sliding `period`.
+    SlidingWindow,
+}
+
+/// One part of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// The client address, after trusted-proxy resolution.
+    ClientIp,
+    /// The matched route's name.
+    Route,
+    /// The value of a request header; requests without it share one counter.
+    Header(String),
 }
 
 /// Client address lists of an `ip` policy. The address is the client address after

@@ -14,6 +14,7 @@ use crate::config::{
     UpstreamProtocol,
 };
 use crate::health::OutlierDetector;
+use crate::limit::MemoryCounters;
 use crate::policy::{self, CompiledPolicy, IpPolicy, PolicySet};
 use crate::retry::RetryBudget;
 use crate::route::RouteTable;
@@ -76,6 +77,8 @@ pub(crate) struct Compiled {
     /// `ip` policies of `server.policies`, checked before routing so that a rejected
     /// client learns nothing about the routes.
     pub server_ip: Vec<Arc<IpPolicy>>,
+    /// Local rate-limit counters of every `rate_limit` policy.
+    pub counters: Arc<MemoryCounters>,
     pub table: RouteTable,
     pub routes: Vec<CompiledRoute>,
     pub upstreams: Vec<CompiledUpstream>,
@@ -120,6 +123,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
         Some(table) if errors.is_empty() => Ok(Compiled {
             server,
             server_ip: server_policies.ip,
+            counters: Arc::new(MemoryCounters::new(config.server.max_rate_limit_keys)),
             table,
             routes,
             upstreams,

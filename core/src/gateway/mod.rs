@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::forward::{self, Downstream};
 use crate::platform::{Clock, Platform};
 use crate::policy::CorsPolicy;
+use crate::policy::rate_limit::KeySource;
 use crate::respond::problem_response;
 use crate::route::RequestView;
 use compile::Compiled;
@@ -75,6 +76,14 @@ pub struct Handled<B> {
     pub response: Response<B>,
     /// The record of the request, for the access log.
     pub access: AccessRecord,
+}
+
+/// Headers the pipeline adds to whatever response the request ends with, including
+/// the gateway's own error responses.
+#[derive(Debug, Default)]
+struct ResponseExtras {
+    cors: Option<Arc<CorsPolicy>>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// A gateway built from one config version. It is immutable; a reload builds a new one.
@@ -142,9 +151,9 @@ impl Gateway {
         };
 
         let origin = request.headers().get(http::header::ORIGIN).cloned();
-        let mut cors = None;
+        let mut extras = ResponseExtras::default();
         let result = self
-            .run(request, connection, platform, &mut access, &mut cors)
+            .run(request, connection, platform, &mut access, &mut extras)
             .await;
         let mut response = match result {
             Ok(response) => response,
@@ -154,7 +163,10 @@ impl Gateway {
             }
         };
         // Errors carry CORS headers too, so that pages can read why a call failed.
-        if let Some(cors) = cors {
+        for (name, value) in extras.headers {
+            response.headers_mut().append(name, value);
+        }
+        if let Some(cors) = extras.cors {
             cors.apply(origin.as_ref(), response.headers_mut());
         }
         if let Ok(value) = http::HeaderValue::from_str(&access.request_id) {
@@ -173,7 +185,7 @@ impl Gateway {
         connection: &ConnectionInfo,
         platform: &P,
         access: &mut AccessRecord,
-        cors: &mut Option<Arc<CorsPolicy>>,
+        extras: &mut ResponseExtras,
     ) -> Result<Response<P::Body>, Error> {
         let server = &self.compiled.server;
         let admitted = admit::admit(&request, server)?;
@@ -225,10 +237,10 @@ impl Gateway {
         for policy in &route.policies.ip {
             policy.check(client_ip)?;
         }
-        *cors = route.policies.cors.clone();
+        extras.cors = route.policies.cors.clone();
         if let (Some((method, _)), Some(policy)) = (&preflight, &route.policies.cors) {
             // The CORS headers of a preflight come from `preflight` itself.
-            *cors = None;
+            extras.cors = None;
             let headers = policy.preflight(request.headers(), method)?;
             let mut response = Response::new(P::Body::from(bytes::Bytes::new()));
             *response.status_mut() = http::StatusCode::NO_CONTENT;
@@ -237,6 +249,22 @@ impl Gateway {
         }
         for policy in &route.policies.validate {
             policy.check(&request)?;
+        }
+        if !route.policies.rate_limits.is_empty() {
+            let now_micros = platform.clock().monotonic().as_micros() as u64;
+            let source = KeySource {
+                request: &request,
+                client_ip,
+                route: &route.name,
+            };
+            for policy in &route.policies.rate_limits {
+                policy.check(
+                    &source,
+                    &self.compiled.counters,
+                    now_micros,
+                    &mut extras.headers,
+                )?;
+            }
         }
 
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);

@@ -1,12 +1,14 @@
 //! Named policies and the set of them that applies to each route.
 //!
 //! A route's policies run in fixed pipeline phases, whatever their order in the
-//! config: access (`ip`, `cors` preflights), then `validate`, then request transforms
+//! config: access (`ip`, `cors` preflights), then `validate`, then `rate_limit`, then
+//! request transforms
 //! just before forwarding, response transforms and CORS headers on the way back. Within a
 //! phase, policies run in the order listed, `server.policies` first.
 
 pub mod cors;
 pub mod ip;
+pub mod rate_limit;
 pub mod validate;
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use crate::config::{ConfigError, PolicyConfig};
 use crate::transform::{CompiledHeaderChanges, CompiledQueryChanges};
 pub use cors::CorsPolicy;
 pub use ip::IpPolicy;
+pub use rate_limit::RateLimitPolicy;
 pub use validate::ValidatePolicy;
 
 /// One compiled named policy.
@@ -29,6 +32,7 @@ pub(crate) enum CompiledPolicy {
     Ip(Arc<IpPolicy>),
     Cors(Arc<CorsPolicy>),
     Validate(Arc<ValidatePolicy>),
+    RateLimit(Arc<RateLimitPolicy>),
 }
 
 /// The policies of one route, grouped by the phase they run in.
@@ -37,6 +41,7 @@ pub(crate) struct PolicySet {
     pub ip: Vec<Arc<IpPolicy>>,
     pub cors: Option<Arc<CorsPolicy>>,
     pub validate: Vec<Arc<ValidatePolicy>>,
+    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
     pub query_changes: Vec<Arc<CompiledQueryChanges>>,
     pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
@@ -64,6 +69,7 @@ impl PolicySet {
             }
             CompiledPolicy::Ip(ip) => self.ip.push(Arc::clone(ip)),
             CompiledPolicy::Validate(validate) => self.validate.push(Arc::clone(validate)),
+            CompiledPolicy::RateLimit(limit) => self.rate_limits.push(Arc::clone(limit)),
             CompiledPolicy::Cors(cors) => {
                 if self.cors.is_some() {
                     errors.push(
@@ -126,6 +132,9 @@ fn compile_policy(
         ))),
         PolicyConfig::Validate(validate) => CompiledPolicy::Validate(Arc::new(
             ValidatePolicy::compile(validate, &format!("policies.{name}.validate"), errors),
+        )),
+        PolicyConfig::RateLimit(limit) => CompiledPolicy::RateLimit(Arc::new(
+            RateLimitPolicy::compile(name, limit, &format!("policies.{name}.rate_limit"), errors),
         )),
     }
 }
