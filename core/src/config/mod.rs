@@ -5,6 +5,7 @@
 //! report every problem they find with its path, such as
 //! `routes[2].match.path_prefix: must start with '/'`.
 
+mod auth;
 mod duration;
 mod load;
 
@@ -13,6 +14,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    ApiKeyConfig, AuthorizeConfig, ConsumerConfig, JwksConfig, JwtConfig, JwtKeyConfig, OneOrMany,
+    TokenSource,
+};
 pub use duration::ConfigDuration;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 
@@ -35,6 +40,9 @@ pub struct Config {
     /// Named policies that routes refer to by name.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// API clients, identified by the hashes of their API keys.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, ConsumerConfig>,
 }
 
 /// A socket the native runtime serves HTTP/1.1 and HTTP/2 (prior knowledge) on.
@@ -277,6 +285,12 @@ pub enum PolicyConfig {
     /// Cross-origin resource sharing: preflights answered by the gateway and CORS
     /// headers on responses.
     Cors(CorsConfig),
+    /// Authentication with JSON Web Tokens.
+    Jwt(JwtConfig),
+    /// Authentication with API keys of `[consumers]`.
+    ApiKey(ApiKeyConfig),
+    /// Requirements on the authenticated identity: scopes, roles, claims, groups.
+    Authorize(AuthorizeConfig),
 }
 
 /// Client address lists of an `ip` policy. The address is the client address after

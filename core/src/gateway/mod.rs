@@ -1,5 +1,6 @@
-//! The request pipeline: admit, identify the client, route, transform, dispatch,
-//! transform the response and record it.
+//! The request pipeline: admit, identify the client, route, check access,
+//! authenticate and authorize, transform, dispatch, transform the response and record
+//! it.
 
 mod admit;
 mod compile;
@@ -236,6 +237,21 @@ impl Gateway {
             return Ok(response);
         }
 
+        // Authenticate, then authorize, after the access policies and before dispatch.
+        let authenticated = match &route.policies.authenticate {
+            Some(authenticator) => Some(
+                authenticator
+                    .authenticate(request.headers(), request.uri().query(), platform)
+                    .await?,
+            ),
+            None => None,
+        };
+        if let Some(authenticated) = &authenticated {
+            for policy in &route.policies.authorize {
+                policy.check(&authenticated.identity, authenticated.scheme)?;
+            }
+        }
+
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);
         let downstream = Downstream {
             peer,
@@ -252,6 +268,7 @@ impl Gateway {
             downstream: &downstream,
             client_ip,
             request_id: &request_id,
+            authenticated: authenticated.as_ref(),
         };
         dispatch::proxy(self, request, outgoing, platform, access).await
     }

@@ -1,8 +1,8 @@
 //! Named policies and the set of them that applies to each route.
 //!
 //! A route's policies run in fixed pipeline phases, whatever their order in the
-//! config: access (`ip`, `cors` preflights) before dispatch, request transforms just
-//! before forwarding, response transforms and CORS headers on the way back. Within a
+//! config: access (`ip`, `cors` preflights), then authentication (`jwt` or `api_key`)
+//! and authorization (`authorize`), request transforms just before forwarding, response transforms and CORS headers on the way back. Within a
 //! phase, policies run in the order listed, `server.policies` first.
 
 pub mod cors;
@@ -11,6 +11,7 @@ pub mod ip;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::auth::{ApiKeyPolicy, Authenticator, AuthorizePolicy, ConsumerTable, JwtPolicy};
 use crate::config::{ConfigError, PolicyConfig};
 use crate::transform::CompiledHeaderChanges;
 pub use cors::CorsPolicy;
@@ -25,6 +26,8 @@ pub(crate) enum CompiledPolicy {
     },
     Ip(Arc<IpPolicy>),
     Cors(Arc<CorsPolicy>),
+    Authenticate(Authenticator),
+    Authorize(Arc<AuthorizePolicy>),
 }
 
 /// The policies of one route, grouped by the phase they run in.
@@ -32,6 +35,8 @@ pub(crate) enum CompiledPolicy {
 pub(crate) struct PolicySet {
     pub ip: Vec<Arc<IpPolicy>>,
     pub cors: Option<Arc<CorsPolicy>>,
+    pub authenticate: Option<Authenticator>,
+    pub authorize: Vec<Arc<AuthorizePolicy>>,
     pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
 }
@@ -59,6 +64,16 @@ impl PolicySet {
                 }
                 self.cors = Some(Arc::clone(cors));
             }
+            CompiledPolicy::Authenticate(authenticator) => {
+                if self.authenticate.is_some() {
+                    errors.push(
+                        ConfigError::new(path, "a second authentication policy applies to this route")
+                            .with_hint("a route takes one jwt or api_key policy; use separate routes for different credentials"),
+                    );
+                }
+                self.authenticate = Some(authenticator.clone());
+            }
+            CompiledPolicy::Authorize(authorize) => self.authorize.push(Arc::clone(authorize)),
         }
     }
 }
@@ -66,6 +81,7 @@ impl PolicySet {
 /// Compiles every named policy, reporting problems under `policies.NAME.TYPE`.
 pub(crate) fn compile_policies(
     policies: &BTreeMap<String, PolicyConfig>,
+    consumers: &Arc<ConsumerTable>,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, CompiledPolicy> {
     policies
@@ -96,6 +112,26 @@ pub(crate) fn compile_policies(
                     PolicyConfig::Cors(cors) => CompiledPolicy::Cors(Arc::new(
                         CorsPolicy::compile(cors, &format!("policies.{name}.cors"), errors),
                     )),
+                    PolicyConfig::Jwt(jwt) => {
+                        CompiledPolicy::Authenticate(Authenticator::Jwt(Arc::new(
+                            JwtPolicy::compile(jwt, &format!("policies.{name}.jwt"), errors),
+                        )))
+                    }
+                    PolicyConfig::ApiKey(api_key) => CompiledPolicy::Authenticate(
+                        Authenticator::ApiKey(Arc::new(ApiKeyPolicy::compile(
+                            api_key,
+                            consumers,
+                            &format!("policies.{name}.api_key"),
+                            errors,
+                        ))),
+                    ),
+                    PolicyConfig::Authorize(authorize) => {
+                        CompiledPolicy::Authorize(Arc::new(AuthorizePolicy::compile(
+                            authorize,
+                            &format!("policies.{name}.authorize"),
+                            errors,
+                        )))
+                    }
                 };
             (name.clone(), compiled)
         })
