@@ -240,7 +240,7 @@ impl NativeUpstream {
                 ))
                 .with_cause(error)
             })?;
-            Ok(Response::from_parts(parts, collected.to_bytes()))
+            Ok::<_, Error>(Response::from_parts(parts, collected.to_bytes()))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => {
