@@ -50,8 +50,8 @@ impl Clock for TestClock {
 
     // Time moves only when a sleep is polled, so a sleep raced against a ready fetch
     // never advances the clock.
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
-        async move { self.now.set(self.now.get() + duration) }
+    async fn sleep(&self, duration: Duration) {
+        self.now.set(self.now.get() + duration);
     }
 }
 
