@@ -120,6 +120,38 @@ impl ErrorSource {
     }
 }
 
+/// The authentication challenge of a 401 or 403, sent in `WWW-Authenticate`.
+///
+/// It is data on the error rather than a header set by a policy, so that
+/// [`crate::respond`] stays the one place that builds error responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Challenge {
+    /// Authentication scheme, such as `Bearer` (RFC 6750) or `ApiKey`.
+    pub scheme: &'static str,
+    /// RFC 6750 error code: `invalid_request`, `invalid_token` or
+    /// `insufficient_scope`. `None` when the request carried no credentials, which
+    /// RFC 6750 section 3.1 answers without an error code.
+    pub error: Option<&'static str>,
+}
+
+impl Challenge {
+    /// Realm named in every challenge.
+    pub const REALM: &'static str = "gatehouse";
+
+    /// Formats the `WWW-Authenticate` value, such as
+    /// `Bearer realm="gatehouse", error="invalid_token"`.
+    pub fn header_value(&self) -> String {
+        match self.error {
+            Some(error) => format!(
+                "{} realm=\"{}\", error=\"{error}\"",
+                self.scheme,
+                Self::REALM
+            ),
+            None => format!("{} realm=\"{}\"", self.scheme, Self::REALM),
+        }
+    }
+}
+
 /// A classified failure of one request.
 ///
 /// `detail` is sent to the client, so it must never contain a secret or an internal
@@ -130,6 +162,7 @@ pub struct Error {
     retry_safe: bool,
     detail: Cow<'static, str>,
     retry_after: Option<Duration>,
+    challenge: Option<Challenge>,
     cause: Option<BoxError>,
 }
 
@@ -142,6 +175,7 @@ impl Error {
             retry_safe: false,
             detail: detail.into(),
             retry_after: None,
+            challenge: None,
             cause: None,
         }
     }
@@ -190,6 +224,17 @@ impl Error {
         self
     }
 
+    /// Sets the challenge sent in `WWW-Authenticate`.
+    pub fn with_challenge(mut self, challenge: Challenge) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
+    /// Returns the authentication challenge, if any.
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.challenge
+    }
+
     /// Attaches the underlying error, which is logged but never sent to the client.
     pub fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
         self.cause = Some(cause.into());
@@ -234,6 +279,7 @@ impl fmt::Debug for Error {
             .field("source", &self.source)
             .field("retry_safe", &self.retry_safe)
             .field("detail", &self.detail)
+            .field("challenge", &self.challenge)
             .field("cause", &self.cause)
             .finish()
     }

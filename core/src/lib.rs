@@ -5,6 +5,7 @@
 //! depends on no async runtime; it reaches the network, the clock and storage only
 //! through the traits in [`platform`].
 
+pub mod auth;
 pub mod balance;
 pub mod client_ip;
 pub mod config;
@@ -21,5 +22,5 @@ pub mod retry;
 pub mod route;
 pub mod transform;
 
-pub use error::{Error, ErrorKind, ErrorSource};
+pub use error::{Challenge, Error, ErrorKind, ErrorSource};
 pub use gateway::{AccessRecord, ConnectionInfo, Gateway, Handled};

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::Response;
 use http::header::{
     CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use serde::Serialize;
 
@@ -65,6 +66,11 @@ pub fn problem_response<B: From<Bytes>>(
         let seconds = retry_after.as_millis().div_ceil(1000);
         headers.insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
     }
+    if let Some(challenge) = error.challenge()
+        && let Ok(value) = HeaderValue::from_str(&challenge.header_value())
+    {
+        headers.insert(WWW_AUTHENTICATE, value);
+    }
     response
 }
 
@@ -107,6 +113,22 @@ mod tests {
         let response: Response<Bytes> = problem_response(&error, &header, "id");
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()[RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn challenge_becomes_www_authenticate() {
+        let header = HeaderName::from_static("x-request-id");
+        let error = Error::new(ErrorKind::Unauthorized, ErrorSource::Client, "expired")
+            .with_challenge(crate::error::Challenge {
+                scheme: "Bearer",
+                error: Some("invalid_token"),
+            });
+        let response: Response<Bytes> = problem_response(&error, &header, "id");
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()[WWW_AUTHENTICATE],
+            "Bearer realm=\"gatehouse\", error=\"invalid_token\""
+        );
     }
 
     #[test]

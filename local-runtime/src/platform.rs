@@ -6,11 +6,13 @@ use std::io;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use gatehouse_core::Error;
 use gatehouse_core::config::UpstreamProtocol;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -55,6 +57,11 @@ impl Platform for NativePlatform {
 
     fn random_u64(&self) -> u64 {
         fastrand::u64(..)
+    }
+
+    /// Reads the environment variable `name`. The value is never logged.
+    fn secret(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
     }
 }
 
@@ -193,6 +200,67 @@ impl Upstream for NativeUpstream {
                 target.upstream,
                 target.try_timeout.as_millis()
             ))),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<Bytes>,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Response<Bytes>, Error> {
+        self.fetch_bytes(request, timeout, max_body_bytes).await
+    }
+}
+
+impl NativeUpstream {
+    /// Sends a gateway-originated request (an absolute `http://` URI) on the pooled
+    /// HTTP/1.1 client and reads at most `max_body_bytes` of the response body.
+    async fn fetch_bytes(
+        &self,
+        request: Request<Bytes>,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Response<Bytes>, Error> {
+        let client = self.client(ClientKey {
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: timeout,
+        });
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let request = request.map(NativeBody::from);
+        let exchange = async {
+            let response = client.request(request).await.map_err(|error| {
+                Error::bad_gateway(format!("could not fetch from {host:?}")).with_cause(error)
+            })?;
+            let (parts, body) = response.into_parts();
+            let limited = http_body_util::Limited::new(body, max_body_bytes);
+            let collected = limited.collect().await.map_err(|error| {
+                Error::bad_gateway(format!(
+                    "the response from {host:?} is larger than {max_body_bytes} bytes or broke off"
+                ))
+                .with_cause(error)
+            })?;
+            Ok::<_, Error>(Response::from_parts(parts, collected.to_bytes()))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => {
+                if let Err(error) = &result {
+                    tracing::warn!(
+                        host = %host,
+                        error = error.kind().slug(),
+                        cause = %error.cause().map(|cause| error_chain(cause)).unwrap_or_default(),
+                        "gateway fetch failed"
+                    );
+                }
+                result
+            }
+            Err(_elapsed) => {
+                tracing::warn!(host = %host, timeout_ms = timeout.as_millis() as u64, "gateway fetch timed out");
+                Err(Error::gateway_timeout(format!(
+                    "{host:?} did not answer within {} ms",
+                    timeout.as_millis()
+                )))
+            }
         }
     }
 }

@@ -67,6 +67,7 @@ impl Target for InProcessTarget {
             },
             clock,
             random_state: Cell::new(RANDOM_SEED),
+            secrets: scenario.secrets.clone(),
         };
         Ok(Box::new(InProcessInstance { gateway, platform }))
     }
@@ -130,6 +131,7 @@ struct TestPlatform {
     clock: ManualClock,
     upstream: SimulatedUpstreams,
     random_state: Cell<u64>,
+    secrets: BTreeMap<String, String>,
 }
 
 impl Platform for TestPlatform {
@@ -153,6 +155,10 @@ impl Platform for TestPlatform {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    fn secret(&self, name: &str) -> Option<String> {
+        self.secrets.get(name).cloned()
     }
 }
 
@@ -208,7 +214,48 @@ impl Upstream for SimulatedUpstreams {
             )));
         }
         let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
+        Ok(self.response(reply, behaviour))
+    }
 
+    /// Answers a gateway-originated request, such as a JWKS fetch, from the test
+    /// upstream at the URI's authority.
+    async fn fetch(
+        &self,
+        request: Request<Bytes>,
+        _timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Response<Bytes>, Error> {
+        let authority = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .unwrap_or_default();
+        let Some((name, behaviour)) = self.by_authority.get(&authority) else {
+            return Err(Error::bad_gateway(format!(
+                "could not connect to {authority:?}"
+            )));
+        };
+        *self.requests.borrow_mut().entry(name.clone()).or_default() += 1;
+        let (parts, body) = request.into_parts();
+        let received = Received::new(&parts, body);
+        if let Some(delay) = behaviour.delay {
+            self.clock.sleep(Duration::from_millis(delay)).await;
+        }
+        if behaviour.close {
+            return Err(Error::bad_gateway(
+                "the connection closed without an answer",
+            ));
+        }
+        let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
+        if reply.body.len() > max_body_bytes {
+            return Err(Error::bad_gateway("the response body is too large"));
+        }
+        Ok(self.response(reply, behaviour))
+    }
+}
+
+impl SimulatedUpstreams {
+    fn response(&self, reply: behaviour::Reply, behaviour: &UpstreamBehaviour) -> Response<Bytes> {
         let mut response = Response::new(reply.body);
         *response.status_mut() = reply.status;
         *response.headers_mut() = reply.headers;
@@ -216,6 +263,6 @@ impl Upstream for SimulatedUpstreams {
             UpstreamProtocol::Http1 => Version::HTTP_11,
             UpstreamProtocol::H2c => Version::HTTP_2,
         };
-        Ok(response)
+        response
     }
 }

@@ -35,6 +35,16 @@ impl Launcher for NativeLauncher {
     }
 
     fn launch(&self, config: &str) -> Result<GatewayProcess, String> {
+        self.launch_with_secrets(config, &std::collections::BTreeMap::new())
+    }
+
+    /// Passes `secrets` as environment variables, which is where the native platform
+    /// reads secrets from.
+    fn launch_with_secrets(
+        &self,
+        config: &str,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> Result<GatewayProcess, String> {
         let path = temporary_path("toml");
         // Port 0 lets the kernel pick a free port, which the ready line then reports.
         let text = format!(
@@ -44,7 +54,7 @@ impl Launcher for NativeLauncher {
             .map_err(|error| format!("failed to write {}: {error}", path.display()))?;
 
         let mut command = Command::new(&self.binary);
-        command.arg("run").arg("--config").arg(&path);
+        command.arg("run").arg("--config").arg(&path).envs(secrets);
         GatewayProcess::spawn(command, READY_PREFIX, vec![path])
     }
 }

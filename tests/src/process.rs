@@ -37,6 +37,24 @@ pub trait Launcher {
     /// Starts a gateway serving `config` (the rendered scenario config) and returns it
     /// once it accepts requests.
     fn launch(&self, config: &str) -> Result<GatewayProcess, String>;
+
+    /// Starts a gateway like [`Launcher::launch`] whose platform also returns
+    /// `secrets`. Launchers that cannot pass secrets keep this default, which fails
+    /// for a scenario that has any.
+    fn launch_with_secrets(
+        &self,
+        config: &str,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<GatewayProcess, String> {
+        if secrets.is_empty() {
+            self.launch(config)
+        } else {
+            Err(format!(
+                "the {} target cannot pass platform secrets yet; skip this scenario there",
+                self.name()
+            ))
+        }
+    }
 }
 
 /// Runs scenarios against gateway processes started by a [`Launcher`].
@@ -70,7 +88,9 @@ impl<L: Launcher> Target for ProcessTarget<L> {
             .runtime
             .block_on(SocketUpstreams::start(&scenario.upstreams))?;
         let config = render_config(&scenario.config, upstreams.addresses(), unused_port()?)?;
-        let gateway = self.launcher.launch(&config)?;
+        let gateway = self
+            .launcher
+            .launch_with_secrets(&config, &scenario.secrets)?;
         Ok(Box::new(ProcessInstance {
             runtime: &self.runtime,
             gateway,

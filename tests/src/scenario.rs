@@ -44,6 +44,11 @@ pub struct Scenario {
     /// Targets that cannot run this scenario, each with the reason printed when skipped.
     #[serde(default)]
     pub skip: BTreeMap<String, String>,
+    /// Test-only platform secrets by name, such as an HMAC key that a `jwt` policy
+    /// names with `secret = "NAME"`. The native target passes them as environment
+    /// variables.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// What a test upstream does with each request it receives.

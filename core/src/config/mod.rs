@@ -5,6 +5,7 @@
 //! report every problem they find with its path, such as
 //! `routes[2].match.path_prefix: must start with '/'`.
 
+mod auth;
 mod duration;
 mod load;
 
@@ -13,6 +14,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    ApiKeyConfig, AuthorizeConfig, ConsumerConfig, JwksConfig, JwtConfig, JwtKeyConfig, OneOrMany,
+    TokenSource,
+};
 pub use duration::ConfigDuration;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 
@@ -35,6 +40,9 @@ pub struct Config {
     /// Named policies that routes refer to by name.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// API clients, identified by the hashes of their API keys.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, ConsumerConfig>,
 }
 
 /// A socket the native runtime serves HTTP/1.1 and HTTP/2 (prior knowledge) on.
@@ -365,6 +373,12 @@ pub enum PolicyConfig {
     Validate(ValidateConfig),
     /// A rate limit per client, route or other key.
     RateLimit(RateLimitConfig),
+    /// Authentication with JSON Web Tokens.
+    Jwt(JwtConfig),
+    /// Authentication with API keys of `[consumers]`.
+    ApiKey(ApiKeyConfig),
+    /// Requirements on the authenticated identity: scopes, roles, claims, groups.
+    Authorize(AuthorizeConfig),
 }
 
 /// Settings of a `rate_limit` policy. Each policy counts in its own keys, so two
@@ -424,6 +438,9 @@ pub enum RateLimitKey {
     ClientIp,
     /// The matched route's name.
     Route,
+    /// The authenticated subject: the JWT `sub` claim, or the consumer of an API key.
+    /// Requests without one (routes without authentication) share one counter.
+    Subject,
     /// The value of a request header; requests without it share one counter.
     Header(String),
 }

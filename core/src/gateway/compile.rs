@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 
+use crate::auth::ConsumerTable;
 use crate::balance::Balancer;
 use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
@@ -96,7 +97,8 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
         .map(|(name, upstream)| compile_upstream(name, upstream, &mut errors))
         .collect();
 
-    let policies = policy::compile_policies(&config.policies, &mut errors);
+    let consumers = Arc::new(ConsumerTable::compile(&config.consumers, &mut errors));
+    let policies = policy::compile_policies(&config.policies, &consumers, &mut errors);
     let server_policies = resolve_policies(
         &config.server.policies,
         "server.policies",
@@ -471,6 +473,16 @@ fn compile_routes(
             inherited.clone(),
             errors,
         );
+
+        if !route_policies.authorize.is_empty() && route_policies.authenticate.is_none() {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.policies"),
+                    "has an authorize policy but no jwt or api_key policy",
+                )
+                .with_hint("add the authentication policy whose identity authorize checks"),
+            );
+        }
 
         let upstream_timeouts = upstream
             .and_then(|position| config.upstreams.get(upstream_names[position].as_str()))

@@ -12,6 +12,7 @@ use http::{Request, Response, Uri, Version};
 
 use super::compile::{CompiledRoute, CompiledUpstream};
 use super::{AccessRecord, Gateway};
+use crate::auth::{self, Authenticated};
 use crate::balance::PickInput;
 use crate::config::{HashOn, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
@@ -29,6 +30,8 @@ pub(crate) struct Outgoing<'a> {
     pub downstream: &'a Downstream<'a>,
     pub client_ip: IpAddr,
     pub request_id: &'a str,
+    /// The identity established by the route's authentication policy.
+    pub authenticated: Option<&'a Authenticated>,
 }
 
 pub(crate) async fn proxy<P: Platform>(
@@ -290,6 +293,12 @@ fn upstream_request<B>(
 
     let headers = &mut parts.headers;
     forward::remove_hop_by_hop(headers, true);
+    // Identity headers come only from the gateway: client copies go on every route,
+    // including routes without authentication, where a service might still read them.
+    auth::strip_identity_headers(headers);
+    if let Some(authenticated) = outgoing.authenticated {
+        authenticated.apply(headers);
+    }
     for changes in &outgoing.route.policies.request_changes {
         changes.apply(headers);
     }

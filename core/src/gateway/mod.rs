@@ -1,5 +1,6 @@
-//! The request pipeline: admit, identify the client, route, transform, dispatch,
-//! transform the response and record it.
+//! The request pipeline: admit, identify the client, route, check access,
+//! authenticate and authorize, transform, dispatch, transform the response and record
+//! it.
 
 mod admit;
 mod compile;
@@ -247,6 +248,22 @@ impl Gateway {
             *response.headers_mut() = headers;
             return Ok(response);
         }
+        // Authenticate, then authorize, after the access policies and before validation
+        // and rate limits, so that limits can be keyed by the verified subject.
+        let authenticated = match &route.policies.authenticate {
+            Some(authenticator) => Some(
+                authenticator
+                    .authenticate(request.headers(), request.uri().query(), platform)
+                    .await?,
+            ),
+            None => None,
+        };
+        if let Some(authenticated) = &authenticated {
+            for policy in &route.policies.authorize {
+                policy.check(&authenticated.identity, authenticated.scheme)?;
+            }
+        }
+
         for policy in &route.policies.validate {
             policy.check(&request)?;
         }
@@ -256,6 +273,9 @@ impl Gateway {
                 request: &request,
                 client_ip,
                 route: &route.name,
+                subject: authenticated
+                    .as_ref()
+                    .and_then(|authenticated| authenticated.identity.subject.as_deref()),
             };
             for policy in &route.policies.rate_limits {
                 policy.check(
@@ -283,6 +303,7 @@ impl Gateway {
             downstream: &downstream,
             client_ip,
             request_id: &request_id,
+            authenticated: authenticated.as_ref(),
         };
         dispatch::proxy(self, request, outgoing, platform, access).await
     }

@@ -1,9 +1,10 @@
 //! Named policies and the set of them that applies to each route.
 //!
 //! A route's policies run in fixed pipeline phases, whatever their order in the
-//! config: access (`ip`, `cors` preflights), then `validate`, then `rate_limit`, then
-//! request transforms
-//! just before forwarding, response transforms and CORS headers on the way back. Within a
+//! config: access (`ip`, `cors` preflights), then authentication (`jwt` or `api_key`)
+//! and authorization (`authorize`), then `validate`, then `rate_limit`, then request
+//! transforms just before forwarding, response transforms and CORS headers on the way
+//! back. Within a
 //! phase, policies run in the order listed, `server.policies` first.
 
 pub mod cors;
@@ -14,6 +15,7 @@ pub mod validate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::auth::{ApiKeyPolicy, Authenticator, AuthorizePolicy, ConsumerTable, JwtPolicy};
 use crate::config::{ConfigError, PolicyConfig};
 use crate::transform::{CompiledHeaderChanges, CompiledQueryChanges};
 pub use cors::CorsPolicy;
@@ -33,6 +35,8 @@ pub(crate) enum CompiledPolicy {
     Cors(Arc<CorsPolicy>),
     Validate(Arc<ValidatePolicy>),
     RateLimit(Arc<RateLimitPolicy>),
+    Authenticate(Authenticator),
+    Authorize(Arc<AuthorizePolicy>),
 }
 
 /// The policies of one route, grouped by the phase they run in.
@@ -43,6 +47,8 @@ pub(crate) struct PolicySet {
     pub validate: Vec<Arc<ValidatePolicy>>,
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
     pub query_changes: Vec<Arc<CompiledQueryChanges>>,
+    pub authenticate: Option<Authenticator>,
+    pub authorize: Vec<Arc<AuthorizePolicy>>,
     pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
 }
@@ -79,6 +85,16 @@ impl PolicySet {
                 }
                 self.cors = Some(Arc::clone(cors));
             }
+            CompiledPolicy::Authenticate(authenticator) => {
+                if self.authenticate.is_some() {
+                    errors.push(
+                        ConfigError::new(path, "a second authentication policy applies to this route")
+                            .with_hint("a route takes one jwt or api_key policy; use separate routes for different credentials"),
+                    );
+                }
+                self.authenticate = Some(authenticator.clone());
+            }
+            CompiledPolicy::Authorize(authorize) => self.authorize.push(Arc::clone(authorize)),
         }
     }
 }
@@ -86,17 +102,24 @@ impl PolicySet {
 /// Compiles every named policy, reporting problems under `policies.NAME.TYPE`.
 pub(crate) fn compile_policies(
     policies: &BTreeMap<String, PolicyConfig>,
+    consumers: &Arc<ConsumerTable>,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, CompiledPolicy> {
     policies
         .iter()
-        .map(|(name, policy)| (name.clone(), compile_policy(name, policy, errors)))
+        .map(|(name, policy)| {
+            (
+                name.clone(),
+                compile_policy(name, policy, consumers, errors),
+            )
+        })
         .collect()
 }
 
 fn compile_policy(
     name: &str,
     policy: &PolicyConfig,
+    consumers: &Arc<ConsumerTable>,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledPolicy {
     match policy {
@@ -135,6 +158,20 @@ fn compile_policy(
         )),
         PolicyConfig::RateLimit(limit) => CompiledPolicy::RateLimit(Arc::new(
             RateLimitPolicy::compile(name, limit, &format!("policies.{name}.rate_limit"), errors),
+        )),
+        PolicyConfig::Jwt(jwt) => CompiledPolicy::Authenticate(Authenticator::Jwt(Arc::new(
+            JwtPolicy::compile(jwt, &format!("policies.{name}.jwt"), errors),
+        ))),
+        PolicyConfig::ApiKey(api_key) => {
+            CompiledPolicy::Authenticate(Authenticator::ApiKey(Arc::new(ApiKeyPolicy::compile(
+                api_key,
+                consumers,
+                &format!("policies.{name}.api_key"),
+                errors,
+            ))))
+        }
+        PolicyConfig::Authorize(authorize) => CompiledPolicy::Authorize(Arc::new(
+            AuthorizePolicy::compile(authorize, &format!("policies.{name}.authorize"), errors),
         )),
     }
 }

@@ -33,6 +33,7 @@ enum Limit {
 enum KeyPart {
     ClientIp,
     Route,
+    Subject,
     Header(HeaderName),
 }
 
@@ -56,6 +57,8 @@ pub struct KeySource<'a, B> {
     pub client_ip: IpAddr,
     /// The matched route's name.
     pub route: &'a str,
+    /// The authenticated subject (JWT `sub`, or the API key's consumer), if any.
+    pub subject: Option<&'a str>,
 }
 
 impl RateLimitPolicy {
@@ -107,6 +110,7 @@ impl RateLimitPolicy {
             match part {
                 RateLimitKey::ClientIp => key.push(KeyPart::ClientIp),
                 RateLimitKey::Route => key.push(KeyPart::Route),
+                RateLimitKey::Subject => key.push(KeyPart::Subject),
                 RateLimitKey::Header(header) => match HeaderName::from_bytes(header.as_bytes()) {
                     Ok(header) => key.push(KeyPart::Header(header)),
                     Err(_) => errors.push(ConfigError::new(
@@ -173,6 +177,7 @@ impl RateLimitPolicy {
                     let _ = write!(key, "{}", source.client_ip);
                 }
                 KeyPart::Route => key.push_str(source.route),
+                KeyPart::Subject => key.push_str(source.subject.unwrap_or_default()),
                 KeyPart::Header(name) => {
                     if let Some(value) = source.request.headers().get(name) {
                         key.push_str(&String::from_utf8_lossy(value.as_bytes()));
@@ -234,6 +239,7 @@ mod tests {
             request: &request,
             client_ip: client.parse().unwrap(),
             route: "orders",
+            subject: None,
         };
         let mut headers = Vec::new();
         let result = policy.check(&source, store, 1_000_000, &mut headers);
