@@ -22,4 +22,4 @@ pub mod route;
 pub mod transform;
 
 pub use error::{Error, ErrorKind, ErrorSource};
-pub use gateway::{AccessRecord, ConnectionInfo, Gateway, Handled};
+pub use gateway::{AccessRecord, ConnectionInfo, EndpointHealth, Gateway, Handled};
