@@ -163,7 +163,11 @@ async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
-            text(status, "text/plain; charset=utf-8", format!("{readiness}\n"))
+            text(
+                status,
+                "text/plain; charset=utf-8",
+                format!("{readiness}\n"),
+            )
         }
         "/metrics" => {
             let gateway = state.gateway.load();

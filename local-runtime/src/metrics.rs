@@ -304,7 +304,10 @@ mod tests {
             r#"gatehouse_config_reloads_total{result="failure"} 0"#,
             "gatehouse_connections_open 0",
         ] {
-            assert!(text.lines().any(|found| found == line), "{line} in:\n{text}");
+            assert!(
+                text.lines().any(|found| found == line),
+                "{line} in:\n{text}"
+            );
         }
     }
 

@@ -64,7 +64,10 @@ pub async fn serve(
     // default action ends the process.
     #[cfg(unix)]
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(hangup) => tasks.push(tokio::spawn(reload_on_sighup(hangup, Arc::clone(&reloader)))),
+        Ok(hangup) => tasks.push(tokio::spawn(reload_on_sighup(
+            hangup,
+            Arc::clone(&reloader),
+        ))),
         Err(error) => tracing::error!(
             %error,
             "failed to listen for SIGHUP; reload through the admin listener or the file watch"

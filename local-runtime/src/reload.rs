@@ -79,6 +79,8 @@ pub struct Reloader {
     /// Serializes reloads, so that two triggers at once cannot both build on the same
     /// previous gateway, and stores the hash of the file contents read last.
     last_read: Mutex<u64>,
+    /// The file's stamp when the gateway was built from it, where the watch starts.
+    initial_stamp: Option<(SystemTime, u64)>,
 }
 
 impl Reloader {
@@ -88,6 +90,9 @@ impl Reloader {
         let config = current.config();
         let bound_listeners = config.listeners.clone();
         let bound_admin = config.admin.clone();
+        // NOTE: the file is read again here rather than passed in, so a change between
+        // the first load and this read is taken as already loaded until it changes again.
+        let initial_stamp = file_stamp(path);
         let last_read = std::fs::read(path).map_or(0, |bytes| hash(&bytes));
         metrics.set_last_load(unix_seconds());
         Self {
@@ -97,6 +102,7 @@ impl Reloader {
             bound_listeners,
             bound_admin,
             last_read: Mutex::new(last_read),
+            initial_stamp,
         }
     }
 
@@ -105,7 +111,10 @@ impl Reloader {
     /// A rejected config is logged once at error level with all its problems and
     /// counted in `gatehouse_config_reloads_total{result="failure"}`.
     pub fn reload(&self, trigger: Trigger) -> Result<ReloadSummary, ReloadError> {
-        let mut last_read = self.last_read.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last_read = self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let result = match std::fs::read(&self.path) {
             Ok(bytes) => {
                 *last_read = hash(&bytes);
@@ -194,7 +203,7 @@ impl Reloader {
     /// hash of the contents, so touching the file does not reload it and a rejected
     /// file is not reported again until it changes.
     pub async fn watch(self: Arc<Self>) {
-        let mut stamp = file_stamp(&self.path);
+        let mut stamp = self.initial_stamp;
         let mut interval = tokio::time::interval(WATCH_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -211,14 +220,17 @@ impl Reloader {
                 continue;
             };
             let unchanged = {
-                let last_read = self.last_read.lock().unwrap_or_else(PoisonError::into_inner);
+                let last_read = self
+                    .last_read
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 *last_read == hash(&bytes)
             };
             if !unchanged {
                 let reloader = Arc::clone(&self);
                 // The outcome is logged and counted by `reload` itself.
-                let _ = tokio::task::spawn_blocking(move || reloader.reload(Trigger::FileWatch))
-                    .await;
+                let _ =
+                    tokio::task::spawn_blocking(move || reloader.reload(Trigger::FileWatch)).await;
             }
         }
     }
@@ -289,7 +301,9 @@ upstream = "api"
             "[[routes]]\nupstream = \"nowhere\"\nbalancr = 1\n",
         )
         .expect("write config");
-        let error = reloader.reload(Trigger::Admin).expect_err("config is invalid");
+        let error = reloader
+            .reload(Trigger::Admin)
+            .expect_err("config is invalid");
         assert_eq!(error.problems.len(), 2, "{:?}", error.problems);
         assert!(Arc::ptr_eq(&before, &shared.load_full()));
         let _ = std::fs::remove_dir_all(dir);
@@ -305,7 +319,10 @@ upstream = "api"
         let summary = reloader.reload(Trigger::Signal).expect("config is valid");
         assert_eq!(summary.restart_required, ["listeners", "admin"]);
         assert_eq!(summary.state_kept, ["api"]);
-        assert_eq!(shared.load().config().listeners[0].address, "127.0.0.1:8081");
+        assert_eq!(
+            shared.load().config().listeners[0].address,
+            "127.0.0.1:8081"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -293,8 +293,7 @@ async fn handle(
     let (parts, body) = handled.response.into_parts();
     Ok(Response::from_parts(
         parts,
-        AccessLogBody::new(body, handled.access, started)
-            .with_metrics(Arc::clone(&state.metrics)),
+        AccessLogBody::new(body, handled.access, started).with_metrics(Arc::clone(&state.metrics)),
     ))
 }
 

@@ -455,8 +455,11 @@ mod tests {
         let now = std::time::Duration::from_secs(10);
         eject_first_endpoint(&old, "api", now);
 
-        let text = format!("{TWO_ENDPOINTS}\n[[routes]]\nmatch.path_prefix = \"/web\"\nupstream = \"web\"\n");
-        let new = Gateway::from_text_with_previous(&text, Format::Toml, &old).expect("valid config");
+        let text = format!(
+            "{TWO_ENDPOINTS}\n[[routes]]\nmatch.path_prefix = \"/web\"\nupstream = \"web\"\n"
+        );
+        let new =
+            Gateway::from_text_with_previous(&text, Format::Toml, &old).expect("valid config");
         assert_eq!(
             ejected(&new, now),
             [("api".to_owned(), "127.0.0.1:9001".to_owned())]
