@@ -95,7 +95,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates every metric at zero and registers it.
     pub fn new() -> Self {
-        let mut metrics = Self {
+        let metrics = Self {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             upstream_duration: Family::new_with_constructor(latency_histogram),
@@ -107,60 +107,67 @@ impl Metrics {
             connections_open: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
+        let registry = metrics.register_all();
+        Self {
+            registry: Mutex::new(registry),
+            ..metrics
+        }
+    }
+
+    fn register_all(&self) -> Registry {
         let mut registry = Registry::default();
         // Counter names get `_total` appended by the encoder.
         registry.register(
             "gatehouse_requests",
             "Requests completed, by route, upstream and response status",
-            metrics.requests.clone(),
+            self.requests.clone(),
         );
         registry.register(
             "gatehouse_request_duration_seconds",
             "Time from the arrival of a request to its response head",
-            metrics.request_duration.clone(),
+            self.request_duration.clone(),
         );
         registry.register(
             "gatehouse_upstream_request_duration_seconds",
             "Time from sending the last attempt upstream to its response head",
-            metrics.upstream_duration.clone(),
+            self.upstream_duration.clone(),
         );
         registry.register(
             "gatehouse_response_bytes",
             "Response body bytes sent to clients",
-            metrics.response_bytes.clone(),
+            self.response_bytes.clone(),
         );
         registry.register(
             "gatehouse_retries",
             "Attempts sent again to another endpoint",
-            metrics.retries.clone(),
+            self.retries.clone(),
         );
         registry.register(
             "gatehouse_endpoint_ejected",
             "1 while outlier detection has ejected the endpoint, else 0",
-            metrics.endpoint_ejected.clone(),
+            self.endpoint_ejected.clone(),
         );
         registry.register(
             "gatehouse_config_reloads",
             "Config reloads, by result",
-            metrics.reloads.clone(),
+            self.reloads.clone(),
         );
         registry.register(
             "gatehouse_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful config load, including the one at start",
-            metrics.last_reload_success.clone(),
+            self.last_reload_success.clone(),
         );
         registry.register(
             "gatehouse_connections_open",
             "Client connections open on the gateway's listeners",
-            metrics.connections_open.clone(),
+            self.connections_open.clone(),
         );
         // Both results are shown from the start, so a rate over them is defined
         // before the first failure.
         for result in ["success", "failure"] {
-            let _ = metrics.reloads.get_or_create(&ReloadLabels { result });
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
         }
-        metrics.registry = Mutex::new(registry);
-        metrics
+        registry
     }
 
     /// Counts one finished request from its completed access record.
@@ -196,7 +203,7 @@ impl Metrics {
         }
     }
 
-    /// Counts a config reload; a success also sets the last-success time to
+    /// Counts a config reload. A success also sets the last-success time to
     /// `unix_seconds`.
     pub fn record_reload(&self, result: ReloadResult, unix_seconds: f64) {
         let label = match result {
@@ -260,8 +267,8 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// The label value of an optional name: requests that matched no route, or were
-/// answered before reaching an upstream, get an empty value.
+/// Returns the label value of an optional name. Requests that matched no route, or got
+/// a response before reaching an upstream, get an empty value.
 fn label(name: Option<&str>) -> String {
     name.unwrap_or_default().to_owned()
 }

@@ -82,8 +82,8 @@ pub async fn serve(
             draining.set_draining();
         })
         .await;
-    // The admin listener keeps answering `/readyz` with 503 during the drain and
-    // stops only now.
+    // The admin listener keeps responding to `/readyz` with 503 during the drain,
+    // and stops only now.
     for task in tasks {
         task.abort();
     }

@@ -2,7 +2,7 @@
 //! gateway in atomically, keeping the old one when the new config has any problem.
 //!
 //! Requests already running keep the gateway they started with, because each one
-//! holds its own `Arc` of it. Upstreams whose endpoints and settings did not change
+//! keeps its own `Arc` of it. Upstreams whose endpoints and settings did not change
 //! keep their balancer, outlier-detection and retry-budget state
 //! ([`Gateway::inherit_state`]).
 
@@ -26,7 +26,7 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// a file in several steps is read once, after the last step.
 const WATCH_SETTLE: Duration = Duration::from_millis(300);
 
-/// What started a reload, for logs.
+/// The source of a reload, for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// SIGHUP.
@@ -60,7 +60,7 @@ pub struct ReloadSummary {
     pub restart_required: Vec<&'static str>,
 }
 
-/// A reload that was rejected; the old config keeps serving.
+/// A rejected reload. The old config keeps serving.
 #[derive(Debug, Clone)]
 pub struct ReloadError {
     /// Every problem found, one line each.
@@ -146,8 +146,8 @@ impl Reloader {
             Err(error) => {
                 self.metrics
                     .record_reload(ReloadResult::Failure, unix_seconds());
-                // Problems name config paths and values, never secret values, because
-                // secrets are referenced by name in the config.
+                // NOTE: a problem may quote the invalid value. Header values, where
+                // credentials usually are, are never quoted, but other fields may be.
                 tracing::error!(
                     trigger = trigger.as_str(),
                     path = %self.path.display(),

@@ -14,7 +14,7 @@ use common::*;
 use http::{Method, Request, StatusCode};
 use prometheus_parse::{Scrape, Value};
 
-/// A listener and an admin listener on ephemeral ports, then `rest`.
+/// Builds a config with a listener and an admin listener on ephemeral ports, then `rest`.
 fn config_with_admin(rest: &str) -> String {
     format!(
         r#"
@@ -89,7 +89,7 @@ fn sample(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+/// Polls `condition` every 50 ms until it is true or `timeout` passes.
 async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -322,7 +322,7 @@ request.set = {{ "x-api-key" = "abc123", "authorization" = "Bearer xyz789", "x-t
     .await;
 }
 
-/// A config whose routes are `/users` and, with `v2`, also `/v2`.
+/// Builds a config whose routes are `/users` and, with `v2`, also `/v2`.
 fn reloadable_config(demo: SocketAddr, v2: bool) -> String {
     let v2_route = if v2 {
         "[[routes]]\nname = \"v2\"\nmatch.path_prefix = \"/v2\"\nupstream = \"backend\"\n"
