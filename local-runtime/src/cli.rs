@@ -45,7 +45,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway until SIGTERM or Ctrl-C; SIGHUP reloads the config file.
+    /// Run the gateway until SIGTERM or Ctrl-C. SIGHUP reloads the config file.
     Run {
         /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
         #[arg(long, short, default_value = "gatehouse.toml")]
