@@ -23,4 +23,4 @@ pub mod route;
 pub mod transform;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
-pub use gateway::{AccessRecord, ConnectionInfo, Gateway, Handled};
+pub use gateway::{AccessRecord, ConnectionInfo, EndpointHealth, Gateway, Handled};

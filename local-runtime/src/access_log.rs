@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use gatehouse_core::AccessRecord;
 use gatehouse_core::error::BoxError;
@@ -12,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use serde::Serialize;
 
 use crate::body::NativeBody;
+use crate::metrics::Metrics;
 
 /// The `tracing` target of access-log events. The logging setup prints events of this
 /// target as bare JSON lines.
@@ -29,8 +32,8 @@ struct AccessLine<'a> {
     body_complete: bool,
 }
 
-/// A response body that counts the bytes it sends and writes the access-log line when
-/// it ends, fails or is dropped.
+/// A response body that counts the bytes it sends and writes the access-log line, and
+/// records the request in the metrics, when it ends, fails or is dropped.
 #[derive(Debug)]
 pub struct AccessLogBody {
     inner: NativeBody,
@@ -38,6 +41,7 @@ pub struct AccessLogBody {
     pending: Option<AccessRecord>,
     started: Instant,
     bytes_sent: u64,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AccessLogBody {
@@ -49,7 +53,15 @@ impl AccessLogBody {
             pending: Some(record),
             started,
             bytes_sent: 0,
+            metrics: None,
         }
+    }
+
+    /// Also records the request in `metrics` when it finishes, exactly once, like the
+    /// access-log line.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn finish(&mut self, body_complete: bool) {
@@ -57,6 +69,9 @@ impl AccessLogBody {
             return;
         };
         record.response_bytes = Some(self.bytes_sent);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_request(&record);
+        }
         let line = AccessLine {
             record: &record,
             duration_micros: self.started.elapsed().as_micros() as u64,

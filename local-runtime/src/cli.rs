@@ -13,6 +13,7 @@ use gatehouse_core::config::Config;
 use crate::config_file::{ConfigFileError, load_gateway, summary};
 use crate::demo::DemoUpstream;
 use crate::logging::{self, LogFormat};
+use crate::operations;
 use crate::platform::NativePlatform;
 use crate::server::Server;
 
@@ -44,7 +45,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway until SIGTERM or Ctrl-C.
+    /// Run the gateway until SIGTERM or Ctrl-C. SIGHUP reloads the config file.
     Run {
         /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
         #[arg(long, short, default_value = "gatehouse.toml")]
@@ -162,8 +163,17 @@ fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
                 listener.address()
             ));
         }
-        server.serve(shutdown_signal()).await;
-        ExitCode::SUCCESS
+        let served = operations::serve(server, path, shutdown_signal(), |address| {
+            print_stdout(&format!("gatehouse: admin on http://{address}"));
+        })
+        .await;
+        match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(%error, "failed to start");
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     status

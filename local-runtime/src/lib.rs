@@ -5,12 +5,17 @@
 //! so that integration tests can reuse them, such as the [`demo`] upstream.
 
 pub mod access_log;
+pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config_file;
 pub mod demo;
 pub mod logging;
+pub mod metrics;
+pub mod operations;
 pub mod platform;
+pub mod redact;
+pub mod reload;
 pub mod server;
 
 pub use body::NativeBody;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use gatehouse_core::platform::Platform;
 use gatehouse_core::{ConnectionInfo, Gateway};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -24,7 +25,8 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::AccessLogBody;
 use crate::body::NativeBody;
-use crate::platform::NativePlatform;
+use crate::metrics::Metrics;
+use crate::platform::{NativeClock, NativePlatform};
 
 /// Maximum time a client may take to send a request head. It bounds connections that
 /// open and then trickle bytes, and matches hyper's default.
@@ -95,6 +97,7 @@ pub struct Server {
 struct State {
     gateway: SharedGateway,
     platform: NativePlatform,
+    metrics: Arc<Metrics>,
 }
 
 impl Server {
@@ -129,6 +132,7 @@ impl Server {
             state: Arc::new(State {
                 gateway: Arc::new(ArcSwap::from_pointee(gateway)),
                 platform,
+                metrics: Arc::new(Metrics::new()),
             }),
         })
     }
@@ -141,6 +145,16 @@ impl Server {
     /// Returns the handle through which a reload replaces the serving gateway.
     pub fn gateway(&self) -> SharedGateway {
         Arc::clone(&self.state.gateway)
+    }
+
+    /// Returns the metrics that every request served here is recorded in.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
+    /// Returns the clock whose monotonic time the gateway's health state uses.
+    pub fn clock(&self) -> NativeClock {
+        *self.state.platform.clock()
     }
 
     /// Serves until `shutdown` completes, then stops accepting and waits up to
@@ -247,6 +261,7 @@ fn serve_connection(
     // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; the canonical
     // form makes them match IPv4 trusted-proxy entries and log as IPv4.
     let peer_ip = peer.ip().to_canonical();
+    let open = state.metrics.open_connection();
     let state = Arc::clone(state);
     let service = service_fn(move |request| handle(Arc::clone(&state), peer_ip, request));
     let connection = builder
@@ -257,6 +272,7 @@ fn serve_connection(
         if let Err(error) = connection.await {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
+        drop(open);
     });
 }
 
@@ -277,7 +293,7 @@ async fn handle(
     let (parts, body) = handled.response.into_parts();
     Ok(Response::from_parts(
         parts,
-        AccessLogBody::new(body, handled.access, started),
+        AccessLogBody::new(body, handled.access, started).with_metrics(Arc::clone(&state.metrics)),
     ))
 }
 
@@ -296,6 +312,7 @@ mod tests {
                     .expect("an empty config is valid"),
             )),
             platform: NativePlatform::new(),
+            metrics: Arc::new(Metrics::new()),
         });
         let peer = IpAddr::from([127, 0, 0, 1]);
         let future = async move {

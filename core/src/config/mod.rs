@@ -28,6 +28,10 @@ pub struct Config {
     /// Sockets the native runtime accepts connections on. Edge platforms ignore them.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
+    /// The native runtime's admin listener (health, readiness, metrics, config,
+    /// reload); off when absent. Edge platforms ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminConfig>,
     /// Settings that apply to every request.
     #[serde(default)]
     pub server: ServerConfig,
@@ -53,6 +57,22 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address and port to bind, for example `127.0.0.1:8080` or `[::]:8080`.
     pub address: String,
+}
+
+/// The admin listener of the native runtime, on its own port.
+///
+/// It exposes the active config and accepts reloads without authentication, so it
+/// belongs on a loopback address. Any other address is rejected unless
+/// `allow_remote` is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address and port to bind, for example `127.0.0.1:9901`.
+    pub address: String,
+    /// Allows an address other than loopback, for a network where only operators can
+    /// reach that port.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// Request handling settings shared by all routes.

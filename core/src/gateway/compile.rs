@@ -46,13 +46,59 @@ pub(crate) struct CompiledEndpoint {
 pub(crate) struct CompiledUpstream {
     pub name: Arc<str>,
     pub endpoints: Vec<CompiledEndpoint>,
-    pub balancer: Balancer,
+    /// Runtime state, shared through `Arc` so that a reload can hand it to the next
+    /// gateway when the settings it depends on are unchanged.
+    pub balancer: Arc<Balancer>,
     pub hash_on: Option<HashOn>,
     pub protocol: UpstreamProtocol,
     pub host_header: Option<HeaderValue>,
     pub retry: CompiledRetry,
-    pub budget: RetryBudget,
-    pub outlier: OutlierDetector,
+    pub budget: Arc<RetryBudget>,
+    pub outlier: Arc<OutlierDetector>,
+}
+
+impl CompiledUpstream {
+    /// Takes over the state of `old` whose inputs are equal in `config` and
+    /// `old_config`: endpoint indexes must mean the same endpoints, and the settings
+    /// that shaped the state must match. Returns whether any state was taken over.
+    pub(crate) fn inherit_state(
+        &mut self,
+        config: &UpstreamConfig,
+        old: &CompiledUpstream,
+        old_config: &UpstreamConfig,
+    ) -> bool {
+        let same_addresses = config.endpoints.len() == old_config.endpoints.len()
+            && config
+                .endpoints
+                .iter()
+                .zip(&old_config.endpoints)
+                .all(|(new, old)| new.address == old.address);
+        if !same_addresses {
+            return false;
+        }
+        let same_weights = config
+            .endpoints
+            .iter()
+            .zip(&old_config.endpoints)
+            .all(|(new, old)| new.weight == old.weight);
+        let mut inherited = false;
+        if same_weights && config.balancer == old_config.balancer {
+            self.balancer = Arc::clone(&old.balancer);
+            inherited = true;
+        }
+        if config.outlier == old_config.outlier {
+            self.outlier = Arc::clone(&old.outlier);
+            inherited = true;
+        }
+        // The budget's balance depends only on these two settings.
+        if config.retries.budget_percent == old_config.retries.budget_percent
+            && config.retries.min_retries_per_second == old_config.retries.min_retries_per_second
+        {
+            self.budget = Arc::clone(&old.budget);
+            inherited = true;
+        }
+        inherited
+    }
 }
 
 #[derive(Debug)]
@@ -88,6 +134,7 @@ pub(crate) struct Compiled {
 pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
     let mut errors = Vec::new();
     check_listeners(config, &mut errors);
+    check_admin(config, &mut errors);
     let server = compile_server(&config.server, &mut errors);
 
     let upstream_names: Vec<&String> = config.upstreams.keys().collect();
@@ -156,6 +203,33 @@ fn check_listeners(config: &Config, errors: &mut Vec<ConfigError>) {
                 .with_hint("use IP:PORT, such as \"127.0.0.1:8080\" or \"[::]:8080\""),
             );
         }
+    }
+}
+
+fn check_admin(config: &Config, errors: &mut Vec<ConfigError>) {
+    let Some(admin) = &config.admin else {
+        return;
+    };
+    match admin.address.parse::<SocketAddr>() {
+        Err(_) => errors.push(
+            ConfigError::new(
+                "admin.address",
+                format!("invalid socket address {:?}", admin.address),
+            )
+            .with_hint("use IP:PORT, such as \"127.0.0.1:9901\""),
+        ),
+        // The admin listener has no authentication, so it must not be reachable from
+        // other hosts by accident.
+        Ok(address) if !address.ip().is_loopback() && !admin.allow_remote => errors.push(
+            ConfigError::new(
+                "admin.address",
+                format!("{} is not a loopback address", admin.address),
+            )
+            .with_hint(
+                "use 127.0.0.1 or [::1], or set allow_remote = true if only operators can reach it",
+            ),
+        ),
+        Ok(_) => {}
     }
 }
 
@@ -313,7 +387,7 @@ fn compile_upstream(
     CompiledUpstream {
         name: Arc::from(name),
         endpoints,
-        balancer: Balancer::new(upstream.balancer, &ids),
+        balancer: Arc::new(Balancer::new(upstream.balancer, &ids)),
         hash_on: upstream.hash_on.clone(),
         protocol: upstream.protocol,
         host_header,
@@ -323,8 +397,11 @@ fn compile_upstream(
             backoff: upstream.retries.backoff.get(),
             max_backoff: upstream.retries.max_backoff.get(),
         },
-        budget: RetryBudget::new(&upstream.retries),
-        outlier: OutlierDetector::new(upstream.endpoints.len(), &upstream.outlier),
+        budget: Arc::new(RetryBudget::new(&upstream.retries)),
+        outlier: Arc::new(OutlierDetector::new(
+            upstream.endpoints.len(),
+            &upstream.outlier,
+        )),
     }
 }
 

@@ -109,6 +109,7 @@ pub(crate) async fn proxy<P: Platform>(
             tried.push(index);
             // A retry goes to another endpoint, within the budget and the total timeout.
             retries += 1;
+            access.retries = retries;
             let wait = retry::backoff(
                 upstream.retry.backoff,
                 upstream.retry.max_backoff,

@@ -68,6 +68,19 @@ pub struct AccessRecord {
     pub upstream_micros: Option<u64>,
     /// Response body bytes sent, filled in by the runtime.
     pub response_bytes: Option<u64>,
+    /// Attempts sent after the first, each to another endpoint of the upstream.
+    pub retries: u32,
+}
+
+/// The passive health of one endpoint at one moment, for metrics and admin pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointHealth {
+    /// Name of the upstream.
+    pub upstream: Arc<str>,
+    /// Endpoint address as configured.
+    pub endpoint: String,
+    /// Whether outlier detection has ejected the endpoint.
+    pub ejected: bool,
 }
 
 /// The response to send and its access record.
@@ -116,6 +129,74 @@ impl Gateway {
                 Err(ConfigErrors(errors))
             }
         }
+    }
+
+    /// Parses and compiles a config document like [`Gateway::from_text`], then takes
+    /// over the runtime state of `previous` for upstreams that did not change (see
+    /// [`Gateway::inherit_state`]).
+    pub fn from_text_with_previous(
+        text: &str,
+        format: Format,
+        previous: &Gateway,
+    ) -> Result<Self, ConfigErrors> {
+        let mut gateway = Self::from_text(text, format)?;
+        gateway.inherit_state(previous);
+        Ok(gateway)
+    }
+
+    /// Shares the balancer, outlier-detection and retry-budget state of `previous`
+    /// for each upstream of the same name whose settings for that state are
+    /// unchanged, so a reload keeps ejections, round-robin positions, latency
+    /// estimates and the retry budget. Local rate-limit counters always carry over.
+    ///
+    /// Both gateways must read the same monotonic clock, because the state stores
+    /// times from it. Returns the names of upstreams that took over at least one part.
+    pub fn inherit_state(&mut self, previous: &Gateway) -> Vec<Arc<str>> {
+        // Counter keys start with the policy name, so policies that were renamed or
+        // removed simply stop matching their old keys, which then expire.
+        self.compiled.counters = Arc::clone(&previous.compiled.counters);
+        let mut inherited = Vec::new();
+        for upstream in &mut self.compiled.upstreams {
+            let Some(old) = previous
+                .compiled
+                .upstreams
+                .iter()
+                .find(|old| old.name == upstream.name)
+            else {
+                continue;
+            };
+            let (Some(new_config), Some(old_config)) = (
+                self.config.upstreams.get(&*upstream.name),
+                previous.config.upstreams.get(&*old.name),
+            ) else {
+                continue;
+            };
+            if upstream.inherit_state(new_config, old, old_config) {
+                inherited.push(Arc::clone(&upstream.name));
+            }
+        }
+        inherited
+    }
+
+    /// Returns whether each endpoint of each upstream is ejected at monotonic time
+    /// `now`, read from the same clock the gateway's platform uses. Upstreams come in
+    /// name order and endpoints in config order.
+    pub fn endpoint_health(&self, now: std::time::Duration) -> Vec<EndpointHealth> {
+        self.compiled
+            .upstreams
+            .iter()
+            .flat_map(|upstream| {
+                upstream
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(index, endpoint)| EndpointHealth {
+                        upstream: Arc::clone(&upstream.name),
+                        endpoint: endpoint.authority.clone(),
+                        ejected: upstream.outlier.is_ejected(index, now),
+                    })
+            })
+            .collect()
     }
 
     /// Returns the config this gateway was built from.
@@ -359,6 +440,151 @@ mod tests {
         assert_eq!(
             lines[1],
             "routes[0].upstream: upstream \"apy\" is not defined (did you mean \"api\"?)"
+        );
+    }
+
+    const TWO_ENDPOINTS: &str = r#"
+        [upstreams.api]
+        endpoints = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+        outlier = { consecutive_failures = 1, base_ejection = "60s" }
+
+        [upstreams.web]
+        endpoints = [{ address = "127.0.0.1:9003" }, { address = "127.0.0.1:9004" }]
+        outlier = { consecutive_failures = 1, base_ejection = "60s" }
+
+        [[routes]]
+        upstream = "api"
+    "#;
+
+    fn eject_first_endpoint(gateway: &Gateway, upstream: &str, now: std::time::Duration) {
+        let upstream = gateway
+            .compiled
+            .upstreams
+            .iter()
+            .find(|compiled| &*compiled.name == upstream)
+            .expect("upstream exists");
+        let ejection = upstream
+            .outlier
+            .record(0, crate::health::Outcome::Failure, now);
+        assert!(ejection.is_some(), "one failure ejects with this config");
+    }
+
+    fn ejected(gateway: &Gateway, now: std::time::Duration) -> Vec<(String, String)> {
+        gateway
+            .endpoint_health(now)
+            .into_iter()
+            .filter(|health| health.ejected)
+            .map(|health| (health.upstream.to_string(), health.endpoint))
+            .collect()
+    }
+
+    #[test]
+    fn endpoint_health_lists_every_endpoint() {
+        let gateway = Gateway::from_text(TWO_ENDPOINTS, Format::Toml).expect("valid config");
+        let now = std::time::Duration::from_secs(10);
+        eject_first_endpoint(&gateway, "web", now);
+        let health = gateway.endpoint_health(now);
+        let listed: Vec<(&str, &str, bool)> = health
+            .iter()
+            .map(|health| (&*health.upstream, health.endpoint.as_str(), health.ejected))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("api", "127.0.0.1:9001", false),
+                ("api", "127.0.0.1:9002", false),
+                ("web", "127.0.0.1:9003", true),
+                ("web", "127.0.0.1:9004", false),
+            ]
+        );
+        // The ejection lasts base_ejection (60 s).
+        assert!(ejected(&gateway, now + std::time::Duration::from_secs(61)).is_empty());
+    }
+
+    #[test]
+    fn reload_keeps_ejection_of_unchanged_upstream() {
+        let old = Gateway::from_text(TWO_ENDPOINTS, Format::Toml).expect("valid config");
+        let now = std::time::Duration::from_secs(10);
+        eject_first_endpoint(&old, "api", now);
+
+        let text = format!(
+            "{TWO_ENDPOINTS}\n[[routes]]\nmatch.path_prefix = \"/web\"\nupstream = \"web\"\n"
+        );
+        let new =
+            Gateway::from_text_with_previous(&text, Format::Toml, &old).expect("valid config");
+        assert_eq!(
+            ejected(&new, now),
+            [("api".to_owned(), "127.0.0.1:9001".to_owned())]
+        );
+        assert_eq!(new.config().routes.len(), 2);
+        // The state is shared, so an ejection recorded by the new gateway is seen by
+        // requests still running on the old one.
+        eject_first_endpoint(&new, "web", now);
+        assert_eq!(ejected(&old, now).len(), 2);
+    }
+
+    #[test]
+    fn reload_keeps_rate_limit_counters() {
+        let old = Gateway::from_text(TWO_ENDPOINTS, Format::Toml).expect("valid config");
+        let new = Gateway::from_text_with_previous(TWO_ENDPOINTS, Format::Toml, &old)
+            .expect("valid config");
+        assert!(Arc::ptr_eq(&old.compiled.counters, &new.compiled.counters));
+    }
+
+    #[test]
+    fn reload_resets_state_of_changed_endpoints() {
+        let old = Gateway::from_text(TWO_ENDPOINTS, Format::Toml).expect("valid config");
+        let now = std::time::Duration::from_secs(10);
+        eject_first_endpoint(&old, "api", now);
+        eject_first_endpoint(&old, "web", now);
+
+        // api gets a third endpoint and web a longer ejection, so neither keeps its
+        // ejections: indexes of api now mean other endpoints, and web's detector
+        // follows other settings.
+        let text = TWO_ENDPOINTS
+            .replace(
+                r#"{ address = "127.0.0.1:9002" }]"#,
+                r#"{ address = "127.0.0.1:9002" }, { address = "127.0.0.1:9005" }]"#,
+            )
+            .replacen(
+                r#"outlier = { consecutive_failures = 1, base_ejection = "60s" }
+
+        [[routes]]"#,
+                r#"outlier = { consecutive_failures = 1, base_ejection = "90s" }
+
+        [[routes]]"#,
+                1,
+            );
+        let mut new = Gateway::from_text(&text, Format::Toml).expect("valid config");
+        let inherited = new.inherit_state(&old);
+        assert!(ejected(&new, now).is_empty(), "{:?}", ejected(&new, now));
+        // web's balancer and retry budget still carry over.
+        assert_eq!(inherited, [Arc::<str>::from("web")]);
+    }
+
+    #[test]
+    fn admin_address_is_checked() {
+        let problems = |admin: &str| -> Vec<String> {
+            match Gateway::from_text(&format!("[admin]\n{admin}\n"), Format::Toml) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+            }
+        };
+        assert!(problems(r#"address = "127.0.0.1:9901""#).is_empty());
+        assert!(problems(r#"address = "[::1]:9901""#).is_empty());
+        assert!(problems("address = \"0.0.0.0:9901\"\nallow_remote = true").is_empty());
+
+        let remote = problems(r#"address = "0.0.0.0:9901""#);
+        assert_eq!(remote.len(), 1, "{remote:?}");
+        assert!(
+            remote[0].starts_with("admin.address: 0.0.0.0:9901 is not a loopback address"),
+            "{remote:?}"
+        );
+        let invalid = problems(r#"address = "localhost:9901""#);
+        assert_eq!(invalid.len(), 1, "{invalid:?}");
+        assert!(
+            invalid[0].starts_with("admin.address: invalid socket address"),
+            "{invalid:?}"
         );
     }
 }

@@ -63,6 +63,9 @@ pub struct Gatehouse {
     child: Child,
     pub address: SocketAddr,
     stderr: Arc<Mutex<String>>,
+    /// Standard output lines after the first listener line.
+    stdout: mpsc::Receiver<String>,
+    config_path: PathBuf,
     _dir: TempDir,
 }
 
@@ -114,8 +117,52 @@ impl Gatehouse {
             child,
             address,
             stderr,
+            stdout: receiver,
+            config_path: path,
             _dir: dir,
         }
+    }
+
+    /// Returns the config file the process was started with, to rewrite for reloads.
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Waits for the `gatehouse: admin on http://IP:PORT` line and returns the address.
+    pub fn admin_address(&self) -> SocketAddr {
+        loop {
+            let line = self
+                .stdout
+                .recv_timeout(STARTUP_TIMEOUT)
+                .unwrap_or_else(|error| {
+                    panic!("no admin line ({error}); stderr:\n{}", self.stderr())
+                });
+            if let Some(url) = line.strip_prefix("gatehouse: admin on http://") {
+                return url.parse().expect("admin line has IP:PORT");
+            }
+        }
+    }
+
+    /// Sends `signal` (a name such as `HUP`) to this child, by its PID.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Waits up to `timeout` for stderr to contain `text`.
+    pub fn wait_for_stderr(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr().contains(text) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -136,12 +183,7 @@ impl Gatehouse {
 
     /// Sends SIGTERM to this child, by its PID.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status}");
+        self.signal("TERM");
     }
 
     /// Waits for the process to exit, up to `timeout`.

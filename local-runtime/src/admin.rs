@@ -1,0 +1,287 @@
+//! The admin listener: health, readiness, metrics, the active config and reloads, on
+//! a port of its own, over HTTP/1.1.
+//!
+//! It has no authentication, which is why the config accepts only a loopback address
+//! for it unless `allow_remote` is set.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use bytes::Bytes;
+use gatehouse_core::platform::Clock;
+use gatehouse_core::respond::{PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::metrics::{self, Metrics};
+use crate::platform::NativeClock;
+use crate::redact::redact;
+use crate::reload::{Reloader, Trigger};
+use crate::server::{HEADER_READ_TIMEOUT, SharedGateway};
+
+/// Whether the gateway should receive traffic, as `/readyz` reports it: starting
+/// (the default), ready, or draining.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicU8);
+
+const READY: u8 = 1;
+const DRAINING: u8 = 2;
+
+impl Readiness {
+    /// Marks the gateway ready: listeners bound and a config loaded.
+    pub fn set_ready(&self) {
+        self.0.store(READY, Ordering::Relaxed);
+    }
+
+    /// Marks the gateway as shutting down, so load balancers in front of it stop
+    /// sending new requests while in-flight ones finish.
+    pub fn set_draining(&self) {
+        self.0.store(DRAINING, Ordering::Relaxed);
+    }
+
+    fn state(&self) -> &'static str {
+        match self.0.load(Ordering::Relaxed) {
+            READY => "ready",
+            DRAINING => "shutting down",
+            _ => "starting",
+        }
+    }
+}
+
+/// Everything the admin endpoints read or change.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The serving gateway.
+    pub gateway: SharedGateway,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock of the gateway's platform, for the endpoint health gauges.
+    pub clock: NativeClock,
+    /// Reloads the config file.
+    pub reloader: Arc<Reloader>,
+    /// The state `/readyz` reports.
+    pub readiness: Arc<Readiness>,
+}
+
+/// The admin listener, bound and ready to serve.
+#[derive(Debug)]
+pub struct AdminListener {
+    listener: TcpListener,
+    address: SocketAddr,
+}
+
+impl AdminListener {
+    /// Binds `address`.
+    pub async fn bind(address: SocketAddr) -> io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
+        let address = listener.local_addr()?;
+        Ok(Self { listener, address })
+    }
+
+    /// Returns the bound address, with the real port when the config asked for port 0.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Accepts connections until the task is aborted.
+    pub async fn serve(self, state: Arc<AdminState>) {
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Waiting avoids spinning while descriptors are exhausted.
+                    tracing::warn!(address = %self.address, %error, "admin listener failed to accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let state = Arc::clone(&state);
+            let service = service_fn(move |request| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(respond(state, request).await) }
+            });
+            tokio::spawn(async move {
+                let served = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "admin connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let expected = match path.as_str() {
+        "/healthz" | "/readyz" | "/metrics" | "/config" => Method::GET,
+        "/reload" => Method::POST,
+        _ => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not Found",
+                "the admin listener serves /healthz, /readyz, /metrics, /config and POST /reload",
+                None,
+            );
+        }
+    };
+    let allowed = method == expected || (expected == Method::GET && method == Method::HEAD);
+    if !allowed {
+        let mut response = problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method Not Allowed",
+            &format!("{path} accepts {expected} only"),
+            None,
+        );
+        if let Ok(value) = HeaderValue::from_str(expected.as_str()) {
+            response.headers_mut().insert(ALLOW, value);
+        }
+        return response;
+    }
+
+    match path.as_str() {
+        "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        "/readyz" => {
+            let readiness = state.readiness.state();
+            let status = if readiness == "ready" {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(
+                status,
+                "text/plain; charset=utf-8",
+                format!("{readiness}\n"),
+            )
+        }
+        "/metrics" => {
+            let gateway = state.gateway.load();
+            match state.metrics.encode(&gateway, state.clock.monotonic()) {
+                Ok(body) => text(StatusCode::OK, metrics::CONTENT_TYPE, body),
+                Err(error) => {
+                    tracing::error!(%error, "failed to encode the metrics");
+                    problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "Internal Server Error",
+                        "failed to encode the metrics",
+                        None,
+                    )
+                }
+            }
+        }
+        "/config" => config(&state),
+        _ => reload(&state).await,
+    }
+}
+
+fn config(state: &AdminState) -> Response<Full<Bytes>> {
+    let gateway = state.gateway.load();
+    let mut value = match serde_json::to_value(gateway.config()) {
+        Ok(value) => value,
+        Err(error) => {
+            tracing::error!(%error, "failed to serialize the active config");
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal Server Error",
+                "failed to serialize the active config",
+                None,
+            );
+        }
+    };
+    redact(&mut value);
+    json_response(StatusCode::OK, "application/json", &value)
+}
+
+async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
+    let reloader = Arc::clone(&state.reloader);
+    // Reading and compiling a large config is blocking work.
+    let result = tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await;
+    match result {
+        Ok(Ok(summary)) => json_response(
+            StatusCode::OK,
+            "application/json",
+            &json!({
+                "status": "reloaded",
+                "summary": summary.summary,
+                "state_kept": summary.state_kept,
+                "restart_required": summary.restart_required,
+            }),
+        ),
+        Ok(Err(error)) => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-config",
+            "Invalid Config",
+            &format!(
+                "the config file has {} problem{}; the previous config keeps serving",
+                error.problems.len(),
+                if error.problems.len() == 1 { "" } else { "s" }
+            ),
+            Some(error.problems),
+        ),
+        Err(error) => {
+            tracing::error!(%error, "the reload task failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal Server Error",
+                "the reload failed; the previous config keeps serving",
+                None,
+            )
+        }
+    }
+}
+
+fn problem(
+    status: StatusCode,
+    slug: &str,
+    title: &str,
+    detail: &str,
+    problems: Option<Vec<String>>,
+) -> Response<Full<Bytes>> {
+    let mut body = json!({
+        "type": format!("{PROBLEM_TYPE_PREFIX}{slug}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let Some(problems) = problems {
+        body["problems"] = json!(problems);
+    }
+    json_response(status, PROBLEM_CONTENT_TYPE, &body)
+}
+
+fn json_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &serde_json::Value,
+) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_string_pretty(body).unwrap_or_default();
+    body.push('\n');
+    text(status, content_type, body)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

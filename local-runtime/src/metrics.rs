@@ -1,0 +1,331 @@
+//! Prometheus metrics of the native runtime, served by the admin listener.
+//!
+//! Requests are counted once, when their access-log record is complete (see
+//! [`crate::access_log`]). Labels come only from config names and response statuses, so
+//! the number of series is bounded by the config and never grows with client input.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gatehouse_core::{AccessRecord, Gateway};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Media type of the Prometheus text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the latency histogram buckets, in seconds: 1 ms to 30 s, which
+/// covers a cache hit through the default 15 s upstream timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    upstream: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EndpointLabels {
+    upstream: String,
+    endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// The outcome of a config reload, the `result` label of
+/// `gatehouse_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new config was valid and now serves requests.
+    Success,
+    /// The new config was unreadable or invalid, and the old one kept serving.
+    Failure,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric of the process and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<RouteLabels>,
+    upstream_duration: HistogramFamily<UpstreamLabels>,
+    response_bytes: Family<RouteLabels, Counter>,
+    retries: Family<UpstreamLabels, Counter>,
+    endpoint_ejected: Family<EndpointLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+    last_reload_success: Gauge<f64, AtomicU64>,
+    connections_open: Gauge,
+    /// The registry, locked during a scrape so that two scrapes cannot interleave
+    /// their refresh of the endpoint gauges.
+    registry: Mutex<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates every metric at zero and registers it.
+    pub fn new() -> Self {
+        let metrics = Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            response_bytes: Family::default(),
+            retries: Family::default(),
+            endpoint_ejected: Family::default(),
+            reloads: Family::default(),
+            last_reload_success: Gauge::default(),
+            connections_open: Gauge::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        let registry = metrics.register_all();
+        Self {
+            registry: Mutex::new(registry),
+            ..metrics
+        }
+    }
+
+    fn register_all(&self) -> Registry {
+        let mut registry = Registry::default();
+        // Counter names get `_total` appended by the encoder.
+        registry.register(
+            "gatehouse_requests",
+            "Requests completed, by route, upstream and response status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "gatehouse_request_duration_seconds",
+            "Time from the arrival of a request to its response head",
+            self.request_duration.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_request_duration_seconds",
+            "Time from sending the last attempt upstream to its response head",
+            self.upstream_duration.clone(),
+        );
+        registry.register(
+            "gatehouse_response_bytes",
+            "Response body bytes sent to clients",
+            self.response_bytes.clone(),
+        );
+        registry.register(
+            "gatehouse_retries",
+            "Attempts sent again to another endpoint",
+            self.retries.clone(),
+        );
+        registry.register(
+            "gatehouse_endpoint_ejected",
+            "1 while outlier detection has ejected the endpoint, else 0",
+            self.endpoint_ejected.clone(),
+        );
+        registry.register(
+            "gatehouse_config_reloads",
+            "Config reloads, by result",
+            self.reloads.clone(),
+        );
+        registry.register(
+            "gatehouse_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load, including the one at start",
+            self.last_reload_success.clone(),
+        );
+        registry.register(
+            "gatehouse_connections_open",
+            "Client connections open on the gateway's listeners",
+            self.connections_open.clone(),
+        );
+        // Both results are shown from the start, so a rate over them is defined
+        // before the first failure.
+        for result in ["success", "failure"] {
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
+        }
+        registry
+    }
+
+    /// Counts one finished request from its completed access record.
+    pub fn record_request(&self, record: &AccessRecord) {
+        let route = label(record.route.as_deref());
+        let upstream = label(record.upstream.as_deref());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                upstream: upstream.clone(),
+                status: record.status,
+            })
+            .inc();
+        let route = RouteLabels { route };
+        self.request_duration
+            .get_or_create(&route)
+            .observe(seconds(record.head_micros));
+        if let Some(bytes) = record.response_bytes {
+            self.response_bytes.get_or_create(&route).inc_by(bytes);
+        }
+        if record.upstream.is_some() {
+            let upstream = UpstreamLabels { upstream };
+            if let Some(micros) = record.upstream_micros {
+                self.upstream_duration
+                    .get_or_create(&upstream)
+                    .observe(seconds(micros));
+            }
+            if record.retries > 0 {
+                self.retries
+                    .get_or_create(&upstream)
+                    .inc_by(u64::from(record.retries));
+            }
+        }
+    }
+
+    /// Counts a config reload. A success also sets the last-success time to
+    /// `unix_seconds`.
+    pub fn record_reload(&self, result: ReloadResult, unix_seconds: f64) {
+        let label = match result {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        };
+        self.reloads
+            .get_or_create(&ReloadLabels { result: label })
+            .inc();
+        if result == ReloadResult::Success {
+            self.set_last_load(unix_seconds);
+        }
+    }
+
+    /// Sets the time of the last successful config load, such as the one at start.
+    pub fn set_last_load(&self, unix_seconds: f64) {
+        self.last_reload_success.set(unix_seconds);
+    }
+
+    /// Counts a client connection as open until the returned guard is dropped.
+    pub fn open_connection(&self) -> ConnectionGuard {
+        self.connections_open.inc();
+        ConnectionGuard {
+            gauge: self.connections_open.clone(),
+        }
+    }
+
+    /// Encodes every metric in the Prometheus text format, with the endpoint gauges
+    /// read from `gateway` at monotonic time `now`.
+    pub fn encode(&self, gateway: &Gateway, now: Duration) -> Result<String, std::fmt::Error> {
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Endpoints removed by a reload must disappear, so the family is rebuilt from
+        // the current gateway on every scrape.
+        self.endpoint_ejected.clear();
+        for health in gateway.endpoint_health(now) {
+            self.endpoint_ejected
+                .get_or_create(&EndpointLabels {
+                    upstream: health.upstream.to_string(),
+                    endpoint: health.endpoint,
+                })
+                .set(i64::from(health.ejected));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+        Ok(text)
+    }
+}
+
+/// Keeps `gatehouse_connections_open` counting one connection while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Returns the label value of an optional name. Requests that matched no route, or got
+/// a response before reaching an upstream, get an empty value.
+fn label(name: Option<&str>) -> String {
+    name.unwrap_or_default().to_owned()
+}
+
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gatehouse_core::config::Format;
+
+    use super::*;
+
+    #[test]
+    fn request_is_counted_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.record_request(&AccessRecord {
+            route: Some(Arc::from("users")),
+            upstream: Some(Arc::from("users-svc")),
+            status: 200,
+            head_micros: 1_500,
+            upstream_micros: Some(1_000),
+            response_bytes: Some(42),
+            retries: 2,
+            ..AccessRecord::default()
+        });
+        let gateway = Gateway::from_text("", Format::Toml).expect("an empty config is valid");
+        let text = metrics
+            .encode(&gateway, Duration::ZERO)
+            .expect("encoding succeeds");
+        for line in [
+            r#"gatehouse_requests_total{route="users",upstream="users-svc",status="200"} 1"#,
+            r#"gatehouse_response_bytes_total{route="users"} 42"#,
+            r#"gatehouse_retries_total{upstream="users-svc"} 2"#,
+            r#"gatehouse_request_duration_seconds_count{route="users"} 1"#,
+            r#"gatehouse_upstream_request_duration_seconds_count{upstream="users-svc"} 1"#,
+            r#"gatehouse_config_reloads_total{result="failure"} 0"#,
+            "gatehouse_connections_open 0",
+        ] {
+            assert!(
+                text.lines().any(|found| found == line),
+                "{line} in:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_guard_decrements() {
+        let metrics = Metrics::new();
+        let first = metrics.open_connection();
+        let second = metrics.open_connection();
+        assert_eq!(metrics.connections_open.get(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(metrics.connections_open.get(), 0);
+    }
+}
