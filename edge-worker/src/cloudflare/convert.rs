@@ -158,11 +158,15 @@ fn bytes_of(text: &str) -> Option<Vec<u8>> {
     text.chars().map(|c| u8::try_from(c).ok()).collect()
 }
 
+// These run under Node with `wasm-bindgen-test-runner`, because this module exists only
+// for wasm32-unknown-unknown.
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
     use super::*;
 
-    #[test]
+    #[wasm_bindgen_test]
     fn split_url_keeps_path_and_query() {
         let cases = [
             ("https://api.example.com/a/b?x=1#top", "https", "/a/b?x=1"),
@@ -175,7 +179,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test]
     fn byte_strings_round_trip() {
         let bytes = [b'a', 0x80, 0xff, b' '];
         assert_eq!(bytes_of(&byte_string(&bytes)), Some(bytes.to_vec()));
