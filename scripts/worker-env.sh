@@ -9,8 +9,8 @@ edge_dir=$repo_root/edge-worker
 worker_build_dir=$edge_dir/build
 
 export PATH="$edge_dir/node_modules/.bin:$HOME/.cargo/bin:$PATH"
-# Wrangler asks for consent to send usage metrics and fetches the `cf` object of
-# requests from Cloudflare unless told not to; neither is wanted offline.
+# Without these two settings, wrangler asks for consent to send usage metrics and
+# fetches the `cf` object of requests from Cloudflare. Offline, neither may happen.
 export WRANGLER_SEND_METRICS=false
 export CLOUDFLARE_CF_FETCH_ENABLED=false
 # Wrangler writes its config, logs and caches under these.

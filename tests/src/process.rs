@@ -175,8 +175,8 @@ impl GatewayProcess {
         Self::spawn_with_timeout(command, ready_prefix, temporary_files, START_TIMEOUT)
     }
 
-    /// Does what [`GatewayProcess::spawn`] does, waiting up to `start_timeout` for the
-    /// ready line.
+    /// Spawns `command` like [`GatewayProcess::spawn`], waiting up to `start_timeout`
+    /// for the ready line.
     ///
     /// The process leads a new process group, so that dropping it also stops the
     /// processes it started itself, such as the `workerd` servers of `wrangler dev`.

@@ -1,8 +1,8 @@
 //! Runs every conformance scenario against the Cloudflare Worker under `wrangler dev`.
 //!
 //! The test needs the bundle and the tools that `scripts/build-worker.sh` installs and
-//! builds. Without them it prints why and passes, so a plain `cargo test` works on a
-//! machine without Node; `scripts/test.sh` builds them first and sets
+//! builds. Without them it prints why and passes, so that a plain `cargo test` works
+//! on a machine without Node. `scripts/test.sh` builds them first and sets
 //! `GATEHOUSE_REQUIRE_WORKER=1`, which turns the skip into a failure.
 
 use std::path::Path;

@@ -152,7 +152,7 @@ fn byte_string(bytes: &[u8]) -> String {
     bytes.iter().map(|&byte| char::from(byte)).collect()
 }
 
-/// Reverses [`byte_string`]; `None` if a character is above U+00FF, which a
+/// Reverses [`byte_string`]. Returns `None` if a character is above U+00FF, which a
 /// ByteString never contains.
 fn bytes_of(text: &str) -> Option<Vec<u8>> {
     text.chars().map(|c| u8::try_from(c).ok()).collect()

@@ -30,7 +30,8 @@ const CONNECTING_IP_HEADER: &str = "cf-connecting-ip";
 /// It is the default of the `request_id_header` setting.
 const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// What one isolate builds on its first request and keeps for the next ones.
+/// The gateway and platform of one isolate, built on its first request and kept for
+/// the next ones.
 struct Isolate {
     /// The gateway, or the error that explains why the config override is invalid.
     gateway: Result<Gateway, Error>,

@@ -109,6 +109,11 @@ impl Clock for WorkerClock {
 ///
 /// `fetch` reports neither when a connection opened nor why it failed, so the
 /// connect timeout is not applied separately: the try timeout covers the connect.
+///
+/// NOTE: `fetch` sets `Host` from the URL, which names the endpoint address, and drops
+/// the `Host` header the core sets. Neither the client's host nor an upstream's
+/// `host_header` reaches the endpoint. `X-Forwarded-Host` and `Forwarded` carry the
+/// client's host.
 /// NOTE: a failed `fetch` is not marked retry-safe, because its error does not say
 /// whether any of the request reached the upstream.
 #[derive(Debug, Default)]
