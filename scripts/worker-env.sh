@@ -8,7 +8,7 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 edge_dir=$repo_root/edge-worker
 worker_build_dir=$edge_dir/build
 
-export PATH="$edge_dir/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+export PATH="$edge_dir/node_modules/.bin:${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 # Without these two settings, wrangler asks for consent to send usage metrics and
 # fetches the `cf` object of requests from Cloudflare. Offline, neither may happen.
 export WRANGLER_SEND_METRICS=false
