@@ -23,6 +23,19 @@ cargo build --locked -p gatehouse-core --target wasm32-wasip2
 
 step "running clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked -p gatehouse-edge --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-step "running the tests: unit, conformance in process and against the native binary"
-cargo test --locked --workspace
+step "building the Cloudflare Worker (installs wasm-bindgen-cli, Node 22 and wrangler if missing)"
+scripts/build-worker.sh
+
+step "running the wasm-bindgen tests under Node: core functions and the Worker adapter"
+(
+  source scripts/worker-env.sh
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    cargo test --locked -p gatehouse-edge --target wasm32-unknown-unknown
+)
+
+step "running the tests: unit, conformance in process, against the native binary and the Worker"
+# The Worker conformance test skips itself when the bundle is missing; here the bundle
+# was just built, so a missing one is a failure.
+GATEHOUSE_REQUIRE_WORKER=1 cargo test --locked --workspace

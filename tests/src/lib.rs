@@ -4,7 +4,8 @@
 //! A scenario (see [`scenario`]) gives a gateway config, the behaviour of test
 //! upstreams and requests with the responses they must get. A [`target::Target`] runs
 //! the gateway: [`run_in_process`] drives the core directly with a hand-driven clock,
-//! and [`run_native`] starts the `gatehouse` binary and talks to it over sockets.
+//! [`run_native`] starts the `gatehouse` binary and [`run_worker`] the Cloudflare
+//! Worker under `wrangler dev`, and both talk to it over sockets.
 
 pub mod behaviour;
 pub mod check;
@@ -18,6 +19,7 @@ pub mod scenario;
 pub mod suite;
 pub mod target;
 pub mod upstream;
+pub mod worker;
 
 use std::path::Path;
 
@@ -31,11 +33,21 @@ pub fn run_in_process() -> SuiteReport {
 /// Runs every scenario against the native binary at `binary`, one gateway process per
 /// scenario, with the test upstreams on 127.0.0.1.
 pub fn run_native(binary: &Path) -> SuiteReport {
-    let launcher = native::NativeLauncher::new(binary);
+    run_process(native::NativeLauncher::new(binary))
+}
+
+/// Runs every scenario against the prebuilt Cloudflare Worker that `launcher` found,
+/// one `wrangler dev` per scenario, with the test upstreams on 127.0.0.1.
+pub fn run_worker(launcher: worker::WorkerLauncher) -> SuiteReport {
+    run_process(launcher)
+}
+
+fn run_process<L: process::Launcher>(launcher: L) -> SuiteReport {
+    let name = launcher.name();
     match process::ProcessTarget::new(launcher) {
         Ok(mut target) => suite::run_all(&mut target),
         Err(error) => SuiteReport {
-            target: "native".to_owned(),
+            target: name.to_owned(),
             results: Vec::new(),
             load_problems: vec![error],
         },

@@ -2,12 +2,13 @@
 //!
 //! A [`Launcher`] starts one kind of gateway process for a config. The
 //! [`ProcessTarget`] around it starts the socket upstreams, renders the config and
-//! sends the requests. The native binary is one launcher; the Worker (`wrangler dev`)
-//! and the Spin component are meant to be others.
+//! sends the requests. The native binary and the Worker under `wrangler dev` are
+//! launchers; the Spin component is meant to be another.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -168,8 +169,8 @@ impl Drop for ProcessInstance<'_> {
     }
 }
 
-/// A running gateway process. Dropping it kills the process by its id and removes
-/// its temporary files.
+/// A running gateway process. Dropping it kills the process group it leads and
+/// removes its temporary files.
 #[derive(Debug)]
 pub struct GatewayProcess {
     child: Child,
@@ -183,18 +184,34 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Spawns `command` and waits until a line of its standard output starts with
     /// `ready_prefix` and continues with `http://IP:PORT`. Standard output and error are
-    /// kept (the last lines) for failure reports. `temporary_files` are removed when
-    /// the process is dropped, including when it fails to start.
+    /// kept (the last lines) for failure reports. `temporary_files` (files or
+    /// folders) are removed when the process is dropped, including when it fails to
+    /// start.
     pub fn spawn(
+        command: Command,
+        ready_prefix: &str,
+        temporary_files: Vec<PathBuf>,
+    ) -> Result<Self, String> {
+        Self::spawn_with_timeout(command, ready_prefix, temporary_files, START_TIMEOUT)
+    }
+
+    /// Spawns `command` like [`GatewayProcess::spawn`], waiting up to `start_timeout`
+    /// for the ready line.
+    ///
+    /// The process leads a new process group, so that dropping it also stops the
+    /// processes it started itself, such as the `workerd` servers of `wrangler dev`.
+    pub fn spawn_with_timeout(
         mut command: Command,
         ready_prefix: &str,
         temporary_files: Vec<PathBuf>,
+        start_timeout: Duration,
     ) -> Result<Self, String> {
         let description = format!("{:?}", command.get_program());
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            .process_group(0);
         let spawned = command.spawn();
         let mut child = match spawned {
             Ok(child) => child,
@@ -220,7 +237,7 @@ impl GatewayProcess {
             output,
             temporary_files,
         };
-        match wait_for_ready(&ready_receiver, ready_prefix) {
+        match wait_for_ready(&ready_receiver, ready_prefix, start_timeout) {
             Ok(address) => {
                 process.address = address;
                 Ok(process)
@@ -246,7 +263,16 @@ impl GatewayProcess {
 
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
-        // `Child::kill` signals exactly this process id; waiting reaps it.
+        // The group id is the child's process id (see `process_group(0)` above), so
+        // this signals exactly the processes this one started. The `kill` program
+        // sends it because this crate forbids the unsafe code a direct call needs.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // `Child::kill` signals exactly this process id, in case `kill` is missing;
+        // waiting reaps it.
         let _ = self.child.kill();
         let _ = self.child.wait();
         remove_files(&self.temporary_files);
@@ -280,8 +306,9 @@ fn forward_lines(
 fn wait_for_ready(
     lines: &mpsc::Receiver<String>,
     ready_prefix: &str,
+    start_timeout: Duration,
 ) -> Result<SocketAddr, String> {
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + start_timeout;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let line = match lines.recv_timeout(remaining) {
@@ -289,7 +316,7 @@ fn wait_for_ready(
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 return Err(format!(
                     "no line starting with {ready_prefix:?} within {} s",
-                    START_TIMEOUT.as_secs()
+                    start_timeout.as_secs()
                 ));
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -318,6 +345,10 @@ pub fn temporary_path(extension: &str) -> PathBuf {
 
 fn remove_files(paths: &[PathBuf]) {
     for path in paths {
-        let _ = std::fs::remove_file(path);
+        if path.is_dir() {
+            let _ = std::fs::remove_dir_all(path);
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

@@ -1,1 +1,0 @@
-//! The Cloudflare Worker adapter.

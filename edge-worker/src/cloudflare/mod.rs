@@ -1,0 +1,169 @@
+//! The Cloudflare Worker adapter: the `fetch` event handler, which converts the
+//! runtime's request for the core and the core's response back, and the core's
+//! platform traits on the Workers runtime.
+
+mod body;
+mod convert;
+mod platform;
+
+use std::cell::OnceCell;
+use std::net::{IpAddr, Ipv4Addr};
+use std::rc::Rc;
+
+use gatehouse_core::respond::problem_response;
+use gatehouse_core::{ConnectionInfo, Error, Gateway, forward};
+use http::header::HeaderName;
+use http::{HeaderMap, Response};
+use js_sys::Reflect;
+use wasm_bindgen::JsValue;
+use worker::{Context, Env, console_error, console_log, event};
+
+use body::WorkerBody;
+use platform::WorkerPlatform;
+
+use crate::embedded::{CONFIG_VARIABLE, build_gateway};
+
+/// Header in which Cloudflare passes the address of the client that connected.
+const CONNECTING_IP_HEADER: &str = "cf-connecting-ip";
+
+/// Header that carries request ids on problem responses made before a gateway exists.
+/// It is the default of the `request_id_header` setting.
+const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The gateway and platform of one isolate, built on its first request and kept for
+/// the next ones.
+struct Isolate {
+    /// The gateway, or the error that explains why the config override is invalid.
+    gateway: Result<Gateway, Error>,
+    platform: WorkerPlatform,
+}
+
+thread_local! {
+    // An isolate runs on one thread, so this is one value per isolate.
+    static ISOLATE: OnceCell<Rc<Isolate>> = const { OnceCell::new() };
+}
+
+/// Returns the isolate's gateway and platform, building them on the first request.
+/// The environment is the same for every request of a deployment, so reading the
+/// override once is enough.
+fn isolate(env: &Env) -> Rc<Isolate> {
+    ISOLATE.with(|cell| {
+        Rc::clone(cell.get_or_init(|| {
+            Rc::new(Isolate {
+                gateway: gateway_from_env(env),
+                platform: WorkerPlatform::default(),
+            })
+        }))
+    })
+}
+
+/// Builds the gateway from the `GATEHOUSE_CONFIG` variable when it is set, or else
+/// from the config embedded at build time. Problems of an invalid override are logged
+/// here, once per isolate, and sent in every response.
+fn gateway_from_env(env: &Env) -> Result<Gateway, Error> {
+    let value = Reflect::get(env.as_ref(), &JsValue::from_str(CONFIG_VARIABLE))
+        .unwrap_or(JsValue::UNDEFINED);
+    let override_toml = if value.is_undefined() {
+        None
+    } else if let Some(text) = value.as_string() {
+        Some(text)
+    } else {
+        let detail = format!("the {CONFIG_VARIABLE} variable must be a string of TOML");
+        console_error!("gatehouse: {detail}");
+        return Err(Error::internal(detail));
+    };
+    build_gateway(override_toml.as_deref()).map_err(|errors| {
+        console_error!("gatehouse: {CONFIG_VARIABLE}: {errors}");
+        let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        Error::internal(format!(
+            "the {CONFIG_VARIABLE} variable is an invalid config: {}",
+            problems.join("; ")
+        ))
+    })
+}
+
+/// Handles every request of the Worker.
+#[event(fetch)]
+async fn fetch(
+    request: web_sys::Request,
+    env: Env,
+    _context: Context,
+) -> worker::Result<web_sys::Response> {
+    let isolate = isolate(&env);
+    let response = match &isolate.gateway {
+        Ok(gateway) => serve(gateway, &isolate.platform, &request).await,
+        Err(error) => early_problem(
+            error,
+            &isolate.platform,
+            request
+                .headers()
+                .get(DEFAULT_REQUEST_ID_HEADER)
+                .ok()
+                .flatten(),
+        ),
+    };
+    match convert::response_to_js(response) {
+        Ok(response) => Ok(response),
+        Err(cause) => {
+            console_error!("gatehouse: the response could not be converted: {cause:?}");
+            let error = Error::internal("the gateway could not send the response");
+            let problem = early_problem(&error, &isolate.platform, None);
+            Ok(convert::response_to_js(problem)?)
+        }
+    }
+}
+
+/// Runs one request through the gateway and logs its access record.
+async fn serve(
+    gateway: &Gateway,
+    platform: &WorkerPlatform,
+    request: &web_sys::Request,
+) -> Response<WorkerBody> {
+    let incoming = match convert::request_from_js(request) {
+        Ok(incoming) => incoming,
+        Err(error) => return early_problem(&error, platform, None),
+    };
+    let connection = ConnectionInfo {
+        peer: connecting_ip(incoming.request.headers()),
+        secure: incoming.secure,
+    };
+    let handled = gateway
+        .handle(incoming.request, &connection, platform)
+        .await;
+    match serde_json::to_string(&handled.access) {
+        Ok(line) => console_log!("{line}"),
+        Err(error) => console_error!("gatehouse: the access record could not be written: {error}"),
+    }
+    handled.response
+}
+
+/// Returns the client address from `CF-Connecting-IP`.
+///
+/// Cloudflare sets the header on every request it delivers, so it is missing only
+/// under a local runtime, where the client is on the same machine: 127.0.0.1 then.
+fn connecting_ip(headers: &HeaderMap) -> IpAddr {
+    headers
+        .get(CONNECTING_IP_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// Builds the problem response for a request that failed before the gateway could
+/// handle it, with the client's request id when given or a new one.
+fn early_problem(
+    error: &Error,
+    platform: &WorkerPlatform,
+    request_id: Option<String>,
+) -> Response<WorkerBody> {
+    use gatehouse_core::platform::Platform;
+
+    let request_id = request_id
+        .and_then(|id| {
+            let value = http::HeaderValue::from_str(&id).ok()?;
+            forward::valid_request_id(&value).map(str::to_owned)
+        })
+        .unwrap_or_else(|| forward::new_request_id(platform.random_u64(), platform.random_u64()));
+    let header = HeaderName::from_static(DEFAULT_REQUEST_ID_HEADER);
+    problem_response(error, &header, &request_id)
+}

@@ -1,0 +1,260 @@
+//! [`WorkerPlatform`]: the core's platform traits on the Workers runtime.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use gatehouse_core::{Error, ErrorKind, ErrorSource};
+use http::{Request, Response};
+use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use worker::Delay;
+
+use super::body::WorkerBody;
+use super::convert::{headers_to_js, response_from_js};
+
+#[wasm_bindgen]
+extern "C" {
+    /// `crypto.getRandomValues`, which fills `bytes` from a cryptographically strong
+    /// source.
+    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues)]
+    fn get_random_values(bytes: &mut [u8]);
+}
+
+/// Random numbers drawn from one `crypto.getRandomValues` call, so that a request
+/// does not cross into JavaScript for each of its few random numbers.
+const RANDOM_BATCH: usize = 32;
+
+/// The Worker's implementation of the core's [`Platform`]. One instance serves every
+/// request of an isolate, so the clock origin and balancer timings are shared.
+#[derive(Debug, Default)]
+pub struct WorkerPlatform {
+    clock: WorkerClock,
+    upstream: WorkerUpstream,
+    random: RefCell<Vec<u64>>,
+}
+
+impl Platform for WorkerPlatform {
+    type Body = WorkerBody;
+    type Clock = WorkerClock;
+    type Upstream = WorkerUpstream;
+
+    fn clock(&self) -> &WorkerClock {
+        &self.clock
+    }
+
+    fn upstream(&self) -> &WorkerUpstream {
+        &self.upstream
+    }
+
+    fn random_u64(&self) -> u64 {
+        let mut random = self.random.borrow_mut();
+        if random.is_empty() {
+            let mut bytes = [0_u8; RANDOM_BATCH * 8];
+            get_random_values(&mut bytes);
+            random.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|chunk| u64::from_le_bytes(chunk.try_into().unwrap_or_default())),
+            );
+        }
+        random.pop().unwrap_or_default()
+    }
+}
+
+/// Time from JavaScript's `Date.now()`, with sleeps on `setTimeout`.
+///
+/// Workers advance `Date.now()` only while the isolate waits for I/O, which is when
+/// the gateway measures anything. `Date.now()` follows the system clock, so the
+/// monotonic reading never returns less than it did before.
+#[derive(Debug)]
+pub struct WorkerClock {
+    origin_millis: f64,
+    latest_millis: Cell<f64>,
+}
+
+impl Default for WorkerClock {
+    fn default() -> Self {
+        Self {
+            origin_millis: js_sys::Date::now(),
+            latest_millis: Cell::new(0.0),
+        }
+    }
+}
+
+impl Clock for WorkerClock {
+    fn unix_millis(&self) -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    fn monotonic(&self) -> Duration {
+        let elapsed = (js_sys::Date::now() - self.origin_millis).max(self.latest_millis.get());
+        self.latest_millis.set(elapsed);
+        Duration::from_micros((elapsed * 1000.0) as u64)
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        // `setTimeout` takes a signed 32-bit count of milliseconds (about 24.8 days);
+        // a longer delay would wrap around and fire at once.
+        Delay::from(duration.min(Duration::from_millis(i32::MAX as u64)))
+    }
+}
+
+/// The HTTP client for upstream requests: the runtime's `fetch`.
+///
+/// `fetch` reports neither when a connection opened nor why it failed, so the
+/// connect timeout is not applied separately: the try timeout covers the connect.
+///
+/// NOTE: `fetch` sets `Host` from the URL, which names the endpoint address, and drops
+/// the `Host` header the core sets. Neither the client's host nor an upstream's
+/// `host_header` reaches the endpoint. `X-Forwarded-Host` and `Forwarded` carry the
+/// client's host.
+/// NOTE: a failed `fetch` is not marked retry-safe, because its error does not say
+/// whether any of the request reached the upstream.
+#[derive(Debug, Default)]
+pub struct WorkerUpstream;
+
+impl Upstream for WorkerUpstream {
+    type Body = WorkerBody;
+
+    async fn send(
+        &self,
+        request: Request<WorkerBody>,
+        target: &UpstreamTarget<'_>,
+    ) -> Result<Response<WorkerBody>, Error> {
+        if target.protocol == UpstreamProtocol::H2c {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Config,
+                format!(
+                    "upstream {:?} speaks h2c, which the Workers fetch API cannot send",
+                    target.upstream
+                ),
+            ));
+        }
+
+        let (abort, signal) = AbortOnDrop::new().map_err(|cause| {
+            Error::internal("the runtime could not create an AbortController")
+                .with_cause(js_message(&cause))
+        })?;
+        let fetch_request = build_fetch_request(request, target, &signal).map_err(|cause| {
+            let error = Error::internal(format!(
+                "the request to upstream {:?} could not be built",
+                target.upstream
+            ));
+            log_failure(target, &error, &js_message(&cause));
+            error.with_cause(js_message(&cause))
+        })?;
+
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let fetch = pin!(JsFuture::from(global.fetch_with_request(&fetch_request)));
+        // The core races this call against the same deadline, so this timer only
+        // matters to callers that use the client directly.
+        let timer = pin!(Delay::from(target.try_timeout));
+        match select(fetch, timer).await {
+            Either::Left((Ok(value), _)) => {
+                // The response body streams from the same fetch, so it must not be
+                // aborted from here on.
+                abort.disarm();
+                let response: web_sys::Response = value.unchecked_into();
+                response_from_js(&response).map_err(|cause| {
+                    let error = Error::bad_gateway(format!(
+                        "upstream {:?} sent an invalid response",
+                        target.upstream
+                    ));
+                    log_failure(target, &error, &cause);
+                    error.with_cause(cause)
+                })
+            }
+            Either::Left((Err(cause), _)) => {
+                let error = Error::bad_gateway(format!(
+                    "could not reach upstream {:?} or it closed the connection",
+                    target.upstream
+                ));
+                let cause = js_message(&cause);
+                log_failure(target, &error, &cause);
+                Err(error.with_cause(cause))
+            }
+            Either::Right(((), _)) => Err(Error::gateway_timeout(format!(
+                "upstream {:?} did not answer within {} ms",
+                target.upstream,
+                target.try_timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Builds the `fetch` request to `http://{authority}{path}`, with manual redirects so
+/// that the client receives the upstream's 3xx responses as they are.
+fn build_fetch_request(
+    request: Request<WorkerBody>,
+    target: &UpstreamTarget<'_>,
+    signal: &web_sys::AbortSignal,
+) -> Result<web_sys::Request, JsValue> {
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |path_and_query| path_and_query.as_str());
+    let url = format!("http://{}{path}", target.authority);
+
+    let init = web_sys::RequestInit::new();
+    init.set_method(parts.method.as_str());
+    init.set_headers(&headers_to_js(&parts.headers)?.into());
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    init.set_signal(Some(signal));
+    if let Some(body) = body.into_js() {
+        init.set_body(&body);
+    }
+    web_sys::Request::new_with_str_and_init(&url, &init)
+}
+
+/// Aborts a `fetch` when dropped, unless disarmed once the response head arrived.
+/// The core drops the send future when its deadline passes; without the abort, the
+/// request would go on in the background.
+struct AbortOnDrop(Option<web_sys::AbortController>);
+
+impl AbortOnDrop {
+    /// Creates the controller and returns it with the signal to pass to `fetch`.
+    fn new() -> Result<(Self, web_sys::AbortSignal), JsValue> {
+        let controller = web_sys::AbortController::new()?;
+        let signal = controller.signal();
+        Ok((Self(Some(controller)), signal))
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(controller) = self.0.take() {
+            controller.abort();
+        }
+    }
+}
+
+/// Logs a failed upstream request once, with its cause. The endpoint address goes to
+/// the log only, never to the client.
+fn log_failure(target: &UpstreamTarget<'_>, error: &Error, cause: &str) {
+    worker::console_warn!(
+        "upstream request failed: upstream={:?} endpoint={:?} error={} cause={cause:?}",
+        target.upstream,
+        target.authority,
+        error.kind().slug()
+    );
+}
+
+/// Returns the message of a JavaScript error, or its debug form for other values.
+fn js_message(value: &JsValue) -> String {
+    match value.dyn_ref::<js_sys::Error>() {
+        Some(error) => String::from(error.message()),
+        None => format!("{value:?}"),
+    }
+}
