@@ -146,7 +146,7 @@ fn config_parse_reports_every_problem() {
         r#"
         [upstreams.api]
         endpoints = [{ address = "127.0.0.1:9001" }]
-        retries = 2
+        retry_count = 2
 
         [[routes]]
         upstream = "apy"
@@ -157,7 +157,7 @@ fn config_parse_reports_every_problem() {
     let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(
-        lines[0].starts_with("upstreams.api.retries: unknown key"),
+        lines[0].starts_with("upstreams.api.retry_count: unknown key"),
         "{lines:?}"
     );
     assert!(lines[1].starts_with("routes[0].upstream: "), "{lines:?}");
