@@ -12,6 +12,7 @@ pub mod demo;
 pub mod logging;
 pub mod platform;
 pub mod server;
+pub mod spin_manifest;
 
 pub use body::NativeBody;
 pub use platform::NativePlatform;

@@ -4,7 +4,8 @@
 //! A scenario (see [`scenario`]) gives a gateway config, the behaviour of test
 //! upstreams and requests with the responses they must get. A [`target::Target`] runs
 //! the gateway: [`run_in_process`] drives the core directly with a hand-driven clock,
-//! and [`run_native`] starts the `gatehouse` binary and talks to it over sockets.
+//! [`run_native`] starts the `gatehouse` binary and talks to it over sockets, and
+//! [`run_spin`] serves the Spin component with a wasmtime-based host.
 
 pub mod behaviour;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod native;
 pub mod process;
 pub mod report;
 pub mod scenario;
+pub mod spin;
 pub mod suite;
 pub mod target;
 pub mod upstream;
@@ -36,6 +38,20 @@ pub fn run_native(binary: &Path) -> SuiteReport {
         Ok(mut target) => suite::run_all(&mut target),
         Err(error) => SuiteReport {
             target: "native".to_owned(),
+            results: Vec::new(),
+            load_problems: vec![error],
+        },
+    }
+}
+
+/// Runs every scenario against the Spin component at `component`, served by the
+/// `gatehouse-spin-host` binary at `host`, one host process per scenario.
+pub fn run_spin(host: &Path, component: &Path) -> SuiteReport {
+    let launcher = spin::SpinLauncher::new(host, component);
+    match process::ProcessTarget::new(launcher) {
+        Ok(mut target) => suite::run_all(&mut target),
+        Err(error) => SuiteReport {
+            target: "spin".to_owned(),
             results: Vec::new(),
             load_problems: vec![error],
         },
