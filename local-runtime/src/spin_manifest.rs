@@ -45,7 +45,7 @@ impl fmt::Display for MissingHost {
     }
 }
 
-/// What the check found.
+/// The result of checking a config against a manifest.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ManifestReport {
     /// Endpoints that a component may not reach.
@@ -59,8 +59,12 @@ pub struct ManifestReport {
 /// Reads the manifest at `path` and checks every upstream endpoint of `config` against
 /// the `allowed_outbound_hosts` of each component in it.
 pub fn check_file(config: &Config, path: &Path) -> Result<ManifestReport, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("failed to read the Spin manifest {}: {error}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        format!(
+            "failed to read the Spin manifest {}: {error}",
+            path.display()
+        )
+    })?;
     check_text(config, &text).map_err(|error| format!("{}: {error}", path.display()))
 }
 
@@ -305,7 +309,10 @@ mod tests {
             missing_paths(&["127.0.0.1:9001"], &["https://127.0.0.1:9001"]).len(),
             1
         );
-        assert_eq!(missing_paths(&["127.0.0.1:9001"], &["http://127.0.0.1"]).len(), 1);
+        assert_eq!(
+            missing_paths(&["127.0.0.1:9001"], &["http://127.0.0.1"]).len(),
+            1
+        );
         assert!(missing_paths(&["example.com:80"], &["http://example.com"]).is_empty());
         assert_eq!(
             missing_paths(&["internal:8080"], &["http://*.internal:8080"]).len(),
@@ -344,11 +351,14 @@ mod tests {
 
     #[test]
     fn manifest_version_is_required() {
-        let error = check_text(&config(&["127.0.0.1:9001"]), "[component.a]\nsource = \"a\"\n")
-            .unwrap_err();
+        let error = check_text(
+            &config(&["127.0.0.1:9001"]),
+            "[component.a]\nsource = \"a\"\n",
+        )
+        .unwrap_err();
         assert!(error.contains("spin_manifest_version"), "{error}");
-        let error = check_text(&config(&["127.0.0.1:9001"]), "spin_manifest_version = 2\n")
-            .unwrap_err();
+        let error =
+            check_text(&config(&["127.0.0.1:9001"]), "spin_manifest_version = 2\n").unwrap_err();
         assert!(error.contains("[component.NAME]"), "{error}");
     }
 }

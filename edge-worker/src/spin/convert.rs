@@ -11,12 +11,11 @@ use spin_sdk::http::{Fields, IncomingRequest, OutgoingResponse, ResponseOutparam
 
 use super::platform::SpinBody;
 
-/// Header in which Spin passes the client's socket address (`IP:PORT`) to the
-/// component. Spin sets it on every request, replacing any value from the client.
+/// Header in which Spin passes the client's address to the component.
 const CLIENT_ADDRESS_HEADER: &str = "spin-client-addr";
 
-/// Headers that Spin adds to incoming requests to describe its routing. They are the
-/// platform's, not the client's, so the gateway neither sees nor forwards them.
+/// Headers that Spin adds to incoming requests to describe its routing. They come from
+/// the platform, not the client, so they are removed before the gateway runs.
 const SPIN_HEADERS: [&str; 7] = [
     CLIENT_ADDRESS_HEADER,
     "spin-full-url",
@@ -41,7 +40,7 @@ pub(super) struct Incoming {
 ///
 /// NOTE: the body is buffered, up to `max_body_bytes`, because the core's body type
 /// must be one value for both directions and Spin's streams are resources tied to one
-/// request. A larger body is answered with 413 without being read to its end.
+/// request. A larger body is rejected with 413 without being read to its end.
 pub(super) async fn incoming(
     request: IncomingRequest,
     max_body_bytes: u64,
@@ -98,8 +97,8 @@ async fn read_body(request: IncomingRequest, max_body_bytes: u64) -> Result<Byte
     Ok(Bytes::from(body))
 }
 
-/// Reads the client address that Spin vouches for, or 127.0.0.1 when the host sets
-/// none (hosts other than Spin, such as `wasmtime serve`).
+/// Reads the client address from Spin's header, as `IP:PORT` or `IP`, or returns
+/// 127.0.0.1 when the host sets none (hosts other than Spin, such as `wasmtime serve`).
 fn client_address(headers: &HeaderMap) -> IpAddr {
     let value = headers
         .get(CLIENT_ADDRESS_HEADER)

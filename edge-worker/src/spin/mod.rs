@@ -55,8 +55,11 @@ async fn handle_with(
     platform: &SpinPlatform,
 ) -> http::Response<SpinBody> {
     let max_body_bytes = gateway.config().server.max_body_bytes;
-    let Incoming { request, peer, secure } = match convert::incoming(request, max_body_bytes).await
-    {
+    let Incoming {
+        request,
+        peer,
+        secure,
+    } = match convert::incoming(request, max_body_bytes).await {
         Ok(incoming) => incoming,
         Err(error) => {
             let header = gateway.config().server.request_id_header.as_str();
@@ -67,8 +70,8 @@ async fn handle_with(
     let connection = ConnectionInfo { peer, secure };
     let handled = gateway.handle(request, &connection, platform).await;
     if let Some(slug) = handled.access.error {
-        // Spin sends standard error to the application log; one line per failed
-        // request, without the query string or header values.
+        // Spin components log to standard error. One line per failed request, without
+        // the query string or header values, which may carry credentials.
         eprintln!(
             "gatehouse: {} {} {} -> {} ({slug}), request id {}",
             handled.access.method,

@@ -21,10 +21,10 @@ use super::convert::{fields, header_map};
 
 /// The body of requests and responses on Spin: bytes held in memory.
 ///
-/// NOTE: bodies are buffered in both directions. Spin's body streams are resources
-/// owned by one request or response, and the core needs one body type for requests
-/// and responses, so holding the bytes is the simple correct choice. Memory per
-/// request is bounded by `server.max_body_bytes` for requests but not for responses.
+/// NOTE: bodies are buffered in both directions, because Spin's body streams are
+/// resources owned by one request or response while the core passes one body type
+/// both ways. Request bodies are limited by `server.max_body_bytes`, but upstream
+/// response bodies are not limited.
 #[derive(Debug, Default, Clone)]
 pub struct SpinBody(Bytes);
 
@@ -234,17 +234,18 @@ fn classify(error: SendError, target: &UpstreamTarget<'_>) -> Error {
                 Error::bad_gateway(format!("could not connect to upstream {upstream:?}"))
                     .with_retry_safe(true)
             }
-            ErrorCode::ConnectionTimeout => Error::gateway_timeout(format!(
-                "timed out connecting to upstream {upstream:?}"
-            ))
-            .with_retry_safe(true),
+            ErrorCode::ConnectionTimeout => {
+                Error::gateway_timeout(format!("timed out connecting to upstream {upstream:?}"))
+                    .with_retry_safe(true)
+            }
             ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
                 Error::gateway_timeout(format!("upstream {upstream:?} did not answer in time"))
             }
-            // Spin checks `allowed_outbound_hosts` before connecting.
+            // The host refused to send the request. On Spin the usual cause is an
+            // address missing from `allowed_outbound_hosts`.
             ErrorCode::HttpRequestDenied => Error::bad_gateway(format!(
-                "Spin denied the request to upstream {upstream:?}; its address is missing \
-                 from allowed_outbound_hosts in spin.toml"
+                "the platform denied the request to upstream {upstream:?}; check that its \
+                 endpoints are in allowed_outbound_hosts of spin.toml"
             ))
             .with_retry_safe(true),
             _ => Error::bad_gateway(format!(

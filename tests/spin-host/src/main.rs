@@ -212,11 +212,9 @@ fn load_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     let source_time = modified(path)
         .map_err(|error| wasmtime::format_err!("failed to read {}: {error}", path.display()))?;
     if modified(&cached).is_ok_and(|cached_time| cached_time > source_time) {
-        // SAFETY: the file was written by `Component::serialize` below, from a
-        // component this host compiled; `deserialize_file` still rejects a file
-        // compiled by another wasmtime version or with other engine settings, and
-        // the host then compiles again.
-        #[allow(unsafe_code, reason = "loading machine code this host compiled")]
+        // SAFETY: `Component::serialize` below wrote this file from a component that
+        // this host compiled. `deserialize_file` rejects a file from another wasmtime
+        // version or other engine settings, and the host then compiles again.
         let loaded = unsafe { Component::deserialize_file(engine, &cached) };
         match loaded {
             Ok(component) => return Ok(component),
@@ -324,7 +322,10 @@ mod tests {
     #[test]
     fn options_merge_flags_over_environment() {
         let environment = vec![
-            ("SPIN_VARIABLE_GATEHOUSE_CONFIG".to_owned(), "env".to_owned()),
+            (
+                "SPIN_VARIABLE_GATEHOUSE_CONFIG".to_owned(),
+                "env".to_owned(),
+            ),
             ("SPIN_VARIABLE_REGION".to_owned(), "eu".to_owned()),
             ("PATH".to_owned(), "/bin".to_owned()),
         ];
@@ -339,15 +340,21 @@ mod tests {
 
     #[test]
     fn options_reject_missing_component() {
-        let error = parse_options(strings(&["--listen", "127.0.0.1:0"]).into_iter(), [].into_iter())
-            .unwrap_err();
+        let error = parse_options(
+            strings(&["--listen", "127.0.0.1:0"]).into_iter(),
+            [].into_iter(),
+        )
+        .unwrap_err();
         assert!(error.contains("missing the path"), "{error}");
     }
 
     #[test]
     fn options_reject_bad_variable() {
-        let error = parse_options(strings(&["--var", "novalue", "a.wasm"]).into_iter(), [].into_iter())
-            .unwrap_err();
+        let error = parse_options(
+            strings(&["--var", "novalue", "a.wasm"]).into_iter(),
+            [].into_iter(),
+        )
+        .unwrap_err();
         assert!(error.contains("NAME=VALUE"), "{error}");
     }
 }

@@ -22,7 +22,8 @@ const ALLOWED_ADDRESSES: [IpAddr; 2] = [
 ];
 
 type ConnectionTask = Box<dyn Future<Output = Result<(), Error>> + Send>;
-type SendFuture = Box<dyn Future<Output = Result<(http::Response<WasiBody>, ConnectionTask), Error>> + Send>;
+type SendFuture =
+    Box<dyn Future<Output = Result<(http::Response<WasiBody>, ConnectionTask), Error>> + Send>;
 
 /// `wasi:http` hooks that send outbound requests over plain HTTP/1.1 to 127.0.0.1 or
 /// [::1], one connection per request, and deny every other destination.
@@ -75,11 +76,11 @@ async fn send(
         .await
         .map_err(Error::Hyper)?;
     // The connection must make progress while the request is sent below, so it runs
-    // in its own task; wasmtime awaits the returned handle for its outcome.
+    // in its own task. Wasmtime awaits the returned handle for its outcome.
     let connection = tokio::spawn(connection);
 
-    // An HTTP/1.1 request to an origin server names the target in origin form; the
-    // authority is in the Host header, which wasmtime sets from the authority.
+    // An HTTP/1.1 request to an origin server names the target in origin form. The
+    // authority goes in the Host header, which wasmtime sets from it.
     let origin_form = uri
         .path_and_query()
         .map_or("/", |path| path.as_str())
@@ -135,7 +136,10 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_allowed() {
-        assert_eq!(address("127.0.0.1:9001"), Some("127.0.0.1:9001".parse().unwrap()));
+        assert_eq!(
+            address("127.0.0.1:9001"),
+            Some("127.0.0.1:9001".parse().unwrap())
+        );
         assert_eq!(address("[::1]:9001"), Some("[::1]:9001".parse().unwrap()));
         assert_eq!(address("localhost"), Some("127.0.0.1:80".parse().unwrap()));
     }
