@@ -228,7 +228,7 @@ fn load_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // The cache only saves time, so failing to write it is logged, not returned.
     let written = component
         .serialize()
-        .and_then(|bytes| std::fs::write(&cached, bytes).map_err(wasmtime::Error::from));
+        .and_then(|bytes| write_atomically(&cached, &bytes).map_err(wasmtime::Error::from));
     if let Err(error) = written {
         eprintln!(
             "gatehouse-spin-host: failed to write the compiled cache {}: {error}",
@@ -236,6 +236,19 @@ fn load_component(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
         );
     }
     Ok(component)
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over `path`.
+///
+/// Other hosts may have `path` mapped into memory, because wasmtime maps compiled code
+/// from the file, and truncating a mapped file kills them with SIGBUS. A rename leaves
+/// their file intact, and readers never see a partly written file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("cwasm.{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 impl Server {
