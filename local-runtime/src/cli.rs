@@ -139,6 +139,9 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
     for note in &report.unchecked {
         print_stdout(&format!("note: {note}"));
     }
+    for warning in spin_manifest::stateful_balancer_warnings(gateway.config()) {
+        print_stdout(&format!("warning: {warning}"));
+    }
     for missing in &report.missing {
         print_stdout(&missing.to_string());
     }

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::Path;
 
-use gatehouse_core::config::Config;
+use gatehouse_core::config::{BalancerKind, Config};
 
 /// An upstream endpoint that no `allowed_outbound_hosts` entry of a component allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +126,46 @@ pub fn check_text(config: &Config, manifest: &str) -> Result<ManifestReport, Str
         }
     }
     Ok(report)
+}
+
+/// Lists the upstreams whose balancer keeps its state in memory between requests.
+///
+/// Spin creates a new component instance for every request, so such a balancer starts
+/// from scratch each time: round robin sends every request to the first endpoint, and
+/// least outstanding and P2C see no other requests or latencies.
+pub fn stateful_balancer_warnings(config: &Config) -> Vec<String> {
+    config
+        .upstreams
+        .iter()
+        .filter(|(_, upstream)| {
+            matches!(
+                upstream.balancer,
+                BalancerKind::RoundRobin
+                    | BalancerKind::WeightedRoundRobin
+                    | BalancerKind::LeastOutstanding
+                    | BalancerKind::P2cEwma
+            )
+        })
+        .map(|(name, upstream)| {
+            format!(
+                "upstreams.{name}.balancer: {:?} keeps its state between requests, but Spin \
+                 creates a new instance for every request, so it cannot spread load as \
+                 configured; use \"random\" or \"consistent_hash\" on Spin",
+                balancer_name(upstream.balancer)
+            )
+        })
+        .collect()
+}
+
+fn balancer_name(balancer: BalancerKind) -> &'static str {
+    match balancer {
+        BalancerKind::RoundRobin => "round_robin",
+        BalancerKind::WeightedRoundRobin => "weighted_round_robin",
+        BalancerKind::Random => "random",
+        BalancerKind::LeastOutstanding => "least_outstanding",
+        BalancerKind::P2cEwma => "p2c_ewma",
+        BalancerKind::ConsistentHash => "consistent_hash",
+    }
 }
 
 fn outbound_entries(name: &str, component: &toml::Value) -> Result<Vec<String>, String> {
@@ -346,6 +386,25 @@ mod tests {
             "upstreams.api.endpoints[0].address: 127.0.0.1:9001 is missing from \
              allowed_outbound_hosts of component \"gatehouse\"; add \"http://127.0.0.1:9001\" \
              to [component.gatehouse] allowed_outbound_hosts"
+        );
+    }
+
+    #[test]
+    fn stateful_balancers_are_warned_about() {
+        let text = "[upstreams.rr]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\
+                    [upstreams.hashed]\nbalancer = \"consistent_hash\"\n\
+                    hash_on = { header = \"x-user\" }\n\
+                    endpoints = [{ address = \"127.0.0.1:2\" }]\n\
+                    [upstreams.spread]\nbalancer = \"random\"\n\
+                    endpoints = [{ address = \"127.0.0.1:3\" }]\n";
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let warnings = stateful_balancer_warnings(gateway.config());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("upstreams.rr.balancer: \"round_robin\" keeps its state"),
+            "{warnings:?}"
         );
     }
 

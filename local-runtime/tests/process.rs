@@ -71,7 +71,17 @@ fn check_spin_accepts_repository_manifest() {
         &manifest.to_string_lossy(),
     ]);
     assert_eq!(status.code(), Some(0), "{stdout}");
-    assert!(stdout.starts_with("config OK for Spin: "), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("warning: upstreams.orders.balancer: \"weighted_round_robin\""),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("warning: upstreams.users.balancer: \"round_robin\""),
+        "{stdout}"
+    );
+    assert!(lines[2].starts_with("config OK for Spin: "), "{stdout}");
 }
 
 #[test]
@@ -92,8 +102,10 @@ allowed_outbound_hosts = ["http://127.0.0.1:9001", "*://127.0.0.1:9004", "http:/
         "gatehouse.toml",
         r#"
 [upstreams.api]
+balancer = "random"
 endpoints = [{ address = "127.0.0.1:9001" }, { address = "10.0.0.7:9002" }]
 [upstreams.orders]
+balancer = "random"
 endpoints = [{ address = "127.0.0.1:9004" }, { address = "orders.internal:9005" }]
 [[routes]]
 upstream = "api"

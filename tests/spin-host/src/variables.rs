@@ -66,7 +66,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn variable_names_follow_spin_rules() {
+    fn variable_names_are_validated() {
         assert!(is_valid_name("gatehouse_config"));
         assert!(is_valid_name("a1"));
         assert!(!is_valid_name(""));
