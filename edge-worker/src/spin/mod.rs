@@ -6,6 +6,10 @@
 //! variable when it is set and not empty, or else from the config embedded at build
 //! time. Spin creates a new instance for every request, so state that the core keeps
 //! in memory (balancer positions, passive health) lasts for one request only.
+//!
+//! NOTE: round robin therefore sends every request to the first endpoint on Spin, and
+//! least outstanding and P2C choose without knowing the other requests.
+//! `gatehouse check --target spin` warns about such upstreams.
 
 mod convert;
 mod platform;
