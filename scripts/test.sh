@@ -35,7 +35,20 @@ step "running the wasm-bindgen tests under Node: core functions and the Worker a
     cargo test --locked -p gatehouse-edge --target wasm32-unknown-unknown
 )
 
-step "running the tests: unit, conformance in process, against the native binary and the Worker"
-# The Worker conformance test skips itself when the bundle is missing; here the bundle
-# was just built, so a missing one is a failure.
-GATEHOUSE_REQUIRE_WORKER=1 cargo test --locked --workspace
+step "running clippy on the Spin component"
+cargo clippy --locked -p gatehouse-edge --target wasm32-wasip2 -- -D warnings
+
+step "building the Spin component and its test host"
+scripts/build-spin.sh
+
+# The host is its own workspace, so it has its own format check and tests. Its tests
+# run in release mode to reuse the release build of wasmtime above. Clippy on the host
+# would compile wasmtime a second time, so it is left to development.
+step "checking the Spin test host"
+cargo fmt --manifest-path tests/spin-host/Cargo.toml --check
+cargo test --locked --release --manifest-path tests/spin-host/Cargo.toml
+
+# The Worker and Spin conformance tests skip themselves when their artefacts are
+# missing; here both were just built, so a missing one is a failure.
+step "running the tests: unit, conformance in process, native binary, Worker and Spin"
+GATEHOUSE_REQUIRE_WORKER=1 GATEHOUSE_REQUIRE_SPIN=1 cargo test --locked --workspace

@@ -11,4 +11,8 @@ pub mod embedded;
 mod cloudflare;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
+#[allow(
+    unsafe_code,
+    reason = "spin-sdk's `http_component` expands to the component's exported FFI functions"
+)]
 mod spin;

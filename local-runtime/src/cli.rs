@@ -1,4 +1,5 @@
-//! The `gatehouse` command line: `run`, `check`, `schema` and `demo`.
+//! The `gatehouse` command line: `run`, `check` (also against a Spin manifest),
+//! `schema` and `demo`.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use crate::logging::{self, LogFormat};
 use crate::operations;
 use crate::platform::NativePlatform;
 use crate::server::Server;
+use crate::spin_manifest;
 
 /// Exit status of `check` when the config has problems, and of any command that fails
 /// at run time.
@@ -55,6 +57,13 @@ pub enum Command {
     Check {
         /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
         file: PathBuf,
+        /// Platform the config is deployed to. `spin` also checks that every upstream
+        /// endpoint is in the Spin manifest's `allowed_outbound_hosts`.
+        #[arg(long, value_enum, default_value_t = CheckTarget::Native)]
+        target: CheckTarget,
+        /// Spin manifest checked with `--target spin`.
+        #[arg(long, default_value = "spin.toml")]
+        manifest: PathBuf,
     },
     /// Print the JSON Schema of the config file, for editors.
     Schema,
@@ -68,12 +77,28 @@ pub enum Command {
     },
 }
 
+/// A platform that `check` can check a config for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckTarget {
+    /// The native `gatehouse` binary: the config alone.
+    Native,
+    /// A Spin component: the config and the Spin manifest.
+    Spin,
+}
+
 /// Parses the command line, runs the command and returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => serve(&config, cli.log_format, false),
-        Command::Check { file } => check(&file),
+        Command::Check {
+            file,
+            target,
+            manifest,
+        } => match target {
+            CheckTarget::Native => check(&file),
+            CheckTarget::Spin => check_spin(&file, &manifest),
+        },
         Command::Schema => schema(),
         Command::Demo { config } => serve(&config, cli.log_format, true),
     }
@@ -92,6 +117,44 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Checks the config, then that the Spin manifest allows every upstream endpoint.
+fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
+    let gateway = match load_gateway(path) {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            for problem in error.problems() {
+                print_stdout(&problem);
+            }
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let report = match spin_manifest::check_file(gateway.config(), manifest) {
+        Ok(report) => report,
+        Err(error) => {
+            print_stdout(&error);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    for note in &report.unchecked {
+        print_stdout(&format!("note: {note}"));
+    }
+    for warning in spin_manifest::stateful_balancer_warnings(gateway.config()) {
+        print_stdout(&format!("warning: {warning}"));
+    }
+    for missing in &report.missing {
+        print_stdout(&missing.to_string());
+    }
+    if !report.missing.is_empty() {
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    print_stdout(&format!(
+        "config OK for Spin: {}; {} allows every upstream endpoint",
+        summary(&gateway),
+        manifest.display()
+    ));
+    ExitCode::SUCCESS
 }
 
 fn schema() -> ExitCode {

@@ -17,6 +17,7 @@ pub mod platform;
 pub mod redact;
 pub mod reload;
 pub mod server;
+pub mod spin_manifest;
 
 pub use body::NativeBody;
 pub use platform::NativePlatform;

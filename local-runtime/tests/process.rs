@@ -59,6 +59,76 @@ endpoints = [{ address = "127.0.0.1:9001" }]
 }
 
 #[test]
+fn check_spin_accepts_repository_manifest() {
+    let example = example("gatehouse.toml");
+    let manifest = example.with_file_name("../spin.toml");
+    let (status, stdout, _) = run_command(&[
+        "check",
+        "--target",
+        "spin",
+        &example.to_string_lossy(),
+        "--manifest",
+        &manifest.to_string_lossy(),
+    ]);
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("warning: upstreams.orders.balancer: \"weighted_round_robin\""),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("warning: upstreams.users.balancer: \"round_robin\""),
+        "{stdout}"
+    );
+    assert!(lines[2].starts_with("config OK for Spin: "), "{stdout}");
+}
+
+#[test]
+fn check_spin_names_missing_endpoint() {
+    let dir = TempDir::new();
+    let manifest = dir.write(
+        "spin.toml",
+        r#"
+spin_manifest_version = 2
+[application]
+name = "gatehouse"
+[component.gatehouse]
+source = "gatehouse_edge.wasm"
+allowed_outbound_hosts = ["http://127.0.0.1:9001", "*://127.0.0.1:9004", "http://*:9005", "http://127.0.0.1:*"]
+"#,
+    );
+    let config = dir.write(
+        "gatehouse.toml",
+        r#"
+[upstreams.api]
+balancer = "random"
+endpoints = [{ address = "127.0.0.1:9001" }, { address = "10.0.0.7:9002" }]
+[upstreams.orders]
+balancer = "random"
+endpoints = [{ address = "127.0.0.1:9004" }, { address = "orders.internal:9005" }]
+[[routes]]
+upstream = "api"
+"#,
+    );
+    let (status, stdout, _) = run_command(&[
+        "check",
+        "--target",
+        "spin",
+        &config.to_string_lossy(),
+        "--manifest",
+        &manifest.to_string_lossy(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout,
+        "upstreams.api.endpoints[1].address: 10.0.0.7:9002 is missing from \
+         allowed_outbound_hosts of component \"gatehouse\"; add \"http://10.0.0.7:9002\" to \
+         [component.gatehouse] allowed_outbound_hosts\n"
+    );
+}
+
+#[test]
 fn check_reports_missing_file() {
     let (status, stdout, _) = run_command(&["check", "/nonexistent/gatehouse.toml"]);
     assert_eq!(status.code(), Some(1));

@@ -4,8 +4,9 @@
 //! A scenario (see [`scenario`]) gives a gateway config, the behaviour of test
 //! upstreams and requests with the responses they must get. A [`target::Target`] runs
 //! the gateway: [`run_in_process`] drives the core directly with a hand-driven clock,
-//! [`run_native`] starts the `gatehouse` binary and [`run_worker`] the Cloudflare
-//! Worker under `wrangler dev`, and both talk to it over sockets.
+//! [`run_native`] starts the `gatehouse` binary, [`run_worker`] the Cloudflare Worker
+//! under `wrangler dev`, and [`run_spin`] the Spin component in a wasmtime-based host;
+//! each is reached over sockets.
 
 pub mod behaviour;
 pub mod check;
@@ -16,6 +17,7 @@ pub mod native;
 pub mod process;
 pub mod report;
 pub mod scenario;
+pub mod spin;
 pub mod suite;
 pub mod target;
 pub mod upstream;
@@ -48,6 +50,20 @@ fn run_process<L: process::Launcher>(launcher: L) -> SuiteReport {
         Ok(mut target) => suite::run_all(&mut target),
         Err(error) => SuiteReport {
             target: name.to_owned(),
+            results: Vec::new(),
+            load_problems: vec![error],
+        },
+    }
+}
+
+/// Runs every scenario against the Spin component at `component`, served by the
+/// `gatehouse-spin-host` binary at `host`, one host process per scenario.
+pub fn run_spin(host: &Path, component: &Path) -> SuiteReport {
+    let launcher = spin::SpinLauncher::new(host, component);
+    match process::ProcessTarget::new(launcher) {
+        Ok(mut target) => suite::run_all(&mut target),
+        Err(error) => SuiteReport {
+            target: "spin".to_owned(),
             results: Vec::new(),
             load_problems: vec![error],
         },

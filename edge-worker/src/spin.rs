@@ -1,1 +1,0 @@
-//! The Spin component adapter.

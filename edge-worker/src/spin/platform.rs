@@ -1,0 +1,264 @@
+//! [`SpinPlatform`]: the core's platform traits on WASI 0.2 clocks and random, and on
+//! Spin's outbound HTTP.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::SinkExt;
+use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::forward::new_request_id;
+use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use gatehouse_core::{Error, ErrorKind, ErrorSource};
+use http::{Request, Response, StatusCode};
+use spin_executor::CancelOnDropToken;
+use spin_sdk::http::{ErrorCode, IncomingResponse, Method, OutgoingRequest, Scheme, SendError};
+use wasi::clocks::{monotonic_clock, wall_clock};
+
+use super::convert::{fields, header_map};
+
+/// The body of requests and responses on Spin: bytes held in memory.
+///
+/// NOTE: bodies are buffered in both directions, because Spin's body streams are
+/// resources owned by one request or response while the core passes one body type
+/// both ways. Request bodies are limited by `server.max_body_bytes`, but upstream
+/// response bodies are not limited.
+#[derive(Debug, Default, Clone)]
+pub struct SpinBody(Bytes);
+
+impl SpinBody {
+    /// Returns the bytes of the body.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl From<Bytes> for SpinBody {
+    fn from(bytes: Bytes) -> Self {
+        Self(bytes)
+    }
+}
+
+/// The Spin component's implementation of the core's [`Platform`].
+#[derive(Debug, Default)]
+pub struct SpinPlatform {
+    clock: WasiClock,
+    upstream: SpinUpstream,
+}
+
+impl SpinPlatform {
+    /// Creates the platform. It holds no state, so creating one per request is free.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns a new request id, for responses sent before the gateway runs.
+    pub fn new_request_id(&self) -> String {
+        new_request_id(self.random_u64(), self.random_u64())
+    }
+}
+
+impl Platform for SpinPlatform {
+    type Body = SpinBody;
+    type Clock = WasiClock;
+    type Upstream = SpinUpstream;
+
+    fn clock(&self) -> &WasiClock {
+        &self.clock
+    }
+
+    fn upstream(&self) -> &SpinUpstream {
+        &self.upstream
+    }
+
+    fn random_u64(&self) -> u64 {
+        wasi::random::random::get_random_u64()
+    }
+}
+
+/// Time from `wasi:clocks`: the wall clock for timestamps and the monotonic clock for
+/// durations and sleeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WasiClock;
+
+impl Clock for WasiClock {
+    fn unix_millis(&self) -> u64 {
+        let now = wall_clock::now();
+        now.seconds * 1000 + u64::from(now.nanoseconds / 1_000_000)
+    }
+
+    fn monotonic(&self) -> Duration {
+        Duration::from_nanos(monotonic_clock::now())
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        Sleep {
+            deadline: monotonic_clock::now().saturating_add(nanos),
+            registration: None,
+        }
+    }
+}
+
+/// A sleep on the monotonic clock, driven by the Spin executor's poll loop.
+struct Sleep {
+    /// Monotonic-clock instant, in nanoseconds, at which the sleep ends.
+    deadline: u64,
+    /// The pollable registered with the executor; dropping it cancels the
+    /// registration, so an abandoned sleep does not keep the executor polling.
+    registration: Option<CancelOnDropToken>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
+        if monotonic_clock::now() >= self.deadline {
+            self.registration = None;
+            return Poll::Ready(());
+        }
+        // The executor drops a pollable once it is ready, so each pending poll
+        // registers a fresh one; replacing the token cancels the previous one.
+        let pollable = monotonic_clock::subscribe_instant(self.deadline);
+        let token = spin_executor::push_waker_and_get_token(pollable, context.waker().clone());
+        self.registration = Some(CancelOnDropToken::from(token));
+        Poll::Pending
+    }
+}
+
+/// The HTTP client for upstream requests: Spin's outbound HTTP (`wasi:http`
+/// outgoing-handler), plain HTTP/1.1 to `http://{authority}{path}`.
+///
+/// NOTE: the connect timeout is not passed to the host, so a connect that hangs ends
+/// at the core's per-try deadline instead of `timeouts.connect`.
+#[derive(Debug, Default)]
+pub struct SpinUpstream;
+
+impl Upstream for SpinUpstream {
+    type Body = SpinBody;
+
+    async fn send(
+        &self,
+        request: Request<SpinBody>,
+        target: &UpstreamTarget<'_>,
+    ) -> Result<Response<SpinBody>, Error> {
+        let upstream = target.upstream;
+        if target.protocol == UpstreamProtocol::H2c {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Platform,
+                format!(
+                    "upstream {upstream:?} uses h2c, which Spin's outbound HTTP does not \
+                     support; use protocol = \"http1\" on Spin"
+                ),
+            ));
+        }
+
+        let (parts, body) = request.into_parts();
+        let outgoing = OutgoingRequest::new(fields(&parts.headers));
+        let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+        let method = Method::from(parts.method.clone());
+        let configured = outgoing.set_method(&method).is_ok()
+            && outgoing.set_scheme(Some(&Scheme::Http)).is_ok()
+            && outgoing.set_authority(Some(target.authority)).is_ok()
+            && outgoing.set_path_with_query(Some(path)).is_ok();
+        if !configured {
+            return Err(Error::internal(format!(
+                "the request to upstream {upstream:?} has an invalid method, address or path"
+            )));
+        }
+
+        // The body is written while the host sends the request, because an upstream
+        // may wait for the whole body before it answers.
+        let mut body_sink = outgoing.take_body();
+        let body = body.into_bytes();
+        let write_body = async move {
+            let written = if body.is_empty() {
+                Ok(())
+            } else {
+                body_sink.send(body.to_vec()).await
+            };
+            // Dropping the sink finishes the body.
+            drop(body_sink);
+            written
+        };
+        let (response, written) = futures::join!(
+            spin_sdk::http::send::<_, IncomingResponse>(outgoing),
+            write_body
+        );
+        let response = response.map_err(|error| classify(error, target))?;
+        if let Err(error) = written {
+            return Err(Error::bad_gateway(format!(
+                "failed to send the request body to upstream {upstream:?}"
+            ))
+            .with_cause(format!("{error:?}")));
+        }
+
+        let status = StatusCode::from_u16(response.status()).map_err(|_| {
+            Error::bad_gateway(format!(
+                "upstream {upstream:?} sent an invalid status code {}",
+                response.status()
+            ))
+        })?;
+        let headers = header_map(&response.headers());
+        let bytes = response.into_body().await.map_err(|error| {
+            Error::bad_gateway(format!(
+                "upstream {upstream:?} closed the connection before the end of the body"
+            ))
+            .with_cause(format!("{error:?}"))
+        })?;
+        let mut converted = Response::new(SpinBody::from(Bytes::from(bytes)));
+        *converted.status_mut() = status;
+        *converted.headers_mut() = headers;
+        Ok(converted)
+    }
+}
+
+/// Turns an outbound HTTP failure into the core's classification. Details name the
+/// upstream but never the endpoint address, because they are sent to the client.
+fn classify(error: SendError, target: &UpstreamTarget<'_>) -> Error {
+    let upstream = target.upstream;
+    let classified = match &error {
+        SendError::Http(code) => match code {
+            // Nothing reached the upstream, so any method may be retried elsewhere.
+            ErrorCode::ConnectionRefused
+            | ErrorCode::DestinationNotFound
+            | ErrorCode::DestinationUnavailable
+            | ErrorCode::DestinationIpProhibited
+            | ErrorCode::DestinationIpUnroutable
+            | ErrorCode::DnsTimeout
+            | ErrorCode::DnsError(_)
+            | ErrorCode::ConnectionLimitReached => {
+                Error::bad_gateway(format!("could not connect to upstream {upstream:?}"))
+                    .with_retry_safe(true)
+            }
+            ErrorCode::ConnectionTimeout => {
+                Error::gateway_timeout(format!("timed out connecting to upstream {upstream:?}"))
+                    .with_retry_safe(true)
+            }
+            ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
+                Error::gateway_timeout(format!("upstream {upstream:?} did not answer in time"))
+            }
+            // The host refused to send the request. On Spin the usual cause is an
+            // address missing from `allowed_outbound_hosts`.
+            ErrorCode::HttpRequestDenied => Error::bad_gateway(format!(
+                "the platform denied the request to upstream {upstream:?}; check that its \
+                 endpoints are in allowed_outbound_hosts of spin.toml"
+            ))
+            .with_retry_safe(true),
+            _ => Error::bad_gateway(format!(
+                "upstream {upstream:?} closed the connection or sent an invalid response"
+            )),
+        },
+        _ => Error::bad_gateway(format!("the request to upstream {upstream:?} failed")),
+    };
+    eprintln!(
+        "gatehouse: upstream request failed: upstream {upstream:?}, endpoint {}, error {}, \
+         cause {error:?}",
+        target.authority,
+        classified.kind().slug()
+    );
+    classified.with_cause(format!("{error:?}"))
+}

@@ -1,0 +1,423 @@
+//! Checks a gateway config against a Spin manifest (`spin.toml`, manifest version 2):
+//! Spin rejects outbound requests to hosts missing from a component's
+//! `allowed_outbound_hosts`, which would otherwise show only in production as 502s.
+//!
+//! Entries understood: `SCHEME://HOST[:PORT]`, where SCHEME is `http`, `https` or `*`,
+//! HOST is a name, an IP literal, `*` or `*.SUFFIX`, and PORT is a number, `*` or
+//! absent (the scheme's default port). Entries with `{{ variable }}` templates depend
+//! on values known only at deployment, so they are reported as not checked.
+
+use std::fmt;
+use std::path::Path;
+
+use gatehouse_core::config::{BalancerKind, Config};
+
+/// An upstream endpoint that no `allowed_outbound_hosts` entry of a component allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingHost {
+    /// Config path of the endpoint address, such as `upstreams.users.endpoints[0].address`.
+    pub path: String,
+    /// The endpoint address, `host:port`.
+    pub address: String,
+    /// The component of the manifest that lacks the entry.
+    pub component: String,
+}
+
+impl MissingHost {
+    /// Returns the `allowed_outbound_hosts` entry that allows this endpoint.
+    pub fn suggested_entry(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl fmt::Display for MissingHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} is missing from allowed_outbound_hosts of component {:?}; add \"{}\" to \
+             [component.{}] allowed_outbound_hosts",
+            self.path,
+            self.address,
+            self.component,
+            self.suggested_entry(),
+            self.component
+        )
+    }
+}
+
+/// The result of checking a config against a manifest.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ManifestReport {
+    /// Endpoints that a component may not reach.
+    pub missing: Vec<MissingHost>,
+    /// Entries that could not be checked, with the reason.
+    pub unchecked: Vec<String>,
+    /// Number of components checked.
+    pub components: usize,
+}
+
+/// Reads the manifest at `path` and checks every upstream endpoint of `config` against
+/// the `allowed_outbound_hosts` of each component in it.
+pub fn check_file(config: &Config, path: &Path) -> Result<ManifestReport, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        format!(
+            "failed to read the Spin manifest {}: {error}",
+            path.display()
+        )
+    })?;
+    check_text(config, &text).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// Checks every upstream endpoint of `config` against the manifest text.
+pub fn check_text(config: &Config, manifest: &str) -> Result<ManifestReport, String> {
+    let document: toml::Table =
+        toml::from_str(manifest).map_err(|error| format!("invalid TOML: {error}"))?;
+    match document.get("spin_manifest_version") {
+        Some(toml::Value::Integer(2)) => {}
+        Some(other) => {
+            return Err(format!(
+                "spin_manifest_version is {other}; only manifest version 2 is supported"
+            ));
+        }
+        None => return Err("spin_manifest_version is missing; expected 2".to_owned()),
+    }
+    let components = document
+        .get("component")
+        .and_then(toml::Value::as_table)
+        .filter(|components| !components.is_empty())
+        .ok_or("the manifest has no [component.NAME] table")?;
+
+    let mut report = ManifestReport {
+        components: components.len(),
+        ..ManifestReport::default()
+    };
+    for (name, component) in components {
+        let entries = outbound_entries(name, component)?;
+        let mut patterns = Vec::new();
+        for entry in entries {
+            if entry.contains("{{") {
+                report.unchecked.push(format!(
+                    "component {name:?}: allowed_outbound_hosts entry {entry:?} uses a \
+                     template, so it was not checked"
+                ));
+                continue;
+            }
+            match HostPattern::parse(&entry) {
+                Ok(pattern) => patterns.push(pattern),
+                Err(reason) => report.unchecked.push(format!(
+                    "component {name:?}: allowed_outbound_hosts entry {entry:?} was not \
+                     checked: {reason}"
+                )),
+            }
+        }
+        for (upstream_name, upstream) in &config.upstreams {
+            for (index, endpoint) in upstream.endpoints.iter().enumerate() {
+                let allowed = split_address(&endpoint.address).is_some_and(|(host, port)| {
+                    patterns.iter().any(|pattern| pattern.allows(host, port))
+                });
+                if !allowed {
+                    report.missing.push(MissingHost {
+                        path: format!("upstreams.{upstream_name}.endpoints[{index}].address"),
+                        address: endpoint.address.clone(),
+                        component: name.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Lists the upstreams whose balancer keeps its state in memory between requests.
+///
+/// Spin creates a new component instance for every request, so such a balancer starts
+/// from scratch each time: round robin sends every request to the first endpoint, and
+/// least outstanding and P2C see no other requests or latencies.
+pub fn stateful_balancer_warnings(config: &Config) -> Vec<String> {
+    config
+        .upstreams
+        .iter()
+        .filter(|(_, upstream)| {
+            matches!(
+                upstream.balancer,
+                BalancerKind::RoundRobin
+                    | BalancerKind::WeightedRoundRobin
+                    | BalancerKind::LeastOutstanding
+                    | BalancerKind::P2cEwma
+            )
+        })
+        .map(|(name, upstream)| {
+            format!(
+                "upstreams.{name}.balancer: {:?} keeps its state between requests, but Spin \
+                 creates a new instance for every request, so it cannot spread load as \
+                 configured; use \"random\" or \"consistent_hash\" on Spin",
+                balancer_name(upstream.balancer)
+            )
+        })
+        .collect()
+}
+
+fn balancer_name(balancer: BalancerKind) -> &'static str {
+    match balancer {
+        BalancerKind::RoundRobin => "round_robin",
+        BalancerKind::WeightedRoundRobin => "weighted_round_robin",
+        BalancerKind::Random => "random",
+        BalancerKind::LeastOutstanding => "least_outstanding",
+        BalancerKind::P2cEwma => "p2c_ewma",
+        BalancerKind::ConsistentHash => "consistent_hash",
+    }
+}
+
+fn outbound_entries(name: &str, component: &toml::Value) -> Result<Vec<String>, String> {
+    let Some(value) = component.get("allowed_outbound_hosts") else {
+        return Ok(Vec::new());
+    };
+    let invalid = || format!("component.{name}.allowed_outbound_hosts must be a list of strings");
+    value
+        .as_array()
+        .ok_or_else(invalid)?
+        .iter()
+        .map(|entry| entry.as_str().map(str::to_owned).ok_or_else(invalid))
+        .collect()
+}
+
+/// Splits `host:port` (with `[v6]:port`) into the host, without brackets, and the port.
+fn split_address(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port.parse().ok()?))
+}
+
+/// One parsed `allowed_outbound_hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostPattern {
+    /// Whether the entry allows plain HTTP, the protocol of upstream endpoints.
+    allows_http: bool,
+    host: HostMatch,
+    port: PortMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    /// `*.example.com`: any subdomain, stored as `.example.com`.
+    Subdomains(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PortMatch {
+    Any,
+    /// The port given, or the scheme's default when none is; `*://host` without a port
+    /// allows 80 and 443.
+    Ports(Vec<u16>),
+}
+
+impl HostPattern {
+    fn parse(entry: &str) -> Result<Self, String> {
+        let (scheme, rest) = entry
+            .split_once("://")
+            .ok_or("it has no scheme; write it as SCHEME://HOST[:PORT]")?;
+        let default_ports = match scheme {
+            "http" => vec![80],
+            "https" => vec![443],
+            "*" => vec![80, 443],
+            // Other schemes (redis, postgres, mysql, ...) never allow HTTP upstreams.
+            _ => Vec::new(),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            // A colon inside brackets belongs to an IPv6 address, not to a port.
+            Some((host, port)) if !port.contains(']') => (host, Some(port)),
+            _ => (rest, None),
+        };
+        let host = host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err("it has no host".to_owned());
+        }
+        let host = if host == "*" {
+            HostMatch::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            HostMatch::Subdomains(format!(".{}", suffix.to_ascii_lowercase()))
+        } else {
+            HostMatch::Exact(host.to_ascii_lowercase())
+        };
+        let port = match port {
+            None => PortMatch::Ports(default_ports),
+            Some("*") => PortMatch::Any,
+            Some(port) => PortMatch::Ports(vec![
+                port.parse()
+                    .map_err(|_| format!("the port {port:?} is not a number or *"))?,
+            ]),
+        };
+        Ok(Self {
+            allows_http: matches!(scheme, "http" | "*"),
+            host,
+            port,
+        })
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_allowed = match &self.host {
+            HostMatch::Any => true,
+            HostMatch::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+            HostMatch::Exact(exact) => *exact == host,
+        };
+        let port_allowed = match &self.port {
+            PortMatch::Any => true,
+            PortMatch::Ports(ports) => ports.contains(&port),
+        };
+        self.allows_http && host_allowed && port_allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoints: &[&str]) -> Config {
+        let list: Vec<String> = endpoints
+            .iter()
+            .map(|address| format!("{{ address = \"{address}\" }}"))
+            .collect();
+        let text = format!(
+            "[upstreams.api]\nendpoints = [{}]\n\n[[routes]]\nupstream = \"api\"\n",
+            list.join(", ")
+        );
+        gatehouse_core::Gateway::from_text(&text, gatehouse_core::config::Format::Toml)
+            .expect("valid test config")
+            .config()
+            .clone()
+    }
+
+    fn manifest(entries: &[&str]) -> String {
+        let list: Vec<String> = entries.iter().map(|entry| format!("{entry:?}")).collect();
+        format!(
+            "spin_manifest_version = 2\n[application]\nname = \"t\"\n\
+             [component.gatehouse]\nsource = \"a.wasm\"\nallowed_outbound_hosts = [{}]\n",
+            list.join(", ")
+        )
+    }
+
+    fn missing_paths(endpoints: &[&str], entries: &[&str]) -> Vec<String> {
+        check_text(&config(endpoints), &manifest(entries))
+            .expect("valid manifest")
+            .missing
+            .into_iter()
+            .map(|missing| missing.path)
+            .collect()
+    }
+
+    #[test]
+    fn exact_entry_allows_endpoint() {
+        assert!(missing_paths(&["127.0.0.1:9001"], &["http://127.0.0.1:9001"]).is_empty());
+    }
+
+    #[test]
+    fn missing_endpoint_is_named_by_path() {
+        let paths = missing_paths(
+            &["127.0.0.1:9001", "127.0.0.1:9002"],
+            &["http://127.0.0.1:9001"],
+        );
+        assert_eq!(paths, ["upstreams.api.endpoints[1].address"]);
+    }
+
+    #[test]
+    fn wildcards_allow_endpoints() {
+        let endpoints = ["127.0.0.1:9001", "users.internal:8080"];
+        assert!(missing_paths(&endpoints, &["*://*:*"]).is_empty());
+        assert!(missing_paths(&endpoints, &["http://*:*"]).is_empty());
+        assert!(missing_paths(&["127.0.0.1:9001"], &["*://127.0.0.1:*"]).is_empty());
+        assert!(missing_paths(&["127.0.0.1:9001"], &["http://*:9001"]).is_empty());
+        assert!(missing_paths(&["users.internal:8080"], &["http://*.internal:8080"]).is_empty());
+    }
+
+    #[test]
+    fn port_and_scheme_must_match() {
+        assert_eq!(
+            missing_paths(&["127.0.0.1:9001"], &["http://127.0.0.1:9002"]).len(),
+            1
+        );
+        assert_eq!(
+            missing_paths(&["127.0.0.1:9001"], &["https://127.0.0.1:9001"]).len(),
+            1
+        );
+        assert_eq!(
+            missing_paths(&["127.0.0.1:9001"], &["http://127.0.0.1"]).len(),
+            1
+        );
+        assert!(missing_paths(&["example.com:80"], &["http://example.com"]).is_empty());
+        assert_eq!(
+            missing_paths(&["internal:8080"], &["http://*.internal:8080"]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn ipv6_entries_are_understood() {
+        assert!(missing_paths(&["[::1]:9001"], &["http://[::1]:9001"]).is_empty());
+        assert!(missing_paths(&["[::1]:80"], &["http://[::1]"]).is_empty());
+    }
+
+    #[test]
+    fn template_entries_are_reported_unchecked() {
+        let report = check_text(
+            &config(&["127.0.0.1:9001"]),
+            &manifest(&["http://{{ host }}:9001"]),
+        )
+        .expect("valid manifest");
+        assert_eq!(report.missing.len(), 1);
+        assert_eq!(report.unchecked.len(), 1);
+        assert!(report.unchecked[0].contains("template"), "{report:?}");
+    }
+
+    #[test]
+    fn message_suggests_the_entry() {
+        let report = check_text(&config(&["127.0.0.1:9001"]), &manifest(&[])).expect("valid");
+        assert_eq!(
+            report.missing[0].to_string(),
+            "upstreams.api.endpoints[0].address: 127.0.0.1:9001 is missing from \
+             allowed_outbound_hosts of component \"gatehouse\"; add \"http://127.0.0.1:9001\" \
+             to [component.gatehouse] allowed_outbound_hosts"
+        );
+    }
+
+    #[test]
+    fn stateful_balancers_are_warned_about() {
+        let text = "[upstreams.rr]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\
+                    [upstreams.hashed]\nbalancer = \"consistent_hash\"\n\
+                    hash_on = { header = \"x-user\" }\n\
+                    endpoints = [{ address = \"127.0.0.1:2\" }]\n\
+                    [upstreams.spread]\nbalancer = \"random\"\n\
+                    endpoints = [{ address = \"127.0.0.1:3\" }]\n";
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let warnings = stateful_balancer_warnings(gateway.config());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("upstreams.rr.balancer: \"round_robin\" keeps its state"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn manifest_version_is_required() {
+        let error = check_text(
+            &config(&["127.0.0.1:9001"]),
+            "[component.a]\nsource = \"a\"\n",
+        )
+        .unwrap_err();
+        assert!(error.contains("spin_manifest_version"), "{error}");
+        let error =
+            check_text(&config(&["127.0.0.1:9001"]), "spin_manifest_version = 2\n").unwrap_err();
+        assert!(error.contains("[component.NAME]"), "{error}");
+    }
+}

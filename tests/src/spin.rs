@@ -1,0 +1,79 @@
+//! The Spin target: the gatehouse Spin component served by `gatehouse-spin-host`, a
+//! small wasmtime-based host (`tests/spin-host`) that provides `wasi:http` 0.2 and
+//! Spin's variables interface.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::{GatewayProcess, Launcher};
+
+/// Start of the line the host prints once its listener is bound, followed by
+/// `http://IP:PORT`.
+pub const READY_PREFIX: &str = "gatehouse-spin-host: serving ";
+
+/// Environment variable through which the host receives the Spin variable
+/// `gatehouse_config`, as with Spin's environment variable provider.
+pub const CONFIG_ENV: &str = "SPIN_VARIABLE_GATEHOUSE_CONFIG";
+
+/// Starts the host with the prebuilt component, passing each scenario's config in the
+/// `gatehouse_config` Spin variable.
+#[derive(Debug, Clone)]
+pub struct SpinLauncher {
+    host: PathBuf,
+    component: PathBuf,
+}
+
+impl SpinLauncher {
+    /// Creates a launcher for the host binary at `host` serving `component`.
+    pub fn new(host: &Path, component: &Path) -> Self {
+        Self {
+            host: host.to_owned(),
+            component: component.to_owned(),
+        }
+    }
+}
+
+impl Launcher for SpinLauncher {
+    fn name(&self) -> &'static str {
+        "spin"
+    }
+
+    fn launch(&self, config: &str) -> Result<GatewayProcess, String> {
+        let mut command = Command::new(&self.host);
+        command
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg(&self.component)
+            .env(CONFIG_ENV, config);
+        GatewayProcess::spawn(command, READY_PREFIX, Vec::new())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests report failures by panicking")]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::process::temporary_path;
+
+    #[test]
+    fn launch_passes_config_and_reads_ready_line() {
+        let script = temporary_path("sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n\
+             [ \"$1 $2 $3\" = '--listen 127.0.0.1:0 app.wasm' ] || exit 3\n\
+             [ \"$SPIN_VARIABLE_GATEHOUSE_CONFIG\" = '[server]' ] || exit 4\n\
+             echo 'gatehouse-spin-host: serving http://127.0.0.1:4568'\n\
+             exec sleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let launcher = SpinLauncher::new(&script, Path::new("app.wasm"));
+        let process = launcher.launch("[server]").unwrap();
+        assert_eq!(process.address, "127.0.0.1:4568".parse().unwrap());
+        drop(process);
+        std::fs::remove_file(script).unwrap();
+    }
+}
