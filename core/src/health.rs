@@ -2,8 +2,8 @@
 //!
 //! An endpoint that fails `consecutive_failures` times in a row is ejected: balancers
 //! skip it until its ejection time passes. Each repeated ejection doubles that time, up
-//! to a maximum; a success after an ejection halves the count again, so an endpoint
-//! that recovered is trusted back step by step. At most `max_ejected_percent` of the
+//! to a maximum. A success after an ejection halves the count of ejections, so an
+//! endpoint that recovered is trusted back step by step. At most `max_ejected_percent` of the
 //! endpoints are ejected at once. State lives in atomics, so the request path takes no
 //! lock, and it is per process (per isolate on the edge).
 

@@ -11,7 +11,8 @@ use crate::config::RetryConfig;
 /// Retries as a bounded share of requests: every request deposits `budget_percent`
 /// hundredths of a token, every retry withdraws one, and `min_retries_per_second`
 /// tokens accrue with time. With the default 20%, an upstream failing every request
-/// sees at most 1.2 times the client traffic, never `max_retries + 1` times.
+/// receives at most 1.2 times the client traffic plus `min_retries_per_second`, never
+/// `max_retries + 1` times the traffic.
 #[derive(Debug)]
 pub struct RetryBudget {
     /// Balance in hundredths of a retry.

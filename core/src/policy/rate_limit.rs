@@ -48,7 +48,7 @@ pub struct RateLimitPolicy {
     policy_value: Option<HeaderValue>,
 }
 
-/// What a request carries that rate-limit keys are built from.
+/// The request properties that rate-limit keys are built from.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySource<'a, B> {
     /// The request.
