@@ -72,6 +72,11 @@ impl AccessLogBody {
         if let Some(metrics) = &self.metrics {
             metrics.record_request(&record);
         }
+        // Serializing costs more than the rest of the record's life, so skip it when
+        // the access log is filtered out.
+        if !tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO) {
+            return;
+        }
         let line = AccessLine {
             record: &record,
             duration_micros: self.started.elapsed().as_micros() as u64,

@@ -49,10 +49,11 @@ pub(crate) async fn proxy<P: Platform>(
 
     let hash = hash_key(upstream, &request, &outgoing);
     let request = upstream_request(gateway, request, upstream, &outgoing)?;
-    // Only a request without a body can be sent again: a streamed body is consumed by
-    // the first attempt.
-    let replay =
-        (upstream.retry.max_retries > 0 && !has_body(&request)).then(|| RequestHead::of(&request));
+    // Only a request without a body can be sent again, because a streamed body is
+    // consumed by the first attempt, and only to another endpoint, so a single-endpoint
+    // upstream keeps no copy.
+    let can_retry = upstream.retry.max_retries > 0 && upstream.endpoints.len() > 1;
+    let replay = (can_retry && !has_body(&request)).then(|| RequestHead::of(&request));
     let idempotent = retry::is_idempotent(request.method());
     let timeouts = outgoing.route.timeouts;
     let total_deadline = started + timeouts.total.get();
