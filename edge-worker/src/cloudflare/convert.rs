@@ -128,7 +128,7 @@ pub(super) fn headers_to_js(headers: &HeaderMap) -> Result<web_sys::Headers, JsV
 
 /// Copies a JavaScript `Headers` object into a header map. Errors name the invalid
 /// header, without its value, which may carry credentials.
-fn header_map_from_js(headers: &web_sys::Headers) -> Result<HeaderMap, String> {
+pub(super) fn header_map_from_js(headers: &web_sys::Headers) -> Result<HeaderMap, String> {
     let mut converted = HeaderMap::new();
     for entry in headers.entries() {
         let entry: Array = entry

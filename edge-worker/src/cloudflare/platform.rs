@@ -5,18 +5,19 @@ use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::{Either, select};
 use gatehouse_core::config::UpstreamProtocol;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Delay;
 
 use super::body::WorkerBody;
-use super::convert::{headers_to_js, response_from_js};
+use super::convert::{header_map_from_js, headers_to_js, response_from_js};
 
 #[wasm_bindgen]
 extern "C" {
@@ -186,6 +187,92 @@ impl Upstream for WorkerUpstream {
                 target.try_timeout.as_millis()
             ))),
         }
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<Bytes>,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Response<Bytes>, Error> {
+        let (abort, signal) = AbortOnDrop::new().map_err(|cause| {
+            Error::internal("the runtime could not create an AbortController")
+                .with_cause(js_message(&cause))
+        })?;
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let exchange = pin!(Self::fetch_whole(request, max_body_bytes, &signal));
+        let timer = pin!(Delay::from(timeout));
+        match select(exchange, timer).await {
+            Either::Left((Ok(response), _)) => {
+                abort.disarm();
+                Ok(response)
+            }
+            Either::Left((Err(cause), _)) => {
+                // The host may be internal, so it goes to the log and not to clients.
+                worker::console_warn!("gateway request failed: host={host:?} cause={cause:?}");
+                Err(
+                    Error::bad_gateway("a request the gateway made on its own behalf failed")
+                        .with_cause(cause),
+                )
+            }
+            Either::Right(((), _)) => Err(Error::gateway_timeout(format!(
+                "a request the gateway made on its own behalf did not complete within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+impl WorkerUpstream {
+    /// Sends a gateway-originated request and reads the whole response, the body
+    /// bounded by `max_body_bytes`. Errors are plain messages for the caller to classify.
+    async fn fetch_whole(
+        request: Request<Bytes>,
+        max_body_bytes: usize,
+        signal: &web_sys::AbortSignal,
+    ) -> Result<Response<Bytes>, String> {
+        let init = web_sys::RequestInit::new();
+        init.set_method(request.method().as_str());
+        init.set_headers(
+            &headers_to_js(request.headers())
+                .map_err(|cause| js_message(&cause))?
+                .into(),
+        );
+        init.set_redirect(web_sys::RequestRedirect::Manual);
+        init.set_signal(Some(signal));
+        if !request.body().is_empty() {
+            init.set_body(&js_sys::Uint8Array::from(request.body().as_ref()).into());
+        }
+        let url = request.uri().to_string();
+        let fetch_request = web_sys::Request::new_with_str_and_init(&url, &init)
+            .map_err(|cause| js_message(&cause))?;
+
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let value = JsFuture::from(global.fetch_with_request(&fetch_request))
+            .await
+            .map_err(|cause| js_message(&cause))?;
+        let response: web_sys::Response = value.unchecked_into();
+        let status = StatusCode::from_u16(response.status())
+            .map_err(|_| format!("the response status {} is invalid", response.status()))?;
+        let headers = header_map_from_js(&response.headers())?;
+        let buffer = JsFuture::from(
+            response
+                .array_buffer()
+                .map_err(|cause| js_message(&cause))?,
+        )
+        .await
+        .map_err(|cause| js_message(&cause))?;
+        let body = js_sys::Uint8Array::new(&buffer);
+        if body.length() as usize > max_body_bytes {
+            return Err(format!(
+                "the response body is larger than {max_body_bytes} bytes"
+            ));
+        }
+
+        let mut converted = Response::new(Bytes::from(body.to_vec()));
+        *converted.status_mut() = status;
+        *converted.headers_mut() = headers;
+        Ok(converted)
     }
 }
 
