@@ -195,7 +195,7 @@ impl Error {
         Self::new(ErrorKind::BadGateway, ErrorSource::Upstream, detail)
     }
 
-    /// Creates a 504 error for an upstream that did not answer in time.
+    /// Creates a 504 error for an upstream that did not respond in time.
     pub fn gateway_timeout(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::GatewayTimeout, ErrorSource::Upstream, detail)
     }

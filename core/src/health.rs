@@ -23,7 +23,7 @@ struct EndpointHealth {
 /// The outcome of one attempt, as far as endpoint health is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The endpoint answered with a status that is not a gateway failure.
+    /// The endpoint responded with a status that is not a gateway failure.
     Success,
     /// Connect failure, reset, timeout, or a 502, 503 or 504 response.
     Failure,

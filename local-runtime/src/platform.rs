@@ -257,7 +257,7 @@ impl NativeUpstream {
             Err(_elapsed) => {
                 tracing::warn!(host = %host, timeout_ms = timeout.as_millis() as u64, "gateway fetch timed out");
                 Err(Error::gateway_timeout(format!(
-                    "{host:?} did not answer within {} ms",
+                    "{host:?} did not respond within {} ms",
                     timeout.as_millis()
                 )))
             }

@@ -217,7 +217,7 @@ impl Upstream for SimulatedUpstreams {
         Ok(self.response(reply, behaviour))
     }
 
-    /// Answers a gateway-originated request, such as a JWKS fetch, from the test
+    /// Serves a gateway-originated request, such as a JWKS fetch, from the test
     /// upstream at the URI's authority.
     async fn fetch(
         &self,

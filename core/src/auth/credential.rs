@@ -14,7 +14,7 @@ pub(crate) enum Source {
     Query(String),
 }
 
-/// What the request carries.
+/// The credential the request carries.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
     None,

@@ -70,7 +70,7 @@ struct State {
     fetches: u64,
 }
 
-/// What a lookup decided while holding the lock.
+/// The decision a lookup made while holding the lock.
 enum Step {
     Keys(Vec<PublicKey>),
     Fetch,
@@ -284,13 +284,13 @@ impl JwksSource {
             Either::Left((result, _)) => result?,
             Either::Right(((), _)) => {
                 return Err(Error::gateway_timeout(
-                    "the JWKS endpoint did not answer in time",
+                    "the JWKS endpoint did not respond in time",
                 ));
             }
         };
         if response.status() != http::StatusCode::OK {
             return Err(Error::bad_gateway(format!(
-                "the JWKS endpoint answered {}",
+                "the JWKS endpoint responded with status {}",
                 response.status().as_u16()
             )));
         }

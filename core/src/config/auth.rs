@@ -43,7 +43,7 @@ pub struct ConsumerConfig {
     pub groups: Vec<String>,
 }
 
-/// Where a credential is read from.
+/// The place in a request a credential is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenSource {

@@ -231,16 +231,27 @@ fn unknown_key_error(path: &[PathSegment], schema: &Value) -> ConfigError {
         return error;
     };
     let known = known_keys(schema, parent);
-    let closest = known
-        .iter()
-        .map(|candidate| (strsim::jaro_winkler(key, candidate), candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match (closest, known.is_empty()) {
-        (Some((_, candidate)), _) => error.with_hint(format!("did you mean `{candidate}`?")),
+    match (closest_name(key, &known), known.is_empty()) {
+        (Some(candidate), _) => error.with_hint(format!("did you mean `{candidate}`?")),
         (None, false) => error.with_hint(format!("expected one of: {}", known.join(", "))),
         (None, true) => error.with_hint("remove it"),
     }
+}
+
+/// Returns the candidate most similar to `name`, if one is similar enough to be a
+/// likely misspelling (Jaro-Winkler similarity above 0.8).
+pub(crate) fn closest_name<'c>(name: &str, candidates: &'c [impl AsRef<str>]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|candidate| {
+            (
+                strsim::jaro_winkler(name, candidate.as_ref()),
+                candidate.as_ref(),
+            )
+        })
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
 }
 
 /// Lists the property names the schema allows at `path`, following `$ref`s, optional

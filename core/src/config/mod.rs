@@ -19,6 +19,7 @@ pub use auth::{
     TokenSource,
 };
 pub use duration::ConfigDuration;
+pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 
 /// The whole gateway configuration.
@@ -170,7 +171,7 @@ pub struct RetryConfig {
     pub on_statuses: Vec<u16>,
     /// Wait before the first retry; each further retry waits twice as long, with jitter.
     pub backoff: ConfigDuration,
-    /// Longest wait between two attempts.
+    /// Maximum wait between two attempts.
     pub max_backoff: ConfigDuration,
     /// Retries allowed as a percentage of requests, so that retries cannot multiply
     /// the load on an upstream that is already failing.
@@ -203,7 +204,7 @@ pub struct OutlierConfig {
     pub consecutive_failures: u32,
     /// Ejection time of a first ejection; each repeated ejection doubles it.
     pub base_ejection: ConfigDuration,
-    /// Longest ejection time.
+    /// Maximum ejection time.
     pub max_ejection: ConfigDuration,
     /// Largest share of endpoints ejected at once, in percent.
     pub max_ejected_percent: u32,
@@ -406,7 +407,7 @@ pub enum PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// How requests are counted.
+    /// The counting algorithm.
     #[serde(default)]
     pub algorithm: RateLimitAlgorithm,
     /// Requests (or cost units) allowed per period.

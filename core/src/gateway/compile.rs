@@ -611,13 +611,8 @@ fn undefined_reference<'a>(
 ) -> ConfigError {
     let defined: Vec<&str> = defined.collect();
     let error = ConfigError::new(path, format!("{what} {name:?} is not defined"));
-    let closest = defined
-        .iter()
-        .map(|candidate| (strsim::jaro_winkler(name, candidate), candidate))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match closest {
-        Some((_, candidate)) => error.with_hint(format!("did you mean {candidate:?}?")),
+    match crate::config::closest_name(name, &defined) {
+        Some(candidate) => error.with_hint(format!("did you mean {candidate:?}?")),
         None if defined.is_empty() => error.with_hint(format!("define it under [{table}.{name}]")),
         None => error.with_hint(format!("defined in [{table}]: {}", defined.join(", "))),
     }

@@ -182,7 +182,7 @@ impl Upstream for WorkerUpstream {
                 Err(error.with_cause(cause))
             }
             Either::Right(((), _)) => Err(Error::gateway_timeout(format!(
-                "upstream {:?} did not answer within {} ms",
+                "upstream {:?} did not respond within {} ms",
                 target.upstream,
                 target.try_timeout.as_millis()
             ))),

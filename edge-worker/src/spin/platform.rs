@@ -49,7 +49,7 @@ pub struct SpinPlatform {
 }
 
 impl SpinPlatform {
-    /// Creates the platform. It holds no state, so creating one per request is free.
+    /// Creates the platform. It keeps no state, so creating one per request is free.
     pub fn new() -> Self {
         Self::default()
     }
@@ -239,7 +239,7 @@ fn classify(error: SendError, target: &UpstreamTarget<'_>) -> Error {
                     .with_retry_safe(true)
             }
             ErrorCode::ConnectionReadTimeout | ErrorCode::HttpResponseTimeout => {
-                Error::gateway_timeout(format!("upstream {upstream:?} did not answer in time"))
+                Error::gateway_timeout(format!("upstream {upstream:?} did not respond in time"))
             }
             // The host refused to send the request. On Spin the usual cause is an
             // address missing from `allowed_outbound_hosts`.
