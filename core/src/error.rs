@@ -39,8 +39,11 @@ pub enum ErrorKind {
     NotImplemented,
     /// The upstream refused the connection, reset it or sent an invalid response (502).
     BadGateway,
-    /// No healthy endpoint, an open circuit or an unavailable dependency (503).
+    /// No healthy endpoint or an unavailable dependency (503).
     Unavailable,
+    /// A circuit breaker refused the request: the upstream or every endpoint it could
+    /// use is failing, or its limit of requests in flight is reached (503).
+    CircuitOpen,
     /// The upstream did not respond within its timeout (504).
     GatewayTimeout,
 }
@@ -62,7 +65,7 @@ impl ErrorKind {
             Self::Internal => S::INTERNAL_SERVER_ERROR,
             Self::NotImplemented => S::NOT_IMPLEMENTED,
             Self::BadGateway => S::BAD_GATEWAY,
-            Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::CircuitOpen => S::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout => S::GATEWAY_TIMEOUT,
         }
     }
@@ -83,6 +86,7 @@ impl ErrorKind {
             Self::NotImplemented => "not-implemented",
             Self::BadGateway => "bad-gateway",
             Self::Unavailable => "unavailable",
+            Self::CircuitOpen => "circuit-open",
             Self::GatewayTimeout => "gateway-timeout",
         }
     }
@@ -203,6 +207,11 @@ impl Error {
     /// Creates a 503 error for an upstream with no endpoint able to take the request.
     pub fn unavailable(detail: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorKind::Unavailable, ErrorSource::Upstream, detail)
+    }
+
+    /// Creates a 503 error for a request a circuit breaker refused without trying it.
+    pub fn circuit_open(detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::CircuitOpen, ErrorSource::Upstream, detail)
     }
 
     /// Creates a 500 error for a state the gateway should never reach.

@@ -7,7 +7,7 @@
 //! endpoints are ejected at once. State lives in atomics, so the request path takes no
 //! lock, and it is per process (per isolate on the edge).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::OutlierConfig;
@@ -71,6 +71,11 @@ impl OutlierDetector {
         healthy < self.panic_below
     }
 
+    /// Returns the number of healthy endpoints below which health is ignored.
+    pub fn panic_below(&self) -> usize {
+        self.panic_below
+    }
+
     /// Records the outcome of an attempt to endpoint `index` at monotonic time `now`.
     /// Returns the ejection time when this outcome ejected the endpoint, for logging.
     pub fn record(&self, index: usize, outcome: Outcome, now: Duration) -> Option<Duration> {
@@ -117,6 +122,35 @@ impl OutlierDetector {
             .ejected_until_ms
             .store(now_ms.saturating_add(ejection_ms), Ordering::Relaxed);
         Some(Duration::from_millis(ejection_ms))
+    }
+}
+
+/// The verdict of active health checks on one endpoint, written by the runtime that
+/// runs the checks and read by every request without a lock.
+///
+/// An endpoint counts as healthy until checks prove otherwise, so that starting the
+/// gateway or adding an endpoint does not wait for a first round of checks.
+#[derive(Debug, Default)]
+pub struct ActiveStatus {
+    unhealthy: AtomicBool,
+    checked: AtomicBool,
+}
+
+impl ActiveStatus {
+    /// Returns whether the last verdict was unhealthy.
+    pub fn is_unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Returns whether any verdict was recorded yet.
+    pub fn is_checked(&self) -> bool {
+        self.checked.load(Ordering::Relaxed)
+    }
+
+    /// Records a verdict. Returns whether it changed the endpoint's state.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.checked.store(true, Ordering::Relaxed);
+        self.unhealthy.swap(!healthy, Ordering::Relaxed) == healthy
     }
 }
 

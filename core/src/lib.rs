@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod balance;
+pub mod circuit;
 pub mod client_ip;
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod forward;
 mod gateway;
 pub mod health;
 pub mod limit;
+pub mod locality;
 pub mod path;
 pub mod platform;
 pub mod policy;
@@ -23,4 +25,7 @@ pub mod route;
 pub mod transform;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
-pub use gateway::{AccessRecord, ConnectionInfo, EndpointHealth, Gateway, Handled};
+pub use gateway::{
+    AccessRecord, ConnectionInfo, EndpointHealth, Gateway, Handled, HealthCheckTarget,
+    UpstreamHealth,
+};

@@ -116,4 +116,11 @@ pub trait Platform {
         let _ = name;
         None
     }
+
+    /// Returns the zone or location the platform runs this gateway in, such as an
+    /// edge data center, or `None` to use `server.zone`. Upstreams prefer endpoints
+    /// of the same zone.
+    fn location(&self) -> Option<&str> {
+        None
+    }
 }

@@ -103,6 +103,10 @@ pub struct ServerConfig {
     /// Keys the local rate-limit store keeps; past it, keys that refilled are dropped
     /// first, then the least recently used.
     pub max_rate_limit_keys: usize,
+    /// Zone this gateway runs in; upstreams prefer endpoints of the same zone. An edge
+    /// platform may supply its own location instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// Default limits follow common server defaults: an 8 KiB request line is what nginx
@@ -121,6 +125,7 @@ impl Default for ServerConfig {
             policies: Vec::new(),
             // An estimate of about 100 bytes a key puts this near 10 MB.
             max_rate_limit_keys: 100_000,
+            zone: None,
         }
     }
 }
@@ -153,6 +158,153 @@ pub struct UpstreamConfig {
     /// Passive health: ejecting endpoints that keep failing.
     #[serde(default)]
     pub outlier: OutlierConfig,
+    /// Circuit breaking: failing fast instead of sending to an endpoint or upstream
+    /// that keeps failing, and limits on requests in flight.
+    #[serde(default)]
+    pub circuit: CircuitConfig,
+    /// Zone preference and priority failover among the endpoints.
+    #[serde(default)]
+    pub locality: LocalityConfig,
+    /// Active health checks, sent by the native runtime in the background. Edge
+    /// platforms cannot run background tasks and ignore them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// Circuit breaker settings of an upstream.
+///
+/// Each endpoint has a breaker, and the upstream has one of its own. A breaker is
+/// closed (requests pass), open (requests are refused at once with 503) or half-open
+/// (after `open_duration`, up to `half_open_probes` requests test the endpoint; a
+/// success closes the breaker and a failure opens it again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive gateway failures (connect failure, reset, timeout, 502, 503, 504)
+    /// that open an endpoint's breaker; 0 disables endpoint breakers.
+    pub consecutive_failures: u32,
+    /// Percentage of failed attempts within `window` that opens the upstream's
+    /// breaker; 0 disables it.
+    pub failure_percent: u32,
+    /// Attempts within `window` needed before `failure_percent` applies.
+    pub min_requests: u32,
+    /// Length of the window the upstream's failure percentage is measured over.
+    pub window: ConfigDuration,
+    /// Time a breaker stays open before it lets probes through.
+    pub open_duration: ConfigDuration,
+    /// Requests let through at once while half-open.
+    pub half_open_probes: u32,
+    /// Requests in flight to the upstream at once, up to their response head;
+    /// 0 means no limit.
+    pub max_requests: u32,
+    /// Requests that may wait for a free slot when `max_requests` are in flight;
+    /// further ones are refused at once. Waiting ends at the route's total timeout.
+    pub max_pending: u32,
+}
+
+/// Every breaker and limit is off until its threshold is set; the timings are Envoy's
+/// and resilience4j's usual ones.
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 0,
+            failure_percent: 0,
+            min_requests: 20,
+            window: ConfigDuration::from_millis(10_000),
+            open_duration: ConfigDuration::from_millis(5_000),
+            half_open_probes: 1,
+            max_requests: 0,
+            max_pending: 0,
+        }
+    }
+}
+
+/// How an upstream's endpoints are chosen by zone and priority.
+///
+/// Endpoints of the lowest `priority` take the traffic while enough of them are
+/// healthy; as their healthy share falls, a matching part of the traffic fails over
+/// to the next tier. Within a tier, endpoints in the gateway's zone
+/// (`server.zone`) are preferred while at least `local_min_healthy_percent` of them
+/// are healthy; below that, traffic spills to the other zones in proportion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct LocalityConfig {
+    /// Share of the local zone's endpoints that must be healthy for the local zone to
+    /// take all of a tier's traffic, in percent.
+    pub local_min_healthy_percent: u32,
+    /// A tier whose healthy share times this factor (in percent) reaches 100 takes all
+    /// the traffic; 140 lets a tier with 72% healthy endpoints keep it.
+    pub overprovisioning_percent: u32,
+}
+
+/// Envoy's defaults: zone spill below 70%, overprovisioning factor 1.4.
+impl Default for LocalityConfig {
+    fn default() -> Self {
+        Self {
+            local_min_healthy_percent: 70,
+            overprovisioning_percent: 140,
+        }
+    }
+}
+
+/// Active health checks of an upstream's endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` sends a request and checks its response; `tcp` only opens a connection.
+    pub kind: HealthCheckKind,
+    /// Request path of an HTTP check.
+    pub path: String,
+    /// `Host` header of an HTTP check; the endpoint address when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Response statuses that count as healthy; empty means 200 to 399.
+    pub expected_statuses: Vec<u16>,
+    /// Text the response body must contain (first 64 KiB) to count as healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// Time between two checks of one endpoint.
+    pub interval: ConfigDuration,
+    /// Random share of `interval` added or removed on each wait, in percent, so
+    /// that checks of many endpoints do not line up.
+    pub jitter_percent: u32,
+    /// Maximum time for one check.
+    pub timeout: ConfigDuration,
+    /// Consecutive passed checks that mark an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failed checks that mark a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            kind: HealthCheckKind::Http,
+            path: "/healthz".to_owned(),
+            host: None,
+            expected_statuses: Vec::new(),
+            body_contains: None,
+            interval: ConfigDuration::from_millis(5_000),
+            jitter_percent: 10,
+            timeout: ConfigDuration::from_millis(1_000),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// Kind of active health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// An HTTP/1.1 GET of `path`.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
 }
 
 /// Retry settings of an upstream.
@@ -236,8 +388,8 @@ pub struct EndpointConfig {
     /// Relative share of requests for weighted balancers, 1 to 10000.
     #[serde(default = "default_weight")]
     pub weight: u32,
-    /// Zone label for zone-aware routing.
-    #[serde(default)]
+    /// Zone the endpoint runs in, compared with the gateway's `server.zone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     /// Priority tier; 0 is preferred and higher tiers take traffic on failover.
     #[serde(default)]

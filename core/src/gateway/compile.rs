@@ -9,13 +9,15 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::auth::ConsumerTable;
 use crate::balance::Balancer;
+use crate::circuit::{Breaker, ConcurrencyLimit};
 use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
-    BalancerKind, Config, ConfigError, HashOn, ServerConfig, TimeoutsConfig, UpstreamConfig,
-    UpstreamProtocol,
+    BalancerKind, Config, ConfigError, HashOn, HealthCheckConfig, HealthCheckKind, ServerConfig,
+    TimeoutsConfig, UpstreamConfig, UpstreamProtocol,
 };
-use crate::health::OutlierDetector;
+use crate::health::{ActiveStatus, OutlierDetector};
 use crate::limit::MemoryCounters;
+use crate::locality::Locality;
 use crate::policy::{self, CompiledPolicy, IpPolicy, PolicySet};
 use crate::retry::RetryBudget;
 use crate::route::RouteTable;
@@ -34,6 +36,8 @@ pub(crate) struct CompiledServer {
     pub via: String,
     pub x_forwarded: bool,
     pub forwarded: bool,
+    /// The gateway's zone, unless the platform reports its own location.
+    pub zone: Option<String>,
 }
 
 #[derive(Debug)]
@@ -55,6 +59,16 @@ pub(crate) struct CompiledUpstream {
     pub retry: CompiledRetry,
     pub budget: Arc<RetryBudget>,
     pub outlier: Arc<OutlierDetector>,
+    /// One breaker per endpoint, in endpoint order, each carried over a reload on its
+    /// own while its endpoint stays.
+    pub circuits: Vec<Arc<Breaker>>,
+    /// The breaker of the whole upstream.
+    pub breaker: Arc<Breaker>,
+    pub limit: Arc<ConcurrencyLimit>,
+    pub locality: Locality,
+    /// Active health verdicts per endpoint, written by the runtime's checks.
+    pub active: Vec<Arc<ActiveStatus>>,
+    pub health_check: Option<HealthCheckConfig>,
 }
 
 impl CompiledUpstream {
@@ -67,6 +81,36 @@ impl CompiledUpstream {
         old: &CompiledUpstream,
         old_config: &UpstreamConfig,
     ) -> bool {
+        let mut inherited = false;
+        // Per-endpoint state follows the address, so it survives endpoints being
+        // added, removed or reordered around it.
+        for (index, endpoint) in config.endpoints.iter().enumerate() {
+            let Some(old_index) = old_config
+                .endpoints
+                .iter()
+                .position(|old| old.address == endpoint.address)
+            else {
+                continue;
+            };
+            if config.circuit == old_config.circuit
+                && let Some(breaker) = old.circuits.get(old_index)
+            {
+                self.circuits[index] = Arc::clone(breaker);
+                inherited = true;
+            }
+            if let Some(status) = old.active.get(old_index) {
+                self.active[index] = Arc::clone(status);
+                inherited = true;
+            }
+        }
+        if config.circuit == old_config.circuit {
+            self.breaker = Arc::clone(&old.breaker);
+            inherited = true;
+        }
+        if self.limit.limits() == old.limit.limits() {
+            self.limit = Arc::clone(&old.limit);
+            inherited = true;
+        }
         let same_addresses = config.endpoints.len() == old_config.endpoints.len()
             && config
                 .endpoints
@@ -74,14 +118,13 @@ impl CompiledUpstream {
                 .zip(&old_config.endpoints)
                 .all(|(new, old)| new.address == old.address);
         if !same_addresses {
-            return false;
+            return inherited;
         }
         let same_weights = config
             .endpoints
             .iter()
             .zip(&old_config.endpoints)
             .all(|(new, old)| new.weight == old.weight);
-        let mut inherited = false;
         if same_weights && config.balancer == old_config.balancer {
             self.balancer = Arc::clone(&old.balancer);
             inherited = true;
@@ -278,6 +321,12 @@ fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> Compi
                 .with_hint("use letters, digits, '-', '_' and '.', or \"\" to omit Via"),
         );
     }
+    if server.zone.as_deref().is_some_and(str::is_empty) {
+        errors.push(
+            ConfigError::new("server.zone", "must not be empty")
+                .with_hint("name the zone, such as \"eu-west-1a\", or remove the key"),
+        );
+    }
     CompiledServer {
         trusted_proxies: TrustedProxies::new(networks),
         max_uri_bytes: server.max_uri_bytes,
@@ -287,6 +336,7 @@ fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> Compi
         via: server.via.clone(),
         x_forwarded: server.x_forwarded,
         forwarded: server.forwarded,
+        zone: server.zone.clone(),
     }
 }
 
@@ -333,6 +383,12 @@ fn compile_upstream(
                 ),
             ));
         }
+        if endpoint.zone.as_deref().is_some_and(str::is_empty) {
+            errors.push(
+                ConfigError::new(format!("{endpoint_path}.zone"), "must not be empty")
+                    .with_hint("name the zone, such as \"eu-west-1a\", or remove the key"),
+            );
+        }
         endpoints.push(CompiledEndpoint {
             authority: endpoint.address.clone(),
             socket_addr: endpoint.address.parse().ok(),
@@ -361,6 +417,10 @@ fn compile_upstream(
 
     check_timeouts(&upstream.timeouts, &format!("{path}.timeouts"), errors);
     check_retries_and_outlier(upstream, &path, errors);
+    check_circuit_and_locality(upstream, &path, errors);
+    if let Some(check) = &upstream.health_check {
+        check_health_check(check, &format!("{path}.health_check"), errors);
+    }
     let host_header = upstream.host_header.as_ref().and_then(|host| {
         let value = HeaderValue::from_str(host)
             .ok()
@@ -402,6 +462,171 @@ fn compile_upstream(
             upstream.endpoints.len(),
             &upstream.outlier,
         )),
+        circuits: upstream
+            .endpoints
+            .iter()
+            .map(|_| Arc::new(Breaker::for_endpoint(&upstream.circuit)))
+            .collect(),
+        breaker: Arc::new(Breaker::for_upstream(&upstream.circuit)),
+        limit: Arc::new(ConcurrencyLimit::new(
+            upstream.circuit.max_requests,
+            upstream.circuit.max_pending,
+        )),
+        locality: Locality::new(&upstream.endpoints, &upstream.locality),
+        active: upstream
+            .endpoints
+            .iter()
+            .map(|_| Arc::new(ActiveStatus::default()))
+            .collect(),
+        health_check: upstream.health_check.clone(),
+    }
+}
+
+/// Overprovisioning above this lets a tier with 1 healthy endpoint in 10 keep all its
+/// traffic, which defeats failover.
+const MAX_OVERPROVISIONING_PERCENT: u32 = 1_000;
+
+fn check_circuit_and_locality(
+    upstream: &UpstreamConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    let circuit = &upstream.circuit;
+    if circuit.failure_percent > 100 {
+        errors.push(ConfigError::new(
+            format!("{path}.circuit.failure_percent"),
+            format!(
+                "must be a percentage from 0 to 100, found {}",
+                circuit.failure_percent
+            ),
+        ));
+    }
+    if circuit.half_open_probes == 0 {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.circuit.half_open_probes"),
+                "must be at least 1",
+            )
+            .with_hint("an open breaker closes only after a probe succeeds"),
+        );
+    }
+    for (field, value) in [
+        ("open_duration", circuit.open_duration),
+        ("window", circuit.window),
+    ] {
+        if value.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.circuit.{field}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    if circuit.max_pending > 0 && circuit.max_requests == 0 {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.circuit.max_pending"),
+                "has no effect without max_requests",
+            )
+            .with_hint("set max_requests, the number of requests in flight before others wait"),
+        );
+    }
+    let locality = &upstream.locality;
+    if !(1..=100).contains(&locality.local_min_healthy_percent) {
+        errors.push(ConfigError::new(
+            format!("{path}.locality.local_min_healthy_percent"),
+            format!(
+                "must be a percentage from 1 to 100, found {}",
+                locality.local_min_healthy_percent
+            ),
+        ));
+    }
+    if !(100..=MAX_OVERPROVISIONING_PERCENT).contains(&locality.overprovisioning_percent) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.locality.overprovisioning_percent"),
+                format!(
+                    "must be from 100 to {MAX_OVERPROVISIONING_PERCENT}, found {}",
+                    locality.overprovisioning_percent
+                ),
+            )
+            .with_hint("100 fails over as soon as one endpoint of a tier is down; 140 is usual"),
+        );
+    }
+}
+
+/// Checks beyond this many consecutive results react too slowly to be useful.
+const MAX_HEALTH_THRESHOLD: u32 = 100;
+
+fn check_health_check(check: &HealthCheckConfig, path: &str, errors: &mut Vec<ConfigError>) {
+    if check.kind == HealthCheckKind::Http {
+        if !check.path.starts_with('/')
+            || http::uri::PathAndQuery::try_from(check.path.as_str()).is_err()
+        {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.path"),
+                    format!("invalid request path {:?}", check.path),
+                )
+                .with_hint("use an absolute path such as \"/healthz\""),
+            );
+        }
+        if let Some(host) = &check.host
+            && (HeaderValue::from_str(host).is_err() || !check_host(host))
+        {
+            errors.push(ConfigError::new(
+                format!("{path}.host"),
+                format!("invalid host {host:?}"),
+            ));
+        }
+        for (index, status) in check.expected_statuses.iter().enumerate() {
+            if !(100..=599).contains(status) {
+                errors.push(ConfigError::new(
+                    format!("{path}.expected_statuses[{index}]"),
+                    format!("invalid status {status}"),
+                ));
+            }
+        }
+    } else {
+        for (field, set) in [
+            ("host", check.host.is_some()),
+            ("body_contains", check.body_contains.is_some()),
+            ("expected_statuses", !check.expected_statuses.is_empty()),
+        ] {
+            if set {
+                errors.push(
+                    ConfigError::new(
+                        format!("{path}.{field}"),
+                        "is only used with kind = \"http\"",
+                    )
+                    .with_hint(format!("remove {field} or set kind = \"http\"")),
+                );
+            }
+        }
+    }
+    for (field, value) in [("interval", check.interval), ("timeout", check.timeout)] {
+        if value.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    if check.jitter_percent > 50 {
+        errors.push(ConfigError::new(
+            format!("{path}.jitter_percent"),
+            format!("must be from 0 to 50, found {}", check.jitter_percent),
+        ));
+    }
+    for (field, value) in [
+        ("healthy_threshold", check.healthy_threshold),
+        ("unhealthy_threshold", check.unhealthy_threshold),
+    ] {
+        if !(1..=MAX_HEALTH_THRESHOLD).contains(&value) {
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                format!("must be from 1 to {MAX_HEALTH_THRESHOLD}, found {value}"),
+            ));
+        }
     }
 }
 

@@ -14,10 +14,12 @@ use super::compile::{CompiledRoute, CompiledUpstream};
 use super::{AccessRecord, Gateway};
 use crate::auth::{self, Authenticated};
 use crate::balance::PickInput;
+use crate::circuit::{CircuitState, Permit, Refusal, Slot};
 use crate::config::{HashOn, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
 use crate::forward::{self, Downstream};
 use crate::health::Outcome;
+use crate::locality::Scope;
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use crate::retry;
 
@@ -45,6 +47,17 @@ pub(crate) async fn proxy<P: Platform>(
     let started = clock.monotonic();
     let upstream = &gateway.compiled.upstreams[outgoing.route.upstream];
     access.upstream = Some(Arc::clone(&upstream.name));
+    let timeouts = outgoing.route.timeouts;
+    let total_deadline = started + timeouts.total.get();
+
+    // The upstream's breaker and request limit come first: a refused request costs
+    // the upstream nothing and the client learns at once.
+    let upstream_permit = upstream
+        .breaker
+        .admit(started)
+        .map_err(|refusal| upstream_refused(upstream, refusal))?;
+    let _slot = take_slot(upstream, platform, timeouts.total.get()).await?;
+    let started = clock.monotonic();
     upstream.budget.deposit(started);
 
     let hash = hash_key(upstream, &request, &outgoing);
@@ -55,21 +68,32 @@ pub(crate) async fn proxy<P: Platform>(
     let can_retry = upstream.retry.max_retries > 0 && upstream.endpoints.len() > 1;
     let replay = (can_retry && !has_body(&request)).then(|| RequestHead::of(&request));
     let idempotent = retry::is_idempotent(request.method());
-    let timeouts = outgoing.route.timeouts;
-    let total_deadline = started + timeouts.total.get();
+    let local_zone = platform
+        .location()
+        .or(gateway.compiled.server.zone.as_deref());
+    let pick = |tried: &[usize], now: Duration| {
+        pick_endpoint(
+            upstream,
+            hash,
+            tried,
+            platform.random_u64(),
+            now,
+            local_zone,
+        )
+    };
 
     let mut request = Some(request);
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0;
-    let mut index = pick_endpoint(upstream, hash, &tried, platform, started)?;
-    loop {
+    let (mut index, mut permit) = pick(&tried, started)?;
+    let result = loop {
         let now = clock.monotonic();
         let endpoint = &upstream.endpoints[index];
         access.endpoint = Some(endpoint.authority.clone());
 
         let remaining = total_deadline.saturating_sub(now);
         if remaining.is_zero() {
-            return Err(timed_out(upstream, timeouts.total.get()));
+            break Err(timed_out(upstream, timeouts.total.get()));
         }
         let attempt = match request.take() {
             Some(first) => first,
@@ -94,7 +118,7 @@ pub(crate) async fn proxy<P: Platform>(
         let latency = finished_at.saturating_sub(now);
         upstream.balancer.on_finish(index, latency, finished_at);
         access.upstream_micros = Some(latency.as_micros() as u64);
-        record_outcome(upstream, index, &result, finished_at);
+        record_outcome(upstream, index, permit, &result, finished_at);
 
         let retryable = match &result {
             Ok(response) => {
@@ -117,7 +141,7 @@ pub(crate) async fn proxy<P: Platform>(
                 retries,
                 platform.random_u64(),
             );
-            pick_endpoint(upstream, hash, &tried, platform, finished_at)
+            pick(&tried, finished_at)
                 .ok()
                 .filter(|_| finished_at + wait < total_deadline)
                 .filter(|_| upstream.budget.withdraw(finished_at))
@@ -126,68 +150,205 @@ pub(crate) async fn proxy<P: Platform>(
             None
         };
         let Some((next, wait)) = next else {
-            let mut response = result?;
-            prepare_response(gateway, &mut response, outgoing.route);
-            return Ok(response);
+            break result;
         };
-        index = next;
+        (index, permit) = next;
         clock.sleep(wait).await;
+    };
+    let finished_at = clock.monotonic();
+    match outcome_of(&result) {
+        Some(outcome) => {
+            if let Some(state) = upstream
+                .breaker
+                .record(upstream_permit, outcome, finished_at)
+            {
+                tracing::warn!(
+                    upstream = %upstream.name,
+                    state = state.as_str(),
+                    "upstream circuit changed state"
+                );
+            }
+        }
+        None => drop(upstream_permit),
     }
+    let mut response = result?;
+    prepare_response(gateway, &mut response, outgoing.route);
+    Ok(response)
 }
 
-/// Picks an eligible endpoint: not tried by this request and not ejected, unless so
-/// few endpoints are healthy that health is ignored (the panic threshold).
-fn pick_endpoint<P: Platform>(
-    upstream: &CompiledUpstream,
-    hash: Option<u64>,
-    tried: &[usize],
+/// Takes one of the upstream's request slots, waiting for one within `max_wait`
+/// when `max_requests` are in flight and fewer than `max_pending` wait already.
+async fn take_slot<'u, P: Platform>(
+    upstream: &'u CompiledUpstream,
     platform: &P,
-    now: Duration,
-) -> Result<usize, Error> {
-    let panic = upstream.outlier.in_panic(now);
-    // The pick input lives only in this function. `PickInput` contains a `&dyn Fn`,
-    // which is not `Send`, so keeping it across an await would make the dispatch
-    // future not `Send`, and the native runtime's HTTP/2 server requires `Send`.
-    let picked = upstream.balancer.pick(&PickInput {
-        hash,
-        random: platform.random_u64(),
-        now,
-        eligible: &|index| {
-            !tried.contains(&index) && (panic || !upstream.outlier.is_ejected(index, now))
-        },
-    });
-    picked.ok_or_else(|| {
-        Error::unavailable(format!(
-            "upstream {:?} has no healthy endpoint",
+    max_wait: Duration,
+) -> Result<Slot<'u>, Error> {
+    if let Some(slot) = upstream.limit.try_slot() {
+        return Ok(slot);
+    }
+    let (max_requests, max_pending) = upstream.limit.limits();
+    let Some((waiting, slot)) = upstream.limit.wait() else {
+        return Err(Error::circuit_open(format!(
+            "upstream {:?} has {max_requests} requests in flight and {max_pending} waiting",
             upstream.name
         ))
-        .with_retry_after(Duration::from_secs(1))
-    })
+        .with_retry_after(Duration::from_secs(1)));
+    };
+    let timer = pin!(platform.clock().sleep(max_wait));
+    let result = match select(pin!(slot), timer).await {
+        Either::Left((slot, _)) => Ok(slot),
+        Either::Right(((), _)) => Err(Error::circuit_open(format!(
+            "no request slot of upstream {:?} became free within {} ms",
+            upstream.name,
+            max_wait.as_millis()
+        ))
+        .with_retry_after(Duration::from_secs(1))),
+    };
+    drop(waiting);
+    result
 }
 
-fn record_outcome<B>(
-    upstream: &CompiledUpstream,
-    index: usize,
-    result: &Result<Response<B>, Error>,
+fn upstream_refused(upstream: &CompiledUpstream, refusal: Refusal) -> Error {
+    let detail = match refusal.state {
+        CircuitState::HalfOpen => format!(
+            "the circuit of upstream {:?} is half-open and its probe requests are in flight",
+            upstream.name
+        ),
+        _ => format!("the circuit of upstream {:?} is open", upstream.name),
+    };
+    Error::circuit_open(detail).with_retry_after(retry_after(refusal.retry_after))
+}
+
+/// Rounds a wait up to whole seconds for `Retry-After`, at least one.
+fn retry_after(wait: Duration) -> Duration {
+    wait.max(Duration::from_secs(1))
+}
+
+/// Picks an eligible endpoint and admits the request through its breaker.
+///
+/// Eligible means not tried by this request, its breaker admitting, and healthy (not
+/// ejected and not failing active checks) unless so few endpoints are healthy that
+/// health is ignored (the panic threshold). Within that, zone and priority narrow the
+/// choice; when the narrowed set has nothing left, as on a retry, any eligible
+/// endpoint may take the request.
+fn pick_endpoint<'u>(
+    upstream: &'u CompiledUpstream,
+    hash: Option<u64>,
+    tried: &[usize],
+    random: u64,
     now: Duration,
-) {
-    let outcome = match result {
-        Ok(response) if matches!(response.status().as_u16(), 502..=504) => Outcome::Failure,
-        Ok(_) => Outcome::Success,
+    local_zone: Option<&str>,
+) -> Result<(usize, Permit<'u>), Error> {
+    let count = upstream.endpoints.len();
+    let healthy = |index: usize| {
+        !upstream.outlier.is_ejected(index, now) && !upstream.active[index].is_unhealthy()
+    };
+    let up = (0..count).filter(|index| healthy(*index)).count();
+    let panic = up < upstream.outlier.panic_below();
+    let admits = |index: usize| upstream.circuits[index].would_admit(now);
+    let scope = if panic {
+        Scope::All
+    } else {
+        upstream
+            .locality
+            .choose(&|index| healthy(index) && admits(index), local_zone, random)
+    };
+    let mut refused: Vec<usize> = Vec::new();
+    // A breaker may refuse between the check and the admission, when another request
+    // takes its last probe slot; a few more picks then skip it.
+    for round in 0..4_u64 {
+        let mut picked = None;
+        for scope in [scope, Scope::All] {
+            // The pick input lives only in this block. `PickInput` contains a `&dyn
+            // Fn`, which is not `Send`, so keeping it across an await would make the
+            // dispatch future not `Send`, and the native runtime's HTTP/2 server
+            // requires `Send`.
+            picked = upstream.balancer.pick(&PickInput {
+                hash,
+                random: random.rotate_left(16 * round as u32),
+                now,
+                eligible: &|index| {
+                    !tried.contains(&index)
+                        && !refused.contains(&index)
+                        && (panic || healthy(index))
+                        && admits(index)
+                        && upstream.locality.contains(scope, index, local_zone)
+                },
+            });
+            if picked.is_some() || scope == Scope::All {
+                break;
+            }
+        }
+        let Some(index) = picked else {
+            break;
+        };
+        match upstream.circuits[index].admit(now) {
+            Ok(permit) => return Ok((index, permit)),
+            Err(_) => refused.push(index),
+        }
+    }
+    let open: Vec<Duration> = (0..count)
+        .filter(|index| !tried.contains(index) && (panic || healthy(*index)) && !admits(*index))
+        .filter_map(|index| upstream.circuits[index].admit(now).err())
+        .map(|refusal| refusal.retry_after)
+        .collect();
+    if !open.is_empty() {
+        let soonest = open.into_iter().min().unwrap_or_default();
+        return Err(Error::circuit_open(format!(
+            "every endpoint of upstream {:?} that could take the request has an open circuit",
+            upstream.name
+        ))
+        .with_retry_after(retry_after(soonest)));
+    }
+    Err(Error::unavailable(format!(
+        "upstream {:?} has no healthy endpoint",
+        upstream.name
+    ))
+    .with_retry_after(Duration::from_secs(1)))
+}
+
+/// Classifies a result for health and breakers: gateway failures (connect failure,
+/// reset, timeout, 502, 503, 504) against successes; `None` for errors that say
+/// nothing about the upstream.
+fn outcome_of<B>(result: &Result<Response<B>, Error>) -> Option<Outcome> {
+    match result {
+        Ok(response) if matches!(response.status().as_u16(), 502..=504) => Some(Outcome::Failure),
+        Ok(_) => Some(Outcome::Success),
         Err(error)
             if matches!(
                 error.kind(),
                 ErrorKind::BadGateway | ErrorKind::GatewayTimeout
             ) =>
         {
-            Outcome::Failure
+            Some(Outcome::Failure)
         }
-        Err(_) => return,
+        Err(_) => None,
+    }
+}
+
+fn record_outcome<B>(
+    upstream: &CompiledUpstream,
+    index: usize,
+    permit: Permit<'_>,
+    result: &Result<Response<B>, Error>,
+    now: Duration,
+) {
+    let Some(outcome) = outcome_of(result) else {
+        return;
     };
+    let endpoint = &upstream.endpoints[index].authority;
+    if let Some(state) = upstream.circuits[index].record(permit, outcome, now) {
+        tracing::warn!(
+            upstream = %upstream.name,
+            endpoint = %endpoint,
+            state = state.as_str(),
+            "endpoint circuit changed state"
+        );
+    }
     if let Some(ejection) = upstream.outlier.record(index, outcome, now) {
         tracing::info!(
             upstream = %upstream.name,
-            endpoint = %upstream.endpoints[index].authority,
+            endpoint = %endpoint,
             ejection_ms = ejection.as_millis() as u64,
             "endpoint ejected after consecutive failures"
         );

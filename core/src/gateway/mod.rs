@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use http::{Request, Response, Version};
 
+use crate::circuit::CircuitState;
 use crate::client_ip;
-use crate::config::{self, Config, ConfigErrors, Format};
+use crate::config::{self, Config, ConfigErrors, Format, HealthCheckConfig};
 use crate::error::Error;
 use crate::forward::{self, Downstream};
+use crate::health::ActiveStatus;
 use crate::platform::{Clock, Platform};
 use crate::policy::CorsPolicy;
 use crate::policy::rate_limit::KeySource;
@@ -81,6 +83,41 @@ pub struct EndpointHealth {
     pub endpoint: String,
     /// Whether outlier detection has ejected the endpoint.
     pub ejected: bool,
+    /// State of the endpoint's circuit breaker.
+    pub circuit: CircuitState,
+    /// Verdict of active health checks: `None` when the upstream has none or no
+    /// check has finished yet.
+    pub active_healthy: Option<bool>,
+}
+
+/// The circuit state and load of one upstream at one moment, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    /// Name of the upstream.
+    pub upstream: Arc<str>,
+    /// State of the upstream's own circuit breaker.
+    pub circuit: CircuitState,
+    /// Requests in flight, counted when the upstream has `max_requests`.
+    pub in_flight: u32,
+    /// Requests waiting for a slot.
+    pub pending: u32,
+}
+
+/// One endpoint to check actively, with the cell its verdicts go to. The native
+/// runtime runs these checks; the gateway's balancers read the verdicts.
+#[derive(Debug, Clone)]
+pub struct HealthCheckTarget {
+    /// Name of the upstream.
+    pub upstream: Arc<str>,
+    /// Endpoint address as configured.
+    pub endpoint: String,
+    /// The address when it is an IP address, so that no resolution is needed.
+    pub socket_addr: Option<std::net::SocketAddr>,
+    /// The upstream's check settings.
+    pub check: HealthCheckConfig,
+    /// Where verdicts go. It is shared with the next gateway after a reload while
+    /// the endpoint stays, so a restarted check continues from the last verdict.
+    pub status: Arc<ActiveStatus>,
 }
 
 /// The response to send and its access record.
@@ -144,10 +181,12 @@ impl Gateway {
         Ok(gateway)
     }
 
-    /// Shares the balancer, outlier-detection and retry-budget state of `previous`
-    /// for each upstream of the same name whose settings for that state are
-    /// unchanged, so a reload keeps ejections, round-robin positions, latency
-    /// estimates and the retry budget. Local rate-limit counters always carry over.
+    /// Shares the balancer, outlier-detection, circuit-breaker, request-limit,
+    /// active-health and retry-budget state of `previous` for each upstream of the
+    /// same name whose settings for that state are unchanged, so a reload keeps
+    /// ejections, open circuits, round-robin positions, latency estimates and the
+    /// retry budget. Endpoint breakers and active-health verdicts follow each
+    /// endpoint's address, so they survive changes to the endpoint list. Local rate-limit counters always carry over.
     ///
     /// Both gateways must read the same monotonic clock, because the state stores
     /// times from it. Returns the names of upstreams that took over at least one part.
@@ -194,6 +233,50 @@ impl Gateway {
                         upstream: Arc::clone(&upstream.name),
                         endpoint: endpoint.authority.clone(),
                         ejected: upstream.outlier.is_ejected(index, now),
+                        circuit: upstream.circuits[index].state(now),
+                        active_healthy: (upstream.health_check.is_some()
+                            && upstream.active[index].is_checked())
+                        .then(|| !upstream.active[index].is_unhealthy()),
+                    })
+            })
+            .collect()
+    }
+
+    /// Returns each upstream's circuit state and load at monotonic time `now`, in
+    /// name order.
+    pub fn upstream_health(&self, now: std::time::Duration) -> Vec<UpstreamHealth> {
+        self.compiled
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let (in_flight, pending) = upstream.limit.load();
+                UpstreamHealth {
+                    upstream: Arc::clone(&upstream.name),
+                    circuit: upstream.breaker.state(now),
+                    in_flight,
+                    pending,
+                }
+            })
+            .collect()
+    }
+
+    /// Returns the endpoints of every upstream with an active health check.
+    pub fn health_check_targets(&self) -> Vec<HealthCheckTarget> {
+        self.compiled
+            .upstreams
+            .iter()
+            .filter_map(|upstream| Some((upstream, upstream.health_check.as_ref()?)))
+            .flat_map(|(upstream, check)| {
+                upstream
+                    .endpoints
+                    .iter()
+                    .zip(&upstream.active)
+                    .map(|(endpoint, status)| HealthCheckTarget {
+                        upstream: Arc::clone(&upstream.name),
+                        endpoint: endpoint.authority.clone(),
+                        socket_addr: endpoint.socket_addr,
+                        check: check.clone(),
+                        status: Arc::clone(status),
                     })
             })
             .collect()
@@ -558,8 +641,87 @@ mod tests {
         let mut new = Gateway::from_text(&text, Format::Toml).expect("valid config");
         let inherited = new.inherit_state(&old);
         assert!(ejected(&new, now).is_empty(), "{:?}", ejected(&new, now));
-        // web's balancer and retry budget still carry over.
-        assert_eq!(inherited, [Arc::<str>::from("web")]);
+        // api's endpoints that stayed keep their breakers and active-health verdicts,
+        // and web's balancer and retry budget still carry over.
+        assert_eq!(
+            inherited,
+            [Arc::<str>::from("api"), Arc::<str>::from("web")]
+        );
+    }
+
+    #[test]
+    fn reload_keeps_open_circuit_of_endpoint_that_stayed() {
+        let text = r#"
+            [upstreams.api]
+            endpoints = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+            circuit = { consecutive_failures = 1, open_duration = "60s" }
+
+            [[routes]]
+            upstream = "api"
+        "#;
+        let old = Gateway::from_text(text, Format::Toml).expect("valid config");
+        let now = std::time::Duration::from_secs(10);
+        let breaker = &old.compiled.upstreams[0].circuits[1];
+        let permit = breaker.admit(now).expect("closed");
+        breaker.record(permit, crate::health::Outcome::Failure, now);
+
+        // 9002 moves to the front and a new endpoint joins.
+        let changed = text.replace(
+            r#"[{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]"#,
+            r#"[{ address = "127.0.0.1:9002" }, { address = "127.0.0.1:9003" }, { address = "127.0.0.1:9001" }]"#,
+        );
+        let new =
+            Gateway::from_text_with_previous(&changed, Format::Toml, &old).expect("valid config");
+        let states: Vec<(String, CircuitState)> = new
+            .endpoint_health(now)
+            .into_iter()
+            .map(|health| (health.endpoint, health.circuit))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("127.0.0.1:9002".to_owned(), CircuitState::Open),
+                ("127.0.0.1:9003".to_owned(), CircuitState::Closed),
+                ("127.0.0.1:9001".to_owned(), CircuitState::Closed),
+            ]
+        );
+    }
+
+    #[test]
+    fn circuit_and_locality_settings_are_checked() {
+        let text = r#"
+            [server]
+            zone = ""
+
+            [upstreams.api]
+            endpoints = [{ address = "127.0.0.1:9001", zone = "" }]
+            circuit = { failure_percent = 150, half_open_probes = 0, open_duration = "0s", max_pending = 5 }
+            locality = { local_min_healthy_percent = 0, overprovisioning_percent = 50 }
+            health_check = { kind = "tcp", path = "/x", body_contains = "ok", interval = "0s", jitter_percent = 80, healthy_threshold = 0 }
+
+            [[routes]]
+            upstream = "api"
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let paths: Vec<String> = errors.iter().map(|error| error.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.zone",
+                "upstreams.api.endpoints[0].zone",
+                "upstreams.api.circuit.failure_percent",
+                "upstreams.api.circuit.half_open_probes",
+                "upstreams.api.circuit.open_duration",
+                "upstreams.api.circuit.max_pending",
+                "upstreams.api.locality.local_min_healthy_percent",
+                "upstreams.api.locality.overprovisioning_percent",
+                "upstreams.api.health_check.body_contains",
+                "upstreams.api.health_check.interval",
+                "upstreams.api.health_check.jitter_percent",
+                "upstreams.api.health_check.healthy_threshold",
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]
