@@ -39,6 +39,21 @@ pub fn check_step(expect: &Expect, outcomes: &[Result<Exchange, String>]) -> Vec
         }
     }
     differences.extend(check_distribution(expect, &answered_by));
+    if let Some(expected) = &expect.status_counts {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for outcome in outcomes {
+            let key = match outcome {
+                Ok(exchange) => exchange.status.to_string(),
+                Err(_) => "error".to_owned(),
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        if counts != *expected {
+            differences.push(format!(
+                "status counts: expected {expected:?}, actual {counts:?}"
+            ));
+        }
+    }
 
     if differences.len() > MAX_LISTED {
         let more = differences.len() - MAX_LISTED;

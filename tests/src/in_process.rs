@@ -121,6 +121,19 @@ impl Instance for InProcessInstance {
         }
     }
 
+    fn wait(&mut self, duration: Duration) {
+        let limits = DriveLimits {
+            virtual_time: duration,
+            real_time: STEP_REAL_TIME,
+        };
+        // The sleep's deadline is the only timer, so driving it moves the clock there.
+        let _ = drive(
+            &self.platform.clock,
+            self.platform.clock.sleep(duration),
+            limits,
+        );
+    }
+
     fn upstream_connections(&self) -> BTreeMap<String, usize> {
         self.platform.upstream.requests.borrow().clone()
     }

@@ -137,6 +137,11 @@ pub struct Step {
     /// flight together (for balancers that look at outstanding requests).
     #[serde(default)]
     pub concurrent: bool,
+    /// Milliseconds to let pass before sending, such as for an open circuit to
+    /// become half-open. In process the hand-driven clock moves; elsewhere the runner
+    /// sleeps.
+    #[serde(default)]
+    pub wait_ms: u64,
     /// What each response, and the repeats together, must show.
     #[serde(default)]
     pub expect: Expect,
@@ -186,6 +191,9 @@ pub struct Expect {
     pub upstream_sequence: Option<Vec<String>>,
     /// How many repeats each upstream answered; unlisted upstreams must answer none.
     pub upstream_counts: Option<BTreeMap<String, usize>>,
+    /// How many repeats got each status, keyed by the status as text; unlisted
+    /// statuses must not occur. Requests that failed count under `"error"`.
+    pub status_counts: Option<BTreeMap<String, usize>>,
     /// Allowed difference between an actual and an expected count in `upstream_counts`.
     #[serde(default)]
     pub counts_tolerance: usize,

@@ -76,6 +76,9 @@ fn run_scenario(target: &mut dyn Target, scenario: &Scenario) -> Outcome {
                 continue;
             }
         };
+        if step.wait_ms > 0 {
+            instance.wait(std::time::Duration::from_millis(step.wait_ms));
+        }
         let outcomes = instance.send(&request, step.repeat, step.concurrent);
         for difference in check_step(&step.expect, &outcomes) {
             differences.push(format!("{label}: {difference}"));

@@ -36,6 +36,11 @@ pub trait Instance {
         concurrent: bool,
     ) -> Vec<Result<Exchange, String>>;
 
+    /// Lets `duration` pass before the next step.
+    fn wait(&mut self, duration: std::time::Duration) {
+        std::thread::sleep(duration);
+    }
+
     /// Returns how many connections each test upstream accepted. In process, where
     /// there are no connections, it counts requests.
     fn upstream_connections(&self) -> BTreeMap<String, usize>;
