@@ -10,6 +10,7 @@ pub mod body;
 pub mod cli;
 pub mod config_file;
 pub mod demo;
+pub mod health_check;
 pub mod logging;
 pub mod metrics;
 pub mod operations;

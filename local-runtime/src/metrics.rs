@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use gatehouse_core::{AccessRecord, Gateway};
+use gatehouse_core::{AccessRecord, ErrorKind, Gateway};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -49,6 +49,12 @@ struct EndpointLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CheckLabels {
+    upstream: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -78,6 +84,13 @@ pub struct Metrics {
     response_bytes: Family<RouteLabels, Counter>,
     retries: Family<UpstreamLabels, Counter>,
     endpoint_ejected: Family<EndpointLabels, Gauge>,
+    endpoint_circuit: Family<EndpointLabels, Gauge>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    upstream_circuit: Family<UpstreamLabels, Gauge>,
+    upstream_in_flight: Family<UpstreamLabels, Gauge>,
+    upstream_pending: Family<UpstreamLabels, Gauge>,
+    circuit_rejections: Family<UpstreamLabels, Counter>,
+    health_checks: Family<CheckLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     last_reload_success: Gauge<f64, AtomicU64>,
     connections_open: Gauge,
@@ -102,6 +115,13 @@ impl Metrics {
             response_bytes: Family::default(),
             retries: Family::default(),
             endpoint_ejected: Family::default(),
+            endpoint_circuit: Family::default(),
+            endpoint_healthy: Family::default(),
+            upstream_circuit: Family::default(),
+            upstream_in_flight: Family::default(),
+            upstream_pending: Family::default(),
+            circuit_rejections: Family::default(),
+            health_checks: Family::default(),
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
             connections_open: Gauge::default(),
@@ -148,6 +168,41 @@ impl Metrics {
             self.endpoint_ejected.clone(),
         );
         registry.register(
+            "gatehouse_endpoint_circuit_state",
+            "State of the endpoint's circuit breaker: 0 closed, 1 open, 2 half-open",
+            self.endpoint_circuit.clone(),
+        );
+        registry.register(
+            "gatehouse_endpoint_healthy",
+            "Verdict of active health checks: 1 healthy, 0 unhealthy; absent before the first check",
+            self.endpoint_healthy.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_circuit_state",
+            "State of the upstream's own circuit breaker: 0 closed, 1 open, 2 half-open",
+            self.upstream_circuit.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_requests_in_flight",
+            "Requests holding one of the upstream's max_requests slots",
+            self.upstream_in_flight.clone(),
+        );
+        registry.register(
+            "gatehouse_upstream_requests_pending",
+            "Requests waiting for one of the upstream's max_requests slots",
+            self.upstream_pending.clone(),
+        );
+        registry.register(
+            "gatehouse_circuit_rejections",
+            "Requests refused at once by a circuit breaker or request limit",
+            self.circuit_rejections.clone(),
+        );
+        registry.register(
+            "gatehouse_health_checks",
+            "Active health checks run, by upstream and result",
+            self.health_checks.clone(),
+        );
+        registry.register(
             "gatehouse_config_reloads",
             "Config reloads, by result",
             self.reloads.clone(),
@@ -190,6 +245,9 @@ impl Metrics {
         }
         if record.upstream.is_some() {
             let upstream = UpstreamLabels { upstream };
+            if record.error == Some(ErrorKind::CircuitOpen.slug()) {
+                self.circuit_rejections.get_or_create(&upstream).inc();
+            }
             if let Some(micros) = record.upstream_micros {
                 self.upstream_duration
                     .get_or_create(&upstream)
@@ -205,6 +263,15 @@ impl Metrics {
 
     /// Counts a config reload. A success also sets the last-success time to
     /// `unix_seconds`.
+    pub fn record_health_check(&self, upstream: &str, passed: bool) {
+        self.health_checks
+            .get_or_create(&CheckLabels {
+                upstream: upstream.to_owned(),
+                result: if passed { "pass" } else { "fail" },
+            })
+            .inc();
+    }
+
     pub fn record_reload(&self, result: ReloadResult, unix_seconds: f64) {
         let label = match result {
             ReloadResult::Success => "success",
@@ -240,14 +307,44 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Endpoints removed by a reload must disappear, so the family is rebuilt from
         // the current gateway on every scrape.
+        // Gauges are rebuilt from the serving gateway, so endpoints removed by a
+        // reload disappear.
         self.endpoint_ejected.clear();
+        self.endpoint_circuit.clear();
+        self.endpoint_healthy.clear();
         for health in gateway.endpoint_health(now) {
+            let labels = EndpointLabels {
+                upstream: health.upstream.to_string(),
+                endpoint: health.endpoint,
+            };
             self.endpoint_ejected
-                .get_or_create(&EndpointLabels {
-                    upstream: health.upstream.to_string(),
-                    endpoint: health.endpoint,
-                })
+                .get_or_create(&labels)
                 .set(i64::from(health.ejected));
+            self.endpoint_circuit
+                .get_or_create(&labels)
+                .set(health.circuit as i64);
+            if let Some(healthy) = health.active_healthy {
+                self.endpoint_healthy
+                    .get_or_create(&labels)
+                    .set(i64::from(healthy));
+            }
+        }
+        self.upstream_circuit.clear();
+        self.upstream_in_flight.clear();
+        self.upstream_pending.clear();
+        for health in gateway.upstream_health(now) {
+            let labels = UpstreamLabels {
+                upstream: health.upstream.to_string(),
+            };
+            self.upstream_circuit
+                .get_or_create(&labels)
+                .set(health.circuit as i64);
+            self.upstream_in_flight
+                .get_or_create(&labels)
+                .set(i64::from(health.in_flight));
+            self.upstream_pending
+                .get_or_create(&labels)
+                .set(i64::from(health.pending));
         }
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;

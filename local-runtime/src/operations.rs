@@ -60,6 +60,11 @@ pub async fn serve(
         tasks.push(tokio::spawn(listener.serve(state)));
     }
     tasks.push(tokio::spawn(Arc::clone(&reloader).watch()));
+    tasks.push(tokio::spawn(crate::health_check::supervise(
+        server.gateway(),
+        server.metrics(),
+        reloader.reloaded(),
+    )));
     // The handler is installed before the gateway reports ready, because SIGHUP's
     // default action ends the process.
     #[cfg(unix)]

@@ -81,6 +81,9 @@ pub struct Reloader {
     last_read: Mutex<u64>,
     /// The file's stamp when the gateway was built from it, where the watch starts.
     initial_stamp: Option<(SystemTime, u64)>,
+    /// Notified after each successful reload, so that background work tied to the
+    /// config, such as active health checks, restarts from the new one.
+    reloaded: Arc<tokio::sync::Notify>,
 }
 
 impl Reloader {
@@ -103,7 +106,14 @@ impl Reloader {
             bound_admin,
             last_read: Mutex::new(last_read),
             initial_stamp,
+            reloaded: Arc::default(),
         }
+    }
+
+    /// Returns the notification sent after each successful reload. It keeps one
+    /// notification for a waiter that is not waiting yet.
+    pub fn reloaded(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.reloaded)
     }
 
     /// Reads the config file and, when it is valid, makes it the serving config.
@@ -182,6 +192,7 @@ impl Reloader {
             restart_required: self.restart_required(gateway.config()),
         };
         self.gateway.store(Arc::new(gateway));
+        self.reloaded.notify_one();
         Ok(summary)
     }
 
