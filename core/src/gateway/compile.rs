@@ -12,7 +12,7 @@ use crate::balance::Balancer;
 use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
     BalancerKind, Config, ConfigError, HashOn, ServerConfig, TimeoutsConfig, UpstreamConfig,
-    UpstreamProtocol,
+    UpstreamProtocol, UpstreamTlsConfig,
 };
 use crate::health::OutlierDetector;
 use crate::limit::MemoryCounters;
@@ -51,6 +51,7 @@ pub(crate) struct CompiledUpstream {
     pub balancer: Arc<Balancer>,
     pub hash_on: Option<HashOn>,
     pub protocol: UpstreamProtocol,
+    pub tls: Option<Arc<UpstreamTlsConfig>>,
     pub host_header: Option<HeaderValue>,
     pub retry: CompiledRetry,
     pub budget: Arc<RetryBudget>,
@@ -202,6 +203,9 @@ fn check_listeners(config: &Config, errors: &mut Vec<ConfigError>) {
                 )
                 .with_hint("use IP:PORT, such as \"127.0.0.1:8080\" or \"[::]:8080\""),
             );
+        }
+        if let Some(tls) = &listener.tls {
+            crate::config::check_listener_tls(tls, &format!("{path}.tls"), errors);
         }
     }
 }
@@ -361,6 +365,7 @@ fn compile_upstream(
 
     check_timeouts(&upstream.timeouts, &format!("{path}.timeouts"), errors);
     check_retries_and_outlier(upstream, &path, errors);
+    crate::config::check_upstream_tls(upstream.tls.as_ref(), upstream.protocol, &path, errors);
     let host_header = upstream.host_header.as_ref().and_then(|host| {
         let value = HeaderValue::from_str(host)
             .ok()
@@ -390,6 +395,7 @@ fn compile_upstream(
         balancer: Arc::new(Balancer::new(upstream.balancer, &ids)),
         hash_on: upstream.hash_on.clone(),
         protocol: upstream.protocol,
+        tls: upstream.tls.clone().map(Arc::new),
         host_header,
         retry: CompiledRetry {
             max_retries: upstream.retries.max_retries,

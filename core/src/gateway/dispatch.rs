@@ -83,6 +83,7 @@ pub(crate) async fn proxy<P: Platform>(
             authority: &endpoint.authority,
             socket_addr: endpoint.socket_addr,
             protocol: upstream.protocol,
+            tls: upstream.tls.as_deref(),
             connect_timeout: timeouts.connect.get(),
             try_timeout: timeouts.per_try.get(),
         };
@@ -290,7 +291,7 @@ fn upstream_request<B>(
     })?;
     parts.version = match upstream.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
     };
 
     let headers = &mut parts.headers;
