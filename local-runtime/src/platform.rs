@@ -458,21 +458,28 @@ fn classify(error: hyper_util::client::legacy::Error, target: &UpstreamTarget<'_
     .with_cause(error)
 }
 
-/// Returns whether a rustls error is in the source chain. hyper-rustls reports
-/// handshake failures as I/O errors that wrap the rustls error.
+/// Returns whether a rustls error is in the source chain. hyper-rustls reports a
+/// handshake failure as an I/O error that wraps tokio-rustls's I/O error, which wraps
+/// the rustls error, and an I/O error's `source` skips the error it wraps.
 fn has_tls_error(error: &(dyn StdError + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
-        let wrapped = error
-            .downcast_ref::<io::Error>()
-            .and_then(|io_error| io_error.get_ref())
-            .is_some_and(|inner| inner.is::<rustls::Error>());
-        if wrapped || error.is::<rustls::Error>() {
+        if is_tls_error(error) {
             return true;
         }
         current = error.source();
     }
     false
+}
+
+fn is_tls_error(error: &(dyn StdError + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    match error.downcast_ref::<io::Error>() {
+        Some(io_error) => io_error.get_ref().is_some_and(|inner| is_tls_error(inner)),
+        None => false,
+    }
 }
 
 fn has_io_kind(error: &(dyn StdError + 'static), kind: io::ErrorKind) -> bool {
