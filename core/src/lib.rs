@@ -22,10 +22,11 @@ pub mod policy;
 pub mod respond;
 pub mod retry;
 pub mod route;
+pub mod trace;
 pub mod transform;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
 pub use gateway::{
-    AccessRecord, ConnectionInfo, EndpointHealth, Gateway, Handled, HealthCheckTarget,
-    UpstreamHealth,
+    AccessRecord, AttemptSpan, ConnectionInfo, EndpointHealth, Gateway, Handled, HealthCheckTarget,
+    TraceRecord, UpstreamHealth,
 };

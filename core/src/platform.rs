@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::config::UpstreamProtocol;
+use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
 use crate::error::Error;
 
 /// Wall-clock and monotonic time. All time in the core comes from here, so tests can
@@ -44,6 +44,10 @@ pub struct UpstreamTarget<'a> {
     pub socket_addr: Option<SocketAddr>,
     /// The protocol spoken to the endpoint.
     pub protocol: UpstreamProtocol,
+    /// TLS to the endpoint; cleartext when `None`. Platforms that cannot apply a
+    /// setting in it must fail with [`crate::ErrorKind::NotImplemented`] rather than
+    /// send the request in cleartext.
+    pub tls: Option<&'a UpstreamTlsConfig>,
     /// Maximum time to establish a connection.
     pub connect_timeout: Duration,
     /// Maximum time from sending the request to receiving the response head.

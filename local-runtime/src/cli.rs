@@ -220,8 +220,9 @@ fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
         };
         for listener in server.listeners() {
             tracing::info!(listener = listener.name(), address = %listener.address(), "listening");
+            let scheme = if listener.is_tls() { "https" } else { "http" };
             print_stdout(&format!(
-                "gatehouse: listener {} on http://{}",
+                "gatehouse: listener {} on {scheme}://{}",
                 listener.name(),
                 listener.address()
             ));

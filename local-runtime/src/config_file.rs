@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use gatehouse_core::Gateway;
 use gatehouse_core::config::{ConfigError, Format};
 
+use crate::tls;
+
 /// Why a config file could not become a gateway: the file could not be read, or it
 /// has problems, each with its path in the document.
 #[derive(Debug)]
@@ -42,14 +44,38 @@ impl fmt::Display for ConfigFileError {
 impl std::error::Error for ConfigFileError {}
 
 /// Reads `path` (JSON when the name ends in `.json`, TOML otherwise) and compiles it
-/// into a gateway, collecting every problem.
+/// into a gateway, collecting every problem, including unreadable TLS files.
 pub fn load_gateway(path: &Path) -> Result<Gateway, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
         path: path.to_owned(),
         source,
     })?;
     let format = Format::from_file_name(&path.to_string_lossy());
-    Gateway::from_text(&text, format).map_err(|errors| ConfigFileError::Invalid(errors.0))
+    gateway_from_text(&text, format).map_err(ConfigFileError::Invalid)
+}
+
+/// Compiles a config document into a gateway and reads the TLS files it names,
+/// collecting the problems of both.
+pub fn gateway_from_text(text: &str, format: Format) -> Result<Gateway, Vec<ConfigError>> {
+    match Gateway::from_text(text, format) {
+        Ok(gateway) => {
+            let problems = tls::check_files(gateway.config());
+            if problems.is_empty() {
+                Ok(gateway)
+            } else {
+                Err(problems)
+            }
+        }
+        Err(errors) => {
+            let mut problems = errors.0;
+            // The files are still checked when the document parses, so that one run
+            // of `gatehouse check` lists every problem.
+            if let Ok(config) = gatehouse_core::config::load(text, format) {
+                problems.extend(tls::check_files(&config));
+            }
+            Err(problems)
+        }
+    }
 }
 
 /// Describes a valid config in one line: `3 routes, 2 upstreams, 1 listener`.

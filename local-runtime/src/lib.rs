@@ -19,6 +19,7 @@ pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod spin_manifest;
+pub mod tls;
 
 pub use body::NativeBody;
 pub use platform::NativePlatform;

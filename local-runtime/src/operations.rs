@@ -26,14 +26,14 @@ pub async fn serve(
     let gateway = server.gateway();
     let metrics = server.metrics();
     let admin_config = gateway.load().config().admin.clone();
-    let reloader = Arc::new(Reloader::new(
-        path,
-        Arc::clone(&gateway),
-        Arc::clone(&metrics),
-    ));
+    let tls = server.tls();
+    let reloader = Arc::new(
+        Reloader::new(path, Arc::clone(&gateway), Arc::clone(&metrics)).with_tls(Arc::clone(&tls)),
+    );
     let readiness = Arc::new(Readiness::default());
 
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    tasks.push(tokio::spawn(tls.watch(Arc::clone(&gateway))));
     if let Some(admin) = admin_config {
         let bind_error = |source| BindError {
             listener: "admin".to_owned(),

@@ -8,14 +8,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gatehouse_core::Error;
-use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::config::{UpstreamProtocol, UpstreamTlsConfig};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::Client;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::ServerName;
 
 use crate::body::NativeBody;
 
@@ -104,29 +106,62 @@ struct ClientKey {
     connect_timeout: Duration,
 }
 
-type UpstreamClient = Client<HttpConnector, NativeBody>;
+type PlainClient = Client<HttpConnector, NativeBody>;
+type TlsClient = Client<HttpsConnector<HttpConnector>, NativeBody>;
 
-/// The HTTP client for upstream requests: hyper-util's pooled client over plain TCP,
-/// HTTP/1.1 with keep-alive or HTTP/2 with prior knowledge (h2c).
+/// A pooled client, over TCP or over TLS.
+#[derive(Clone)]
+enum UpstreamClient {
+    Plain(PlainClient),
+    Tls(TlsClient),
+}
+
+impl UpstreamClient {
+    fn request(&self, request: Request<NativeBody>) -> ResponseFuture {
+        match self {
+            Self::Plain(client) => client.request(request),
+            Self::Tls(client) => client.request(request),
+        }
+    }
+}
+
+/// A TLS client with the settings and file stamps it was built from, so that a
+/// changed CA or client certificate file builds a new client.
+struct TlsClientEntry {
+    key: ClientKey,
+    tls: UpstreamTlsConfig,
+    client: TlsClient,
+    stamps: Vec<FileStamp>,
+    checked_at: Instant,
+}
+
+type FileStamp = Option<(SystemTime, u64)>;
+
+/// The HTTP client for upstream requests: hyper-util's pooled client, over plain TCP
+/// (HTTP/1.1 with keep-alive, or HTTP/2 with prior knowledge) or over rustls (HTTP/1.1
+/// or HTTP/2 through ALPN).
 ///
 /// NOTE: endpoints shared by upstreams with different connect timeouts get separate
 /// connection pools, one per timeout.
 #[derive(Default)]
 pub struct NativeUpstream {
-    clients: Mutex<HashMap<ClientKey, UpstreamClient>>,
+    clients: Mutex<HashMap<ClientKey, PlainClient>>,
+    tls_clients: Mutex<Vec<TlsClientEntry>>,
 }
 
 impl std::fmt::Debug for NativeUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let clients = self.clients.lock().map_or(0, |clients| clients.len());
+        let tls_clients = self.tls_clients.lock().map_or(0, |clients| clients.len());
         f.debug_struct("NativeUpstream")
             .field("clients", &clients)
+            .field("tls_clients", &tls_clients)
             .finish()
     }
 }
 
 impl NativeUpstream {
-    fn client(&self, key: ClientKey) -> UpstreamClient {
+    fn client(&self, key: ClientKey) -> PlainClient {
         // A panic while the lock was held cannot leave the map half-updated, because
         // the only write is a single insert, so a poisoned lock is still usable.
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
@@ -135,23 +170,132 @@ impl NativeUpstream {
             .or_insert_with(|| build_client(key))
             .clone()
     }
+
+    /// Returns the TLS client for `key` and `tls`, building it when there is none yet
+    /// or when one of its files changed. Files are checked at most once per
+    /// [`TLS_FILE_CHECK_INTERVAL`].
+    fn tls_client(
+        &self,
+        key: ClientKey,
+        tls: &UpstreamTlsConfig,
+        upstream: &str,
+    ) -> Result<TlsClient, Error> {
+        let mut clients = self
+            .tls_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let position = clients
+            .iter()
+            .position(|entry| entry.key == key && entry.tls == *tls);
+        if let Some(position) = position {
+            let entry = &mut clients[position];
+            if entry.checked_at.elapsed() < TLS_FILE_CHECK_INTERVAL {
+                return Ok(entry.client.clone());
+            }
+            entry.checked_at = Instant::now();
+            if file_stamps(tls) == entry.stamps {
+                return Ok(entry.client.clone());
+            }
+        }
+
+        let stamps = file_stamps(tls);
+        let config = crate::tls::upstream::client_config(tls, &format!("upstreams.{upstream}.tls"))
+            .map_err(|problems| {
+                let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                tracing::error!(
+                    upstream,
+                    ?problems,
+                    "failed to load the upstream's TLS files"
+                );
+                Error::bad_gateway(format!(
+                    "the TLS settings of upstream {upstream:?} could not be loaded"
+                ))
+            })?;
+        let client = build_tls_client(key, tls, config)?;
+        let entry = TlsClientEntry {
+            key,
+            tls: tls.clone(),
+            client: client.clone(),
+            stamps,
+            checked_at: Instant::now(),
+        };
+        match position {
+            Some(position) => {
+                tracing::info!(
+                    upstream,
+                    "upstream TLS files changed; new connections use them"
+                );
+                clients[position] = entry;
+            }
+            None => clients.push(entry),
+        }
+        Ok(client)
+    }
 }
 
-fn build_client(key: ClientKey) -> UpstreamClient {
+fn http_connector(connect_timeout: Duration) -> HttpConnector {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(key.connect_timeout));
+    connector.set_connect_timeout(Some(connect_timeout));
     connector.set_keepalive(Some(TCP_KEEPALIVE));
+    connector
+}
 
+fn client_builder(protocol: UpstreamProtocol) -> hyper_util::client::legacy::Builder {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new());
-    if key.protocol == UpstreamProtocol::H2c {
+    if protocol != UpstreamProtocol::Http1 {
         builder.http2_only(true);
     }
-    builder.build(connector)
+    builder
+}
+
+fn build_client(key: ClientKey) -> PlainClient {
+    client_builder(key.protocol).build(http_connector(key.connect_timeout))
+}
+
+fn build_tls_client(
+    key: ClientKey,
+    tls: &UpstreamTlsConfig,
+    config: rustls::ClientConfig,
+) -> Result<TlsClient, Error> {
+    let mut connector = http_connector(key.connect_timeout);
+    // The TLS connector passes `https` URIs to this connector.
+    connector.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    let builder = match &tls.server_name {
+        Some(name) => {
+            let name = ServerName::try_from(name.clone()).map_err(|error| {
+                Error::internal(format!("invalid TLS server name {name:?}")).with_cause(error)
+            })?;
+            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let https = match key.protocol {
+        UpstreamProtocol::H2 => builder.enable_http2().wrap_connector(connector),
+        UpstreamProtocol::Http1 | UpstreamProtocol::H2c => {
+            builder.enable_http1().wrap_connector(connector)
+        }
+    };
+    Ok(client_builder(key.protocol).build(https))
+}
+
+/// How often a TLS client's CA and client certificate files are checked for changes.
+const TLS_FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+fn file_stamps(tls: &UpstreamTlsConfig) -> Vec<FileStamp> {
+    tls.files()
+        .map(|file| {
+            let metadata = std::fs::metadata(file).ok()?;
+            Some((metadata.modified().ok()?, metadata.len()))
+        })
+        .collect()
 }
 
 impl Upstream for NativeUpstream {
@@ -162,12 +306,19 @@ impl Upstream for NativeUpstream {
         request: Request<NativeBody>,
         target: &UpstreamTarget<'_>,
     ) -> Result<Response<NativeBody>, Error> {
-        let client = self.client(ClientKey {
+        let key = ClientKey {
             protocol: target.protocol,
             connect_timeout: target.connect_timeout,
-        });
+        };
+        let (client, scheme) = match target.tls {
+            Some(tls) => (
+                UpstreamClient::Tls(self.tls_client(key, tls, target.upstream)?),
+                Scheme::HTTPS,
+            ),
+            None => (UpstreamClient::Plain(self.client(key)), Scheme::HTTP),
+        };
         let (mut parts, body) = request.into_parts();
-        parts.uri = absolute_uri(target.authority, &parts.uri).map_err(|error| {
+        parts.uri = absolute_uri(scheme, target.authority, &parts.uri).map_err(|error| {
             Error::internal(format!(
                 "the address of upstream {:?} is not a valid URI authority",
                 target.upstream
@@ -265,15 +416,16 @@ impl NativeUpstream {
     }
 }
 
-/// Builds `http://{authority}{path_and_query}` from the origin-form URI the core sends.
-fn absolute_uri(authority: &str, origin: &Uri) -> Result<Uri, http::Error> {
+/// Builds `{scheme}://{authority}{path_and_query}` from the origin-form URI the core
+/// sends.
+fn absolute_uri(scheme: Scheme, authority: &str, origin: &Uri) -> Result<Uri, http::Error> {
     let path_and_query = origin
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let authority = Authority::try_from(authority)?;
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path_and_query)
         .build()
@@ -291,6 +443,10 @@ fn classify(error: hyper_util::client::legacy::Error, target: &UpstreamTarget<'_
                 "timed out connecting to upstream {upstream:?} after {} ms",
                 target.connect_timeout.as_millis()
             ))
+        } else if has_tls_error(&error) {
+            Error::bad_gateway(format!(
+                "the TLS handshake with upstream {upstream:?} failed"
+            ))
         } else {
             Error::bad_gateway(format!("could not connect to upstream {upstream:?}"))
         };
@@ -300,6 +456,30 @@ fn classify(error: hyper_util::client::legacy::Error, target: &UpstreamTarget<'_
         "upstream {upstream:?} closed the connection or sent an invalid response"
     ))
     .with_cause(error)
+}
+
+/// Returns whether a rustls error is in the source chain. hyper-rustls reports a
+/// handshake failure as an I/O error that wraps tokio-rustls's I/O error, which wraps
+/// the rustls error, and an I/O error's `source` skips the error it wraps.
+fn has_tls_error(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if is_tls_error(error) {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+fn is_tls_error(error: &(dyn StdError + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    match error.downcast_ref::<io::Error>() {
+        Some(io_error) => io_error.get_ref().is_some_and(|inner| is_tls_error(inner)),
+        None => false,
+    }
 }
 
 fn has_io_kind(error: &(dyn StdError + 'static), kind: io::ErrorKind) -> bool {
@@ -337,7 +517,7 @@ mod tests {
         let origin: Uri = "/v1/orders/7?expand=items"
             .parse()
             .expect("valid origin URI");
-        let uri = absolute_uri("127.0.0.1:9004", &origin).expect("valid authority");
+        let uri = absolute_uri(Scheme::HTTP, "127.0.0.1:9004", &origin).expect("valid authority");
         assert_eq!(
             uri.to_string(),
             "http://127.0.0.1:9004/v1/orders/7?expand=items"
@@ -347,7 +527,7 @@ mod tests {
     #[test]
     fn absolute_uri_rejects_invalid_authority() {
         let origin: Uri = "/".parse().expect("valid origin URI");
-        assert!(absolute_uri("bad host:80", &origin).is_err());
+        assert!(absolute_uri(Scheme::HTTP, "bad host:80", &origin).is_err());
     }
 
     #[test]

@@ -4,20 +4,20 @@
 //! Requests already running keep the gateway they started with, because each one
 //! keeps its own `Arc` of it. Upstreams whose endpoints and settings did not change
 //! keep their balancer, outlier-detection and retry-budget state
-//! ([`Gateway::inherit_state`]).
+//! ([`gatehouse_core::Gateway::inherit_state`]).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_core::Gateway;
 use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig};
 use serde::Serialize;
 
-use crate::config_file::summary;
+use crate::config_file::{gateway_from_text, summary};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::server::SharedGateway;
+use crate::tls::TlsListeners;
 
 /// Interval at which the file watch checks the config file for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
@@ -84,6 +84,8 @@ pub struct Reloader {
     /// Notified after each successful reload, so that background work tied to the
     /// config, such as active health checks, restarts from the new one.
     reloaded: Arc<tokio::sync::Notify>,
+    /// The certificates of the TLS listeners, reloaded with the config.
+    tls: Option<Arc<TlsListeners>>,
 }
 
 impl Reloader {
@@ -107,6 +109,7 @@ impl Reloader {
             last_read: Mutex::new(last_read),
             initial_stamp,
             reloaded: Arc::default(),
+            tls: None,
         }
     }
 
@@ -114,6 +117,12 @@ impl Reloader {
     /// notification for a waiter that is not waiting yet.
     pub fn reloaded(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.reloaded)
+    }
+
+    /// Reloads the certificates of `tls` with every config reload.
+    pub fn with_tls(mut self, tls: Arc<TlsListeners>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Reads the config file and, when it is valid, makes it the serving config.
@@ -178,8 +187,8 @@ impl Reloader {
         })?;
         let format = Format::from_file_name(&self.path.to_string_lossy());
         let previous = self.gateway.load_full();
-        let mut gateway = Gateway::from_text(text, format).map_err(|errors| ReloadError {
-            problems: errors.0.iter().map(ToString::to_string).collect(),
+        let mut gateway = gateway_from_text(text, format).map_err(|errors| ReloadError {
+            problems: errors.iter().map(ToString::to_string).collect(),
         })?;
         let state_kept = gateway
             .inherit_state(&previous)
@@ -191,6 +200,14 @@ impl Reloader {
             state_kept,
             restart_required: self.restart_required(gateway.config()),
         };
+        // The certificates were read once by `gateway_from_text`; reading them again
+        // here installs them. A file that changed in between is checked again, and
+        // when it now fails, the reload is rejected as a whole.
+        if let Some(tls) = &self.tls {
+            tls.reload(gateway.config()).map_err(|errors| ReloadError {
+                problems: errors.iter().map(ToString::to_string).collect(),
+            })?;
+        }
         self.gateway.store(Arc::new(gateway));
         self.reloaded.notify_one();
         Ok(summary)
@@ -198,7 +215,21 @@ impl Reloader {
 
     fn restart_required(&self, config: &Config) -> Vec<&'static str> {
         let mut settings = Vec::new();
-        if config.listeners != self.bound_listeners {
+        // Certificates reload without a restart, so only the sockets and whether they
+        // use TLS are compared.
+        let sockets = |listeners: &[ListenerConfig]| -> Vec<(String, String, bool)> {
+            listeners
+                .iter()
+                .map(|listener| {
+                    (
+                        listener.name.clone(),
+                        listener.address.clone(),
+                        listener.tls.is_some(),
+                    )
+                })
+                .collect()
+        };
+        if sockets(&config.listeners) != sockets(&self.bound_listeners) {
             settings.push("listeners");
         }
         if config.admin != self.bound_admin {
@@ -268,6 +299,7 @@ fn unix_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use arc_swap::ArcSwap;
+    use gatehouse_core::Gateway;
 
     use super::*;
 

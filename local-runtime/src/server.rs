@@ -1,6 +1,7 @@
 //! The HTTP server: one TCP listener per configured listener, each serving HTTP/1.1
-//! with keep-alive and HTTP/2 with prior knowledge on the same port, and a graceful
-//! shutdown that lets in-flight requests finish.
+//! with keep-alive and HTTP/2 on the same port (with prior knowledge in cleartext, or
+//! through ALPN on TLS listeners), and a graceful shutdown that lets in-flight
+//! requests finish.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -18,15 +19,18 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::access_log::AccessLogBody;
 use crate::body::NativeBody;
 use crate::metrics::Metrics;
 use crate::platform::{NativeClock, NativePlatform};
+use crate::tls::{ListenerTls, TlsListeners};
 
 /// Maximum time a client may take to send a request head. It bounds connections that
 /// open and then trickle bytes, and matches hyper's default.
@@ -72,6 +76,8 @@ pub struct BoundListener {
     name: Arc<str>,
     address: SocketAddr,
     listener: TcpListener,
+    /// The TLS settings, swapped when certificates are reloaded; `None` for cleartext.
+    tls: Option<Arc<ArcSwap<ListenerTls>>>,
 }
 
 impl BoundListener {
@@ -84,12 +90,18 @@ impl BoundListener {
     pub fn address(&self) -> SocketAddr {
         self.address
     }
+
+    /// Returns whether the listener terminates TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// The gateway's server with every listener bound, ready to serve.
 #[derive(Debug)]
 pub struct Server {
     listeners: Vec<BoundListener>,
+    tls: Arc<TlsListeners>,
     state: Arc<State>,
 }
 
@@ -101,9 +113,17 @@ struct State {
 }
 
 impl Server {
-    /// Binds every listener in the gateway's config. Must be called inside a Tokio
-    /// runtime.
+    /// Loads the certificates of TLS listeners and binds every listener in the
+    /// gateway's config. Must be called inside a Tokio runtime.
     pub async fn bind(gateway: Gateway, platform: NativePlatform) -> Result<Self, BindError> {
+        let tls = TlsListeners::load(gateway.config()).map_err(|problems| {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            BindError {
+                listener: "tls".to_owned(),
+                address: String::new(),
+                source: io::Error::new(io::ErrorKind::InvalidData, problems.join("; ")),
+            }
+        })?;
         let mut listeners = Vec::with_capacity(gateway.config().listeners.len());
         for listener in &gateway.config().listeners {
             let bind_error = |source| BindError {
@@ -125,10 +145,12 @@ impl Server {
                 name: Arc::from(listener.name.as_str()),
                 address,
                 listener: bound,
+                tls: tls.get(&listener.name),
             });
         }
         Ok(Self {
             listeners,
+            tls: Arc::new(tls),
             state: Arc::new(State {
                 gateway: Arc::new(ArcSwap::from_pointee(gateway)),
                 platform,
@@ -145,6 +167,11 @@ impl Server {
     /// Returns the handle through which a reload replaces the serving gateway.
     pub fn gateway(&self) -> SharedGateway {
         Arc::clone(&self.state.gateway)
+    }
+
+    /// Returns the certificates of the TLS listeners, which a reload replaces.
+    pub fn tls(&self) -> Arc<TlsListeners> {
+        Arc::clone(&self.tls)
     }
 
     /// Returns the metrics that every request served here is recorded in.
@@ -226,6 +253,7 @@ async fn accept_loop(
         name,
         address,
         listener,
+        tls,
     } = bound;
     loop {
         let accepted = tokio::select! {
@@ -243,31 +271,73 @@ async fn accept_loop(
                 continue;
             }
         };
-        serve_connection(stream, peer, &state, &builder, &graceful);
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "failed to set TCP_NODELAY");
+        }
+        let watcher = graceful.watcher();
+        match &tls {
+            Some(tls) => {
+                let tls = tls.load_full();
+                let state = Arc::clone(&state);
+                let builder = Arc::clone(&builder);
+                tokio::spawn(async move {
+                    if let Some(stream) = handshake(stream, peer, &tls).await {
+                        serve_connection(stream, peer, true, &state, &builder, watcher);
+                    }
+                });
+            }
+            None => serve_connection(stream, peer, false, &state, &builder, watcher),
+        }
     }
     tracing::info!(listener = %name, %address, "listener closed");
 }
 
-fn serve_connection(
+/// Completes the TLS handshake within the listener's handshake timeout. A failed or
+/// slow handshake closes the connection and is logged at debug level, because
+/// scanners and clients with stale trust stores cause them all the time.
+async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
+    tls: &ListenerTls,
+) -> Option<TlsStream<TcpStream>> {
+    let acceptor = TlsAcceptor::from(Arc::clone(&tls.config));
+    match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_elapsed) => {
+            tracing::debug!(
+                %peer,
+                timeout_ms = tls.handshake_timeout.as_millis() as u64,
+                "TLS handshake timed out"
+            );
+            None
+        }
+    }
+}
+
+fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    secure: bool,
     state: &Arc<State>,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "failed to set TCP_NODELAY");
-    }
+    watcher: Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // A dual-stack listener reports IPv4 clients as `::ffff:a.b.c.d`; the canonical
     // form makes them match IPv4 trusted-proxy entries and log as IPv4.
     let peer_ip = peer.ip().to_canonical();
     let open = state.metrics.open_connection();
     let state = Arc::clone(state);
-    let service = service_fn(move |request| handle(Arc::clone(&state), peer_ip, request));
+    let service = service_fn(move |request| handle(Arc::clone(&state), peer_ip, secure, request));
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .into_owned();
-    let connection = graceful.watch(connection);
+    let connection = watcher.watch(connection);
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%peer, %error, "connection ended with an error");
@@ -279,14 +349,12 @@ fn serve_connection(
 async fn handle(
     state: Arc<State>,
     peer: IpAddr,
+    secure: bool,
     request: Request<Incoming>,
 ) -> Result<Response<AccessLogBody>, Infallible> {
     let started = Instant::now();
     let gateway = state.gateway.load_full();
-    let connection = ConnectionInfo {
-        peer,
-        secure: false,
-    };
+    let connection = ConnectionInfo { peer, secure };
     let handled = gateway
         .handle(request.map(NativeBody::from), &connection, &state.platform)
         .await;

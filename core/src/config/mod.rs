@@ -8,6 +8,7 @@
 mod auth;
 mod duration;
 mod load;
+mod tls;
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,8 @@ pub use auth::{
 pub use duration::ConfigDuration;
 pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
+pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
+pub(crate) use tls::{check_listener_tls, check_upstream_tls};
 
 /// The whole gateway configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -50,7 +53,8 @@ pub struct Config {
     pub consumers: BTreeMap<String, ConsumerConfig>,
 }
 
-/// A socket the native runtime serves HTTP/1.1 and HTTP/2 (prior knowledge) on.
+/// A socket the native runtime serves HTTP/1.1 and HTTP/2 on: with prior knowledge
+/// in cleartext, or negotiated through ALPN with `tls`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ListenerConfig {
@@ -58,6 +62,9 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address and port to bind, for example `127.0.0.1:8080` or `[::]:8080`.
     pub address: String,
+    /// TLS termination; the listener serves cleartext HTTP when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// The admin listener of the native runtime, on its own port.
@@ -169,6 +176,9 @@ pub struct UpstreamConfig {
     /// platforms cannot run background tasks and ignore them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckConfig>,
+    /// TLS to the endpoints (native runtime); cleartext when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// Circuit breaker settings of an upstream.
@@ -442,6 +452,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext TCP with prior knowledge (h2c).
     H2c,
+    /// HTTP/2 over TLS, negotiated through ALPN; requires `tls`.
+    H2,
 }
 
 /// Timeouts for requests to an upstream.

@@ -13,7 +13,7 @@ use crate::circuit::{Breaker, ConcurrencyLimit};
 use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
     BalancerKind, Config, ConfigError, HashOn, HealthCheckConfig, HealthCheckKind, ServerConfig,
-    TimeoutsConfig, UpstreamConfig, UpstreamProtocol,
+    TimeoutsConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
 };
 use crate::health::{ActiveStatus, OutlierDetector};
 use crate::limit::MemoryCounters;
@@ -55,6 +55,7 @@ pub(crate) struct CompiledUpstream {
     pub balancer: Arc<Balancer>,
     pub hash_on: Option<HashOn>,
     pub protocol: UpstreamProtocol,
+    pub tls: Option<Arc<UpstreamTlsConfig>>,
     pub host_header: Option<HeaderValue>,
     pub retry: CompiledRetry,
     pub budget: Arc<RetryBudget>,
@@ -246,6 +247,9 @@ fn check_listeners(config: &Config, errors: &mut Vec<ConfigError>) {
                 .with_hint("use IP:PORT, such as \"127.0.0.1:8080\" or \"[::]:8080\""),
             );
         }
+        if let Some(tls) = &listener.tls {
+            crate::config::check_listener_tls(tls, &format!("{path}.tls"), errors);
+        }
     }
 }
 
@@ -421,6 +425,7 @@ fn compile_upstream(
     if let Some(check) = &upstream.health_check {
         check_health_check(check, &format!("{path}.health_check"), errors);
     }
+    crate::config::check_upstream_tls(upstream.tls.as_ref(), upstream.protocol, &path, errors);
     let host_header = upstream.host_header.as_ref().and_then(|host| {
         let value = HeaderValue::from_str(host)
             .ok()
@@ -450,6 +455,7 @@ fn compile_upstream(
         balancer: Arc::new(Balancer::new(upstream.balancer, &ids)),
         hash_on: upstream.hash_on.clone(),
         protocol: upstream.protocol,
+        tls: upstream.tls.clone().map(Arc::new),
         host_header,
         retry: CompiledRetry {
             max_retries: upstream.retries.max_retries,

@@ -11,7 +11,7 @@ use http::header::{COOKIE, HOST, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
 use super::compile::{CompiledRoute, CompiledUpstream};
-use super::{AccessRecord, Gateway};
+use super::{AccessRecord, AttemptSpan, Gateway};
 use crate::auth::{self, Authenticated};
 use crate::balance::PickInput;
 use crate::circuit::{CircuitState, Permit, Refusal, Slot};
@@ -22,6 +22,7 @@ use crate::health::Outcome;
 use crate::locality::Scope;
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use crate::retry;
+use crate::trace;
 
 /// The decisions of the earlier phases about a request that is about to be forwarded.
 pub(crate) struct Outgoing<'a> {
@@ -107,10 +108,17 @@ pub(crate) async fn proxy<P: Platform>(
             authority: &endpoint.authority,
             socket_addr: endpoint.socket_addr,
             protocol: upstream.protocol,
+            tls: upstream.tls.as_deref(),
             connect_timeout: timeouts.connect.get(),
             try_timeout: timeouts.per_try.get(),
         };
         let deadline = timeouts.per_try.get().min(remaining);
+        let mut attempt = attempt;
+        let span_id = trace::new_span_id(&mut || platform.random_u64());
+        let attempt_started_ms = clock.unix_millis();
+        if let Some(record) = &access.trace {
+            record.context.apply(attempt.headers_mut(), span_id);
+        }
 
         upstream.balancer.on_start(index);
         let result = send_with_deadline(platform, attempt, &target, deadline).await;
@@ -118,6 +126,18 @@ pub(crate) async fn proxy<P: Platform>(
         let latency = finished_at.saturating_sub(now);
         upstream.balancer.on_finish(index, latency, finished_at);
         access.upstream_micros = Some(latency.as_micros() as u64);
+        if let Some(record) = &mut access.trace {
+            record.attempts.push(AttemptSpan {
+                span_id,
+                endpoint: endpoint.authority.clone(),
+                start_unix_ms: attempt_started_ms,
+                duration_micros: latency.as_micros() as u64,
+                status: result
+                    .as_ref()
+                    .ok()
+                    .map(|response| response.status().as_u16()),
+            });
+        }
         record_outcome(upstream, index, permit, &result, finished_at);
 
         let retryable = match &result {
@@ -451,7 +471,7 @@ fn upstream_request<B>(
     })?;
     parts.version = match upstream.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
     };
 
     let headers = &mut parts.headers;

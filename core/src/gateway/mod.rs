@@ -22,6 +22,7 @@ use crate::policy::CorsPolicy;
 use crate::policy::rate_limit::KeySource;
 use crate::respond::problem_response;
 use crate::route::RequestView;
+use crate::trace::TraceContext;
 use compile::Compiled;
 
 /// Facts about the connection a request arrived on.
@@ -42,6 +43,8 @@ pub struct ConnectionInfo {
 pub struct AccessRecord {
     /// Request id, propagated or generated.
     pub request_id: String,
+    /// W3C trace id, from the request's `traceparent` or new, as 32 hex digits.
+    pub trace_id: String,
     /// Wall-clock start, milliseconds since the Unix epoch.
     pub start_unix_ms: u64,
     /// Client address after trusted-proxy resolution.
@@ -72,6 +75,34 @@ pub struct AccessRecord {
     pub response_bytes: Option<u64>,
     /// Attempts sent after the first, each to another endpoint of the upstream.
     pub retries: u32,
+    /// The trace and the gateway's spans, for runtimes that export spans.
+    #[serde(skip)]
+    pub trace: Option<TraceRecord>,
+}
+
+/// The gateway's spans of one request: the request's span and one per upstream
+/// attempt.
+#[derive(Debug, Clone)]
+pub struct TraceRecord {
+    /// The trace, the caller's span id and the request's span id.
+    pub context: TraceContext,
+    /// The upstream attempts, in order.
+    pub attempts: Vec<AttemptSpan>,
+}
+
+/// One upstream attempt, as a child span of the request's span.
+#[derive(Debug, Clone)]
+pub struct AttemptSpan {
+    /// The span id sent upstream as the parent id in `traceparent`.
+    pub span_id: [u8; 8],
+    /// The endpoint address.
+    pub endpoint: String,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// Time to the response head or the error, in microseconds.
+    pub duration_micros: u64,
+    /// The response status, or `None` when the attempt failed without one.
+    pub status: Option<u16>,
 }
 
 /// The passive health of one endpoint at one moment, for metrics and admin pages.
@@ -307,8 +338,14 @@ impl Gateway {
             Some(id) => id.to_owned(),
             None => forward::new_request_id(platform.random_u64(), platform.random_u64()),
         };
+        let trace = TraceContext::from_headers(request.headers(), || platform.random_u64());
         let mut access = AccessRecord {
             request_id,
+            trace_id: trace.trace_id_hex(),
+            trace: Some(TraceRecord {
+                context: trace,
+                attempts: Vec::new(),
+            }),
             start_unix_ms: clock.unix_millis(),
             method: request.method().as_str().to_owned(),
             version: version_name(request.version()),

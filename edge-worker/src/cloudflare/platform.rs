@@ -139,6 +139,18 @@ impl Upstream for WorkerUpstream {
             ));
         }
 
+        if let Some(setting) = target.tls.and_then(|tls| tls.native_only_setting()) {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Config,
+                format!(
+                    "upstream {:?} sets tls.{setting}, which the Workers fetch API cannot \
+                     apply; Workers verify upstream certificates with their own roots",
+                    target.upstream
+                ),
+            ));
+        }
+
         let (abort, signal) = AbortOnDrop::new().map_err(|cause| {
             Error::internal("the runtime could not create an AbortController")
                 .with_cause(js_message(&cause))
@@ -276,8 +288,9 @@ impl WorkerUpstream {
     }
 }
 
-/// Builds the `fetch` request to `http://{authority}{path}`, with manual redirects so
-/// that the client receives the upstream's 3xx responses as they are.
+/// Builds the `fetch` request to `http://{authority}{path}`, or `https://` with `tls`,
+/// with manual redirects so that the client receives the upstream's 3xx responses as
+/// they are.
 fn build_fetch_request(
     request: Request<WorkerBody>,
     target: &UpstreamTarget<'_>,
@@ -288,7 +301,12 @@ fn build_fetch_request(
         .uri
         .path_and_query()
         .map_or("/", |path_and_query| path_and_query.as_str());
-    let url = format!("http://{}{path}", target.authority);
+    let scheme = if target.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}{path}", target.authority);
 
     let init = web_sys::RequestInit::new();
     init.set_method(parts.method.as_str());

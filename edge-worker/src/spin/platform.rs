@@ -129,7 +129,8 @@ impl Future for Sleep {
 }
 
 /// The HTTP client for upstream requests: Spin's outbound HTTP (`wasi:http`
-/// outgoing-handler), plain HTTP/1.1 to `http://{authority}{path}`.
+/// outgoing-handler), HTTP/1.1 to `http://{authority}{path}`, or `https://` when the
+/// upstream sets `tls`.
 ///
 /// NOTE: the connect timeout is not passed to the host, so a connect that hangs ends
 /// at the core's per-try deadline instead of `timeouts.connect`.
@@ -156,12 +157,28 @@ impl Upstream for SpinUpstream {
             ));
         }
 
+        if let Some(setting) = target.tls.and_then(|tls| tls.native_only_setting()) {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Platform,
+                format!(
+                    "upstream {upstream:?} sets tls.{setting}, which Spin's outbound HTTP \
+                     cannot apply; Spin verifies upstream certificates with the host's roots"
+                ),
+            ));
+        }
+        let scheme = if target.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        };
+
         let (parts, body) = request.into_parts();
         let outgoing = OutgoingRequest::new(fields(&parts.headers));
         let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
         let method = Method::from(parts.method.clone());
         let configured = outgoing.set_method(&method).is_ok()
-            && outgoing.set_scheme(Some(&Scheme::Http)).is_ok()
+            && outgoing.set_scheme(Some(&scheme)).is_ok()
             && outgoing.set_authority(Some(target.authority)).is_ok()
             && outgoing.set_path_with_query(Some(path)).is_ok();
         if !configured {

@@ -45,6 +45,10 @@ impl TempDir {
         Self { path }
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.path.join(name);
         std::fs::write(&path, contents).expect("write temporary file");
@@ -223,11 +227,14 @@ fn drain_into(mut pipe: impl Read, sink: &Mutex<String>) {
     }
 }
 
-/// Parses `gatehouse: listener NAME on http://IP:PORT`.
+/// Parses `gatehouse: listener NAME on http://IP:PORT` (or `https://`).
 pub fn parse_listener_line(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix("gatehouse: listener ")?;
     let (_name, url) = rest.split_once(" on ")?;
-    url.strip_prefix("http://")?.parse().ok()
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?
+        .parse()
+        .ok()
 }
 
 /// Runs the binary with `args` to completion and returns its status, stdout and stderr.
