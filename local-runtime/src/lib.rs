@@ -10,6 +10,7 @@ pub mod body;
 pub mod cli;
 pub mod config_file;
 pub mod demo;
+pub mod key_value_seed;
 pub mod logging;
 pub mod metrics;
 pub mod operations;
