@@ -40,7 +40,7 @@ impl Entry {
 /// A key-value store in memory, shared by every thread of a process and bounded by
 /// entry count.
 ///
-/// A put of a new key into a full store first drops expired entries; when the store
+/// A put of a new key into a full store first drops expired entries. When the store
 /// is still full, the put fails with 503 rather than evicting a live entry, because
 /// entries such as API keys must not vanish without an operator noticing.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub struct MemoryKeyValue<C> {
 }
 
 impl<C: Clock> MemoryKeyValue<C> {
-    /// Creates an empty store that holds at most `max_entries` entries, with expiry
+    /// Creates an empty store of at most `max_entries` entries, with expiry
     /// times from `clock`.
     pub fn new(clock: C, max_entries: usize) -> Self {
         Self {
@@ -103,7 +103,7 @@ impl<C: Clock> MemoryKeyValue<C> {
         self.lock().len()
     }
 
-    /// Returns whether the store holds no entries.
+    /// Returns whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -157,7 +157,7 @@ pub fn seal_envelope(value: &[u8], now_millis: u64, ttl: Duration) -> Bytes {
     sealed.freeze()
 }
 
-/// What a stored value read through [`open_envelope`] turned out to be.
+/// The outcome of reading a stored value through [`open_envelope`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Opened {
     /// A value without an expiry, or one that has not expired yet.

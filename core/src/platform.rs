@@ -130,8 +130,8 @@ pub trait Platform {
 // ---------------------------------------------------------------------------------
 // KeyValue
 
-/// A key-value store shared by the gateway's instances: memory natively, Workers KV on
-/// Cloudflare, Spin key-value on Spin.
+/// A key-value store shared by every request of a deployment: memory in the native
+/// process, Workers KV on Cloudflare, Spin key-value on Spin.
 ///
 /// Values are bytes. A failure of the store itself (unreachable, rejected, timed out)
 /// is [`crate::ErrorKind::Unavailable`] from [`crate::ErrorSource::Platform`], a 503:

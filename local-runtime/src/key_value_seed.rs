@@ -2,7 +2,7 @@
 //! file given with `gatehouse run --key-value-seed FILE`.
 //!
 //! The file is one JSON object from store key to value. A string value is stored as
-//! its UTF-8 bytes; any other JSON value (such as a consumer record object) is stored
+//! its UTF-8 bytes. Any other JSON value, such as a consumer record object, is stored
 //! as its compact JSON text:
 //!
 //! ```json

@@ -58,7 +58,7 @@ pub trait Launcher {
     }
 
     /// Starts a gateway like [`Launcher::launch_with_secrets`] whose key-value store
-    /// also holds `key_value` (key to stored text). Launchers that cannot load entries
+    /// also contains `key_value` (key to stored text). Launchers that cannot load entries
     /// keep this default, which fails for a scenario that has any.
     fn launch_with_key_value(
         &self,

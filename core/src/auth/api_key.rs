@@ -282,8 +282,8 @@ impl ApiKeyPolicy {
     /// Reads the consumer record stored under `prefix` and the hex `hash`.
     ///
     /// The store is addressed by the key's hash, so no secret is compared here, and
-    /// the lookup's timing depends only on whether the hash exists, which tells an
-    /// attacker nothing without SHA-256 preimages.
+    /// the lookup's timing depends only on whether the hash exists, which reveals
+    /// nothing useful to an attacker without SHA-256 preimages.
     ///
     /// NOTE: every unknown key costs one store read; nothing caches misses, so a flood
     /// of random keys reaches the store. A rate limit keyed on the client address in

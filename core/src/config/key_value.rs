@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-/// Where each platform keeps the key-value store that `api_key` policies with
-/// `key_value_prefix` read. Each target reads only its own setting.
+/// Settings of the key-value store that `api_key` policies with `key_value_prefix`
+/// read, one per platform. Each target reads only its own setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 #[schemars(deny_unknown_fields)]

@@ -29,8 +29,8 @@ impl WorkerKeyValue {
     }
 }
 
-/// Creates the 503 of a failed operation and logs its cause, which the client never
-/// sees.
+/// Creates the 503 of a failed operation and logs its cause, which is never sent to
+/// the client.
 fn failed(operation: &str, cause: impl std::fmt::Display) -> Error {
     console_error!("gatehouse: Workers KV {operation} failed: {cause}");
     store_failed(operation, cause)

@@ -47,8 +47,8 @@ impl SpinKeyValue {
     }
 }
 
-/// Creates the 503 of a failed operation and logs its cause, which the client never
-/// sees.
+/// Creates the 503 of a failed operation and logs its cause, which is never sent to
+/// the client.
 fn failed(operation: &str, label: &str, cause: &str) -> Error {
     eprintln!("gatehouse: key-value {operation} on store {label:?} failed: {cause}");
     store_failed(operation, cause)
