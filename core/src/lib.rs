@@ -14,6 +14,7 @@ pub mod error;
 pub mod forward;
 mod gateway;
 pub mod health;
+pub mod key_value;
 pub mod limit;
 pub mod locality;
 pub mod path;

@@ -102,6 +102,8 @@ pub trait Platform {
     type Clock: Clock;
     /// The platform's HTTP client.
     type Upstream: Upstream<Body = Self::Body>;
+    /// The platform's key-value store; [`NoKeyValue`] on a platform without one.
+    type KeyValue: KeyValue;
 
     /// Returns the clock.
     fn clock(&self) -> &Self::Clock;
@@ -126,5 +128,68 @@ pub trait Platform {
     /// of the same zone.
     fn location(&self) -> Option<&str> {
         None
+    }
+
+    /// Returns the key-value store, or `None` when this platform or deployment has
+    /// none. Policies that need a store then fail with
+    /// [`crate::ErrorKind::NotImplemented`].
+    fn key_value(&self) -> Option<&Self::KeyValue> {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// KeyValue
+
+/// A key-value store shared by every request of a deployment: memory in the native
+/// process, Workers KV on Cloudflare, Spin key-value on Spin.
+///
+/// Values are bytes. A failure of the store itself (unreachable, rejected, timed out)
+/// is [`crate::ErrorKind::Unavailable`] from [`crate::ErrorSource::Platform`], a 503:
+/// the client did nothing wrong. See [`crate::key_value::store_failed`].
+///
+/// Consistency follows the platform: Workers KV is eventually consistent, so a write
+/// can take up to a minute to reach other locations.
+pub trait KeyValue {
+    /// Returns the value stored under `key`, or `None` when there is none or it
+    /// expired.
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error>;
+
+    /// Stores `value` under `key`, replacing any earlier value. With `ttl`, the entry
+    /// expires after that time. Workers KV does not accept a TTL under 60 seconds, so
+    /// shorter ones are raised to 60 seconds there.
+    async fn put(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), Error>;
+
+    /// Removes `key`. Removing a key that does not exist succeeds.
+    async fn delete(&self, key: &str) -> Result<(), Error>;
+}
+
+/// The key-value store of a platform that has none: every operation fails with
+/// [`crate::ErrorKind::NotImplemented`]. Platforms using it return `None` from
+/// [`Platform::key_value`], so the pipeline never calls it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoKeyValue;
+
+impl NoKeyValue {
+    fn unsupported() -> Error {
+        Error::new(
+            crate::ErrorKind::NotImplemented,
+            crate::ErrorSource::Platform,
+            "this platform has no key-value store",
+        )
+    }
+}
+
+impl KeyValue for NoKeyValue {
+    async fn get(&self, _key: &str) -> Result<Option<Bytes>, Error> {
+        Err(Self::unsupported())
+    }
+
+    async fn put(&self, _key: &str, _value: Bytes, _ttl: Option<Duration>) -> Result<(), Error> {
+        Err(Self::unsupported())
+    }
+
+    async fn delete(&self, _key: &str) -> Result<(), Error> {
+        Err(Self::unsupported())
     }
 }

@@ -13,6 +13,7 @@ use gatehouse_core::config::Config;
 
 use crate::config_file::{ConfigFileError, load_gateway, summary};
 use crate::demo::DemoUpstream;
+use crate::key_value_seed;
 use crate::logging::{self, LogFormat};
 use crate::operations;
 use crate::platform::NativePlatform;
@@ -52,6 +53,10 @@ pub enum Command {
         /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
         #[arg(long, short, default_value = "gatehouse.toml")]
         config: PathBuf,
+        /// JSON file of entries loaded into the in-memory key-value store at start: an
+        /// object from key to value, such as `{"api-key:SHA256": {"name": "acme"}}`.
+        #[arg(long, value_name = "FILE")]
+        key_value_seed: Option<PathBuf>,
     },
     /// Check a config file, print every problem in it and exit 1 if there are any.
     Check {
@@ -90,7 +95,10 @@ pub enum CheckTarget {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => serve(&config, cli.log_format, false),
+        Command::Run {
+            config,
+            key_value_seed,
+        } => serve(&config, key_value_seed.as_deref(), cli.log_format, false),
         Command::Check {
             file,
             target,
@@ -100,7 +108,7 @@ pub fn main() -> ExitCode {
             CheckTarget::Spin => check_spin(&file, &manifest),
         },
         Command::Schema => schema(),
-        Command::Demo { config } => serve(&config, cli.log_format, true),
+        Command::Demo { config } => serve(&config, None, cli.log_format, true),
     }
 }
 
@@ -171,7 +179,12 @@ fn schema() -> ExitCode {
     }
 }
 
-fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
+fn serve(
+    path: &Path,
+    key_value_seed: Option<&Path>,
+    log_format: LogFormat,
+    with_demo: bool,
+) -> ExitCode {
     logging::init(log_format);
     let gateway = match load_gateway(path) {
         Ok(gateway) => gateway,
@@ -194,6 +207,19 @@ fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
         }
     };
 
+    let platform = NativePlatform::with_key_value(&gateway.config().key_value);
+    if let Some(seed) = key_value_seed {
+        match key_value_seed::load(seed, platform.memory_key_value()) {
+            Ok(count) => {
+                tracing::info!(entries = count, file = %seed.display(), "key-value store seeded");
+            }
+            Err(message) => {
+                print_stderr(&format!("invalid --key-value-seed: {message}"));
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        }
+    }
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -211,7 +237,7 @@ fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
         } else {
             Vec::new()
         };
-        let server = match Server::bind(gateway, NativePlatform::new()).await {
+        let server = match Server::bind(gateway, platform).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(%error, "failed to start");

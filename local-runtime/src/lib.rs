@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config_file;
 pub mod demo;
 pub mod health_check;
+pub mod key_value_seed;
 pub mod logging;
 pub mod metrics;
 pub mod operations;

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gatehouse_core::Error;
+use gatehouse_core::config::KeyValueConfig;
 use gatehouse_core::config::{UpstreamProtocol, UpstreamTlsConfig};
+use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -31,16 +33,43 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The native runtime's implementation of the core's [`Platform`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NativePlatform {
     clock: NativeClock,
     upstream: NativeUpstream,
+    key_value: MemoryKeyValue<NativeClock>,
+}
+
+impl Default for NativePlatform {
+    fn default() -> Self {
+        Self::with_key_value(&KeyValueConfig::default())
+    }
 }
 
 impl NativePlatform {
-    /// Creates a platform with a fresh clock origin and empty connection pools.
+    /// Creates a platform with a fresh clock origin, empty connection pools and an
+    /// empty key-value store of the default size.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates a platform whose in-memory key-value store holds up to
+    /// `config.memory_max_entries` entries.
+    ///
+    /// NOTE: the store is created once per process, so a reload that changes
+    /// `memory_max_entries` takes effect only after a restart.
+    pub fn with_key_value(config: &KeyValueConfig) -> Self {
+        let clock = NativeClock::default();
+        Self {
+            clock,
+            upstream: NativeUpstream::default(),
+            key_value: MemoryKeyValue::new(clock, config.memory_max_entries),
+        }
+    }
+
+    /// Returns the in-memory key-value store, for loading entries at start.
+    pub fn memory_key_value(&self) -> &MemoryKeyValue<NativeClock> {
+        &self.key_value
     }
 }
 
@@ -48,6 +77,7 @@ impl Platform for NativePlatform {
     type Body = NativeBody;
     type Clock = NativeClock;
     type Upstream = NativeUpstream;
+    type KeyValue = MemoryKeyValue<NativeClock>;
 
     fn clock(&self) -> &NativeClock {
         &self.clock
@@ -55,6 +85,10 @@ impl Platform for NativePlatform {
 
     fn upstream(&self) -> &NativeUpstream {
         &self.upstream
+    }
+
+    fn key_value(&self) -> Option<&MemoryKeyValue<NativeClock>> {
+        Some(&self.key_value)
     }
 
     fn random_u64(&self) -> u64 {

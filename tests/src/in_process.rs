@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gatehouse_core::config::{Format, UpstreamProtocol as CoreProtocol};
+use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{ConnectionInfo, Error, Gateway};
 use http::{Request, Response, Version};
@@ -56,10 +57,17 @@ impl Target for InProcessTarget {
         let text = render_config(&scenario.config, &addresses, UNUSED_PORT)?;
         let config = gatehouse_core::config::load(&text, Format::Toml)
             .map_err(|errors| format!("the scenario config does not load: {errors}"))?;
+        let key_value = MemoryKeyValue::new(clock.clone(), config.key_value.memory_max_entries);
+        for (key, value) in scenario.key_value_entries() {
+            key_value
+                .insert(&key, Bytes::from(value), None)
+                .map_err(|error| format!("failed to store key {key:?}: {error}"))?;
+        }
         let gateway = Gateway::new(config)
             .map_err(|errors| format!("the gateway rejects the config: {errors}"))?;
 
         let platform = TestPlatform {
+            key_value,
             upstream: SimulatedUpstreams {
                 clock: clock.clone(),
                 by_authority,
@@ -145,12 +153,14 @@ struct TestPlatform {
     upstream: SimulatedUpstreams,
     random_state: Cell<u64>,
     secrets: BTreeMap<String, String>,
+    key_value: MemoryKeyValue<ManualClock>,
 }
 
 impl Platform for TestPlatform {
     type Body = Bytes;
     type Clock = ManualClock;
     type Upstream = SimulatedUpstreams;
+    type KeyValue = MemoryKeyValue<ManualClock>;
 
     fn clock(&self) -> &ManualClock {
         &self.clock
@@ -172,6 +182,10 @@ impl Platform for TestPlatform {
 
     fn secret(&self, name: &str) -> Option<String> {
         self.secrets.get(name).cloned()
+    }
+
+    fn key_value(&self) -> Option<&MemoryKeyValue<ManualClock>> {
+        Some(&self.key_value)
     }
 }
 

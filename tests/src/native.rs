@@ -45,17 +45,45 @@ impl Launcher for NativeLauncher {
         config: &str,
         secrets: &std::collections::BTreeMap<String, String>,
     ) -> Result<GatewayProcess, String> {
+        self.launch_with_key_value(config, secrets, &std::collections::BTreeMap::new())
+    }
+
+    /// Writes `key_value` to a seed file that `gatehouse run --key-value-seed` loads
+    /// into the in-memory store.
+    fn launch_with_key_value(
+        &self,
+        config: &str,
+        secrets: &std::collections::BTreeMap<String, String>,
+        key_value: &std::collections::BTreeMap<String, String>,
+    ) -> Result<GatewayProcess, String> {
+        let mut files = Vec::new();
+        let mut command = Command::new(&self.binary);
+        command.arg("run");
+        if !key_value.is_empty() {
+            let seed = temporary_path("json");
+            let text = serde_json::to_string(key_value)
+                .map_err(|error| format!("failed to write the key-value seed: {error}"))?;
+            std::fs::write(&seed, text)
+                .map_err(|error| format!("failed to write {}: {error}", seed.display()))?;
+            command.arg("--key-value-seed").arg(&seed);
+            files.push(seed);
+        }
+
         let path = temporary_path("toml");
         // Port 0 lets the kernel pick a free port, which the ready line then reports.
         let text = format!(
             "{config}\n\n[[listeners]]\nname = \"{LISTENER_NAME}\"\naddress = \"127.0.0.1:0\"\n"
         );
-        std::fs::write(&path, text)
-            .map_err(|error| format!("failed to write {}: {error}", path.display()))?;
+        files.push(path.clone());
+        if let Err(error) = std::fs::write(&path, text) {
+            for file in &files {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(format!("failed to write {}: {error}", path.display()));
+        }
 
-        let mut command = Command::new(&self.binary);
-        command.arg("run").arg("--config").arg(&path).envs(secrets);
-        GatewayProcess::spawn(command, READY_PREFIX, vec![path])
+        command.arg("--config").arg(&path).envs(secrets);
+        GatewayProcess::spawn(command, READY_PREFIX, files)
     }
 }
 

@@ -56,6 +56,25 @@ pub trait Launcher {
             ))
         }
     }
+
+    /// Starts a gateway like [`Launcher::launch_with_secrets`] whose key-value store
+    /// also contains `key_value` (key to stored text). Launchers that cannot load entries
+    /// keep this default, which fails for a scenario that has any.
+    fn launch_with_key_value(
+        &self,
+        config: &str,
+        secrets: &BTreeMap<String, String>,
+        key_value: &BTreeMap<String, String>,
+    ) -> Result<GatewayProcess, String> {
+        if key_value.is_empty() {
+            self.launch_with_secrets(config, secrets)
+        } else {
+            Err(format!(
+                "the {} target cannot load key-value entries; skip this scenario there",
+                self.name()
+            ))
+        }
+    }
 }
 
 /// Runs scenarios against gateway processes started by a [`Launcher`].
@@ -89,9 +108,11 @@ impl<L: Launcher> Target for ProcessTarget<L> {
             .runtime
             .block_on(SocketUpstreams::start(&scenario.upstreams))?;
         let config = render_config(&scenario.config, upstreams.addresses(), unused_port()?)?;
-        let gateway = self
-            .launcher
-            .launch_with_secrets(&config, &scenario.secrets)?;
+        let gateway = self.launcher.launch_with_key_value(
+            &config,
+            &scenario.secrets,
+            &scenario.key_value_entries(),
+        )?;
         Ok(Box::new(ProcessInstance {
             runtime: &self.runtime,
             gateway,

@@ -49,6 +49,27 @@ pub struct Scenario {
     /// variables.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
+    /// Test-only entries of the platform's key-value store, loaded before the first
+    /// request. A string is stored as its UTF-8 bytes; any other value (such as a
+    /// consumer record table) as its compact JSON text.
+    #[serde(default)]
+    pub key_value: BTreeMap<String, serde_json::Value>,
+}
+
+impl Scenario {
+    /// Returns the key-value entries as the text each target stores.
+    pub fn key_value_entries(&self) -> BTreeMap<String, String> {
+        self.key_value
+            .iter()
+            .map(|(key, value)| {
+                let text = match value {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                (key.clone(), text)
+            })
+            .collect()
+    }
 }
 
 /// What a test upstream does with each request it receives.

@@ -1,9 +1,11 @@
 //! The `api_key` policy and the `[consumers]` table it looks keys up in.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::HeaderMap;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -11,17 +13,34 @@ use subtle::ConstantTimeEq;
 use super::credential::{self, Found, Source};
 use super::{Authenticated, Identity, ambiguous_credentials, unauthorized};
 use crate::config::{ApiKeyConfig, ConfigError, ConsumerConfig};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, ErrorSource};
+use crate::platform::{KeyValue, Platform};
 
 const SCHEME: &str = "ApiKey";
 
 /// Bytes of the SHA-256 prefix that index the table.
 const PREFIX_BYTES: usize = 8;
 
-#[derive(Debug)]
+/// Maximum length of `key_value_prefix`, which leaves room for the 64 hex digits of
+/// the hash within the smallest key limit of the supported stores (512 bytes on
+/// Workers KV).
+const MAX_PREFIX_BYTES: usize = 256;
+
+#[derive(Debug, Clone)]
 struct Consumer {
     name: Arc<str>,
     plan: Option<String>,
+    groups: Vec<String>,
+}
+
+/// A consumer record stored in the key-value store as JSON. Members other than these
+/// are ignored, so records can carry the operator's own notes.
+#[derive(Debug, Deserialize)]
+struct StoredConsumer {
+    name: String,
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
     groups: Vec<String>,
 }
 
@@ -112,14 +131,13 @@ impl ConsumerTable {
         self.consumers.iter().map(|consumer| &*consumer.name)
     }
 
-    fn find(&self, key: &str) -> Option<&Consumer> {
-        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    fn find(&self, hash: &[u8; 32]) -> Option<&Consumer> {
         let mut prefix = [0; PREFIX_BYTES];
         prefix.copy_from_slice(&hash[..PREFIX_BYTES]);
         let candidates = self.by_prefix.get(&prefix)?;
         let mut found = None;
         for (stored, index) in candidates {
-            if bool::from(stored.ct_eq(&hash)) {
+            if bool::from(stored.ct_eq(hash)) {
                 found = Some(*index);
             }
         }
@@ -147,6 +165,8 @@ pub struct ApiKeyPolicy {
     allowed: Option<HashSet<String>>,
     forward_key: bool,
     identity_headers: bool,
+    /// Prefix of key-value entries to look keys up under; `None` uses only the table.
+    key_value_prefix: Option<String>,
 }
 
 impl ApiKeyPolicy {
@@ -159,8 +179,11 @@ impl ApiKeyPolicy {
     ) -> Self {
         let sources =
             Source::compile_all(&config.key_from, &format!("{path}.key_from"), false, errors);
+        let key_value_prefix = compile_prefix(config, path, errors);
         for (index, name) in config.consumers.iter().enumerate() {
-            if !table.contains(name) {
+            // Consumers of the key-value store are not known until a request names
+            // them, so only a policy without one can check the list.
+            if key_value_prefix.is_none() && !table.contains(name) {
                 let defined: Vec<&str> = table.names().collect();
                 errors.push(
                     ConfigError::new(
@@ -175,10 +198,12 @@ impl ApiKeyPolicy {
                 );
             }
         }
-        if table.consumers.is_empty() {
+        if table.consumers.is_empty() && key_value_prefix.is_none() {
             errors.push(
-                ConfigError::new(path, "no consumers are defined, so no key can pass")
-                    .with_hint("add [consumers.NAME] with api_key_sha256 = \"HEX\""),
+                ConfigError::new(path, "no consumers are defined, so no key can pass").with_hint(
+                    "add [consumers.NAME] with api_key_sha256 = \"HEX\", or set \
+                         key_value_prefix to look keys up in the key-value store",
+                ),
             );
         }
         Self {
@@ -188,14 +213,17 @@ impl ApiKeyPolicy {
                 .then(|| config.consumers.iter().cloned().collect()),
             forward_key: config.forward_key,
             identity_headers: config.identity_headers,
+            key_value_prefix,
         }
     }
 
-    /// Looks up the request's key and returns the consumer's identity.
-    pub(crate) fn authenticate(
+    /// Looks up the request's key, in `[consumers]` and then in the key-value store
+    /// when the policy names a prefix, and returns the consumer's identity.
+    pub(crate) async fn authenticate<P: Platform>(
         &self,
         headers: &HeaderMap,
         query: Option<&str>,
+        platform: &P,
     ) -> Result<Authenticated, Error> {
         let (key, source) = match credential::find(&self.sources, headers, query) {
             Found::None => {
@@ -209,9 +237,15 @@ impl ApiKeyPolicy {
             }
             Found::One { value, source } => (value, source),
         };
-        let consumer = self
-            .table
-            .find(&key)
+        let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let consumer = match self.table.find(&hash) {
+            Some(consumer) => Some(Cow::Borrowed(consumer)),
+            None => match &self.key_value_prefix {
+                Some(prefix) => self.lookup_stored(prefix, &hash, platform).await?,
+                None => None,
+            },
+        };
+        let consumer = consumer
             .filter(|consumer| {
                 self.allowed
                     .as_ref()
@@ -244,4 +278,83 @@ impl ApiKeyPolicy {
             },
         })
     }
+
+    /// Reads the consumer record stored under `prefix` and the hex `hash`.
+    ///
+    /// The store is addressed by the key's hash, so no secret is compared here, and
+    /// the lookup's timing depends only on whether the hash exists, which reveals
+    /// nothing useful to an attacker without SHA-256 preimages.
+    ///
+    /// NOTE: every unknown key costs one store read; nothing caches misses, so a flood
+    /// of random keys reaches the store. A rate limit keyed on the client address in
+    /// front of this policy bounds it.
+    async fn lookup_stored<P: Platform>(
+        &self,
+        prefix: &str,
+        hash: &[u8; 32],
+        platform: &P,
+    ) -> Result<Option<Cow<'_, Consumer>>, Error> {
+        let Some(store) = platform.key_value() else {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Platform,
+                "API keys in the key-value store need a platform with one",
+            ));
+        };
+        let entry = format!("{prefix}{}", hex(hash));
+        let Some(record) = store.get(&entry).await? else {
+            return Ok(None);
+        };
+        let record: StoredConsumer = serde_json::from_slice(&record).map_err(|error| {
+            Error::new(
+                ErrorKind::Internal,
+                ErrorSource::Platform,
+                "the stored consumer record of this API key is invalid",
+            )
+            .with_cause(format!("key-value entry {entry:?}: {error}"))
+        })?;
+        if record.name.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                ErrorSource::Platform,
+                "the stored consumer record of this API key is invalid",
+            )
+            .with_cause(format!("key-value entry {entry:?}: the name is empty")));
+        }
+        Ok(Some(Cow::Owned(Consumer {
+            name: Arc::from(record.name),
+            plan: record.plan,
+            groups: record.groups,
+        })))
+    }
+}
+
+/// Checks `key_value_prefix`, which becomes part of store keys.
+fn compile_prefix(
+    config: &ApiKeyConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<String> {
+    let prefix = config.key_value_prefix.as_ref()?;
+    // Workers KV keys are at most 512 bytes; the hash takes 64 of them.
+    if prefix.len() > MAX_PREFIX_BYTES || prefix.chars().any(char::is_control) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.key_value_prefix"),
+                format!("must be at most {MAX_PREFIX_BYTES} bytes without control characters"),
+            )
+            .with_hint("use a short printable prefix such as \"api-key:\""),
+        );
+    }
+    Some(prefix.clone())
+}
+
+/// Formats `hash` as lowercase hexadecimal, the form of keys in the key-value store.
+pub fn hex(hash: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64);
+    for byte in hash {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }

@@ -94,7 +94,7 @@ impl Authenticator {
     ) -> Result<Authenticated, Error> {
         match self {
             Self::Jwt(policy) => policy.authenticate(headers, query, platform).await,
-            Self::ApiKey(policy) => policy.authenticate(headers, query),
+            Self::ApiKey(policy) => policy.authenticate(headers, query, platform).await,
         }
     }
 }

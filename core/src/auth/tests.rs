@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::{self, ConfigError, Format};
 use crate::error::{Error, ErrorKind};
-use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use crate::platform::{Clock, KeyValue, Platform, Upstream, UpstreamTarget};
 
 const KEYS: &str = include_str!("testdata/keys.json");
 const TOKENS: &str = include_str!("testdata/tokens.json");
@@ -95,10 +95,43 @@ impl Upstream for FakeUpstream {
     }
 }
 
+/// A key-value store in a map, which fails every operation while `down` is set.
+#[derive(Default)]
+struct FakeStore {
+    entries: RefCell<BTreeMap<String, Bytes>>,
+    down: Cell<bool>,
+    reads: Cell<usize>,
+}
+
+impl KeyValue for FakeStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        self.reads.set(self.reads.get() + 1);
+        if self.down.get() {
+            return Err(crate::key_value::store_failed(
+                "get",
+                "the test store is down",
+            ));
+        }
+        Ok(self.entries.borrow().get(key).cloned())
+    }
+
+    async fn put(&self, key: &str, value: Bytes, _ttl: Option<Duration>) -> Result<(), Error> {
+        self.entries.borrow_mut().insert(key.to_owned(), value);
+        Ok(())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.entries.borrow_mut().remove(key);
+        Ok(())
+    }
+}
+
 struct TestPlatform {
     clock: TestClock,
     upstream: FakeUpstream,
     secrets: BTreeMap<String, String>,
+    /// The key-value store, or `None` for a platform without one.
+    store: Option<FakeStore>,
 }
 
 impl TestPlatform {
@@ -113,6 +146,7 @@ impl TestPlatform {
                 fetches: Cell::new(0),
             },
             secrets: BTreeMap::from([(SECRET_NAME.to_owned(), secret)]),
+            store: Some(FakeStore::default()),
         }
     }
 
@@ -137,6 +171,7 @@ impl Platform for TestPlatform {
     type Body = Bytes;
     type Clock = TestClock;
     type Upstream = FakeUpstream;
+    type KeyValue = FakeStore;
 
     fn clock(&self) -> &TestClock {
         &self.clock
@@ -152,6 +187,10 @@ impl Platform for TestPlatform {
 
     fn secret(&self, name: &str) -> Option<String> {
         self.secrets.get(name).cloned()
+    }
+
+    fn key_value(&self) -> Option<&FakeStore> {
+        self.store.as_ref()
     }
 }
 
@@ -526,21 +565,111 @@ fn api_key_from_query_and_consumer_filter() {
     let Authenticator::ApiKey(policy) = authenticator(&text) else {
         panic!("expected api_key")
     };
+    let platform = TestPlatform::new();
+    let run =
+        |query: &str| block_on(policy.authenticate(&HeaderMap::new(), Some(query), &platform));
     // SHA-256 of "bar" is the hash of globex.
-    assert!(
-        policy
-            .authenticate(&HeaderMap::new(), Some("a=1&key=bar"))
-            .is_ok()
-    );
-    assert!(
-        policy
-            .authenticate(&HeaderMap::new(), Some("key=foo"))
-            .is_err()
-    );
-    let twice = policy
-        .authenticate(&HeaderMap::new(), Some("key=bar&key=bar"))
-        .unwrap_err();
+    assert!(run("a=1&key=bar").is_ok());
+    assert!(run("key=foo").is_err());
+    let twice = run("key=bar&key=bar").unwrap_err();
     assert_eq!(twice.kind(), ErrorKind::BadRequest);
+}
+
+/// SHA-256 of "stored-key", the key of the consumer the tests put in the store.
+const STORED_KEY_SHA256: &str = "c1f8fdb114cdd1062d18dcd8b85962b9b1a551e15d48136fb68d69121622fe1c";
+
+fn with_api_key(key: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-api-key", key.parse().unwrap());
+    headers
+}
+
+fn store_consumer(platform: &TestPlatform, record: &str) {
+    let store = platform.store.as_ref().unwrap();
+    store.entries.borrow_mut().insert(
+        format!("api-key:{STORED_KEY_SHA256}"),
+        Bytes::copy_from_slice(record.as_bytes()),
+    );
+}
+
+#[test]
+fn api_key_found_in_key_value_store() {
+    let platform = TestPlatform::new();
+    store_consumer(
+        &platform,
+        r#"{"name": "initech", "plan": "free", "groups": ["beta"], "note": "ignored"}"#,
+    );
+    let policy = authenticator(&format!(
+        "{CONSUMERS}\n[policies.auth.api_key]\nkey_value_prefix = \"api-key:\"\n"
+    ));
+
+    let authenticated = run(&policy, &with_api_key("stored-key"), &platform).unwrap();
+    assert_eq!(authenticated.identity.consumer.as_deref(), Some("initech"));
+    assert_eq!(authenticated.identity.subject.as_deref(), Some("initech"));
+    assert_eq!(authenticated.identity.groups, ["beta"]);
+    assert_eq!(authenticated.identity.claims["plan"], "free");
+
+    // Keys of [consumers] are found without reading the store.
+    let reads = platform.store.as_ref().unwrap().reads.get();
+    let authenticated = run(&policy, &with_api_key("foo"), &platform).unwrap();
+    assert_eq!(authenticated.identity.consumer.as_deref(), Some("acme"));
+    assert_eq!(platform.store.as_ref().unwrap().reads.get(), reads);
+
+    assert_401(
+        run(&policy, &with_api_key("unknown"), &platform),
+        Some("invalid_token"),
+    );
+}
+
+#[test]
+fn api_key_store_needs_no_consumers_table() {
+    let platform = TestPlatform::new();
+    store_consumer(&platform, r#"{"name": "initech"}"#);
+    let policy = authenticator(
+        "[policies.auth.api_key]\nkey_value_prefix = \"api-key:\"\nconsumers = [\"initech\"]\n",
+    );
+    let authenticated = run(&policy, &with_api_key("stored-key"), &platform).unwrap();
+    assert_eq!(authenticated.identity.consumer.as_deref(), Some("initech"));
+    assert!(authenticated.identity.claims.is_empty());
+
+    store_consumer(&platform, r#"{"name": "umbrella"}"#);
+    assert_401(
+        run(&policy, &with_api_key("stored-key"), &platform),
+        Some("invalid_token"),
+    );
+}
+
+#[test]
+fn api_key_store_failure_is_503() {
+    let platform = TestPlatform::new();
+    store_consumer(&platform, r#"{"name": "initech"}"#);
+    platform.store.as_ref().unwrap().down.set(true);
+    let policy = authenticator("[policies.auth.api_key]\nkey_value_prefix = \"api-key:\"\n");
+    let error = run(&policy, &with_api_key("stored-key"), &platform).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    assert_eq!(error.error_source(), crate::ErrorSource::Platform);
+    assert!(error.challenge().is_none());
+}
+
+#[test]
+fn api_key_invalid_stored_record_is_500() {
+    let platform = TestPlatform::new();
+    let policy = authenticator("[policies.auth.api_key]\nkey_value_prefix = \"api-key:\"\n");
+    for record in ["not json", r#"{"plan": "gold"}"#, r#"{"name": ""}"#] {
+        store_consumer(&platform, record);
+        let error = run(&policy, &with_api_key("stored-key"), &platform).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Internal, "{record}");
+        assert!(!error.detail().contains("stored-key"), "{record}");
+    }
+}
+
+#[test]
+fn api_key_store_missing_on_platform_is_501() {
+    let mut platform = TestPlatform::new();
+    platform.store = None;
+    let policy = authenticator("[policies.auth.api_key]\nkey_value_prefix = \"api-key:\"\n");
+    let error = run(&policy, &with_api_key("stored-key"), &platform).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::NotImplemented);
 }
 
 #[test]
@@ -634,7 +763,11 @@ fn config_problems_reported_with_paths() {
 
         [policies.keys.api_key]
         consumers = ["nobody"]
-        "#
+
+        [policies.long_prefix.api_key]
+        key_value_prefix = "{long_prefix}"
+        "#,
+        long_prefix = "p".repeat(300),
     );
     let errors = config_errors(&text);
     let expected = [
@@ -649,6 +782,7 @@ fn config_problems_reported_with_paths() {
         "policies.mismatch.jwt.jwks.url: invalid JWKS URL",
         "policies.mismatch.jwt.jwks.algorithms[0]: HS256 is not accepted from a JWKS",
         "policies.keys.api_key.consumers[0]: consumer \"nobody\" is not defined",
+        "policies.long_prefix.api_key.key_value_prefix: must be at most 256 bytes",
     ];
     for prefix in expected {
         assert!(

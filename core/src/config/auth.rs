@@ -183,6 +183,12 @@ pub struct ApiKeyConfig {
     pub forward_key: bool,
     /// Whether the identity is sent upstream in the `x-auth-*` headers.
     pub identity_headers: bool,
+    /// Looks keys that `[consumers]` does not list up in the platform's key-value
+    /// store, under this prefix followed by the lowercase hex SHA-256 of the key, such
+    /// as `"api-key:"`. The entry is a JSON consumer record:
+    /// `{"name": "acme", "plan": "gold", "groups": ["partners"]}`. Unset, only
+    /// `[consumers]` is used.
+    pub key_value_prefix: Option<String>,
 }
 
 /// Reads `x-api-key`, accepts every consumer, strips the key and sets identity headers.
@@ -193,6 +199,7 @@ impl Default for ApiKeyConfig {
             consumers: Vec::new(),
             forward_key: false,
             identity_headers: true,
+            key_value_prefix: None,
         }
     }
 }

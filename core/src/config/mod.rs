@@ -7,6 +7,7 @@
 
 mod auth;
 mod duration;
+mod key_value;
 mod load;
 mod tls;
 
@@ -20,6 +21,7 @@ pub use auth::{
     TokenSource,
 };
 pub use duration::ConfigDuration;
+pub use key_value::KeyValueConfig;
 pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
@@ -51,6 +53,9 @@ pub struct Config {
     /// API clients, identified by the hashes of their API keys.
     #[serde(default)]
     pub consumers: BTreeMap<String, ConsumerConfig>,
+    /// Where each platform keeps its key-value store.
+    #[serde(default)]
+    pub key_value: KeyValueConfig,
 }
 
 /// A socket the native runtime serves HTTP/1.1 and HTTP/2 on: with prior knowledge

@@ -180,6 +180,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
     check_listeners(config, &mut errors);
     check_admin(config, &mut errors);
     let server = compile_server(&config.server, &mut errors);
+    config.key_value.check(&mut errors);
 
     let upstream_names: Vec<&String> = config.upstreams.keys().collect();
     let upstreams: Vec<CompiledUpstream> = config

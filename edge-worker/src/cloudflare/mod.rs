@@ -4,6 +4,7 @@
 
 mod body;
 mod convert;
+mod key_value;
 mod platform;
 
 use std::cell::OnceCell;
@@ -19,6 +20,7 @@ use wasm_bindgen::JsValue;
 use worker::{Context, Env, console_error, console_log, event};
 
 use body::WorkerBody;
+use key_value::WorkerKeyValue;
 use platform::WorkerPlatform;
 
 use crate::embedded::{CONFIG_VARIABLE, build_gateway};
@@ -49,12 +51,28 @@ thread_local! {
 fn isolate(env: &Env) -> Rc<Isolate> {
     ISOLATE.with(|cell| {
         Rc::clone(cell.get_or_init(|| {
-            Rc::new(Isolate {
-                gateway: gateway_from_env(env),
-                platform: WorkerPlatform::default(),
-            })
+            let gateway = gateway_from_env(env);
+            let platform = WorkerPlatform::with_key_value(key_value_from_env(env, &gateway));
+            Rc::new(Isolate { gateway, platform })
         }))
     })
+}
+
+/// Returns the Workers KV namespace bound under the config's
+/// `key_value.cloudflare_binding`, logging once per isolate when it is missing.
+fn key_value_from_env(env: &Env, gateway: &Result<Gateway, Error>) -> Option<WorkerKeyValue> {
+    let binding = match gateway {
+        Ok(gateway) => gateway.config().key_value.cloudflare_binding.clone(),
+        Err(_) => return None,
+    };
+    let key_value = WorkerKeyValue::from_env(env, &binding);
+    if key_value.is_none() {
+        console_log!(
+            "gatehouse: no KV namespace is bound as {binding}; policies that read the \
+             key-value store answer 501"
+        );
+    }
+    key_value
 }
 
 /// Builds the gateway from the `GATEHOUSE_CONFIG` variable when it is set, or else

@@ -18,6 +18,7 @@ use worker::Delay;
 
 use super::body::WorkerBody;
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
+use super::key_value::WorkerKeyValue;
 
 #[wasm_bindgen]
 extern "C" {
@@ -38,12 +39,28 @@ pub struct WorkerPlatform {
     clock: WorkerClock,
     upstream: WorkerUpstream,
     random: RefCell<Vec<u64>>,
+    key_value: Option<WorkerKeyValue>,
+}
+
+impl WorkerPlatform {
+    /// Creates the platform with the Workers KV namespace `key_value`, if bound.
+    pub fn with_key_value(key_value: Option<WorkerKeyValue>) -> Self {
+        Self {
+            key_value,
+            ..Self::default()
+        }
+    }
 }
 
 impl Platform for WorkerPlatform {
     type Body = WorkerBody;
     type Clock = WorkerClock;
     type Upstream = WorkerUpstream;
+    type KeyValue = WorkerKeyValue;
+
+    fn key_value(&self) -> Option<&WorkerKeyValue> {
+        self.key_value.as_ref()
+    }
 
     fn clock(&self) -> &WorkerClock {
         &self.clock

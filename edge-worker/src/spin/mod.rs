@@ -12,6 +12,7 @@
 //! `gatehouse check --target spin` warns about such upstreams.
 
 mod convert;
+mod key_value;
 mod platform;
 
 use std::sync::OnceLock;
@@ -40,10 +41,13 @@ static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 
 #[http_component]
 async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-    let platform = SpinPlatform::new();
     let response = match GATEWAY.get_or_init(build_gateway) {
-        Ok(gateway) => handle_with(gateway, request, &platform).await,
+        Ok(gateway) => {
+            let platform = SpinPlatform::with_key_value(&gateway.config().key_value.spin_store);
+            handle_with(gateway, request, &platform).await
+        }
         Err(detail) => {
+            let platform = SpinPlatform::new();
             let error = Error::new(ErrorKind::Internal, ErrorSource::Config, detail.clone());
             let request_id = platform.new_request_id();
             problem_response(&error, &FALLBACK_REQUEST_ID_HEADER, &request_id)

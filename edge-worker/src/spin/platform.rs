@@ -18,6 +18,7 @@ use spin_sdk::http::{ErrorCode, IncomingResponse, Method, OutgoingRequest, Schem
 use wasi::clocks::{monotonic_clock, wall_clock};
 
 use super::convert::{fields, header_map};
+use super::key_value::SpinKeyValue;
 
 /// The body of requests and responses on Spin: bytes held in memory.
 ///
@@ -46,12 +47,23 @@ impl From<Bytes> for SpinBody {
 pub struct SpinPlatform {
     clock: WasiClock,
     upstream: SpinUpstream,
+    key_value: Option<SpinKeyValue>,
 }
 
 impl SpinPlatform {
-    /// Creates the platform. It keeps no state, so creating one per request is free.
+    /// Creates the platform without a key-value store. It keeps no state, so creating
+    /// one per request is free.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates the platform with the Spin key-value store labelled `store_label`,
+    /// which is opened on first use.
+    pub fn with_key_value(store_label: &str) -> Self {
+        Self {
+            key_value: Some(SpinKeyValue::new(store_label)),
+            ..Self::default()
+        }
     }
 
     /// Returns a new request id, for responses sent before the gateway runs.
@@ -64,6 +76,7 @@ impl Platform for SpinPlatform {
     type Body = SpinBody;
     type Clock = WasiClock;
     type Upstream = SpinUpstream;
+    type KeyValue = SpinKeyValue;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
@@ -75,6 +88,10 @@ impl Platform for SpinPlatform {
 
     fn random_u64(&self) -> u64 {
         wasi::random::random::get_random_u64()
+    }
+
+    fn key_value(&self) -> Option<&SpinKeyValue> {
+        self.key_value.as_ref()
     }
 }
 

@@ -4,19 +4,25 @@
 //! There is no Spin CLI in the package registries, and `wasmtime serve` does not
 //! provide Spin's own interfaces, so this host runs the component the way Spin does:
 //! one instance per request on wasmtime's `wasi:http` 0.2 implementation, plus Spin's
-//! `fermyon:spin/variables@2.0.0` interface. It sends outbound HTTP only to 127.0.0.1
+//! `fermyon:spin/variables@2.0.0` and `fermyon:spin/key-value@2.0.0` interfaces. The
+//! key-value stores live in the host's memory and are shared by every request. It sends outbound HTTP only to 127.0.0.1
 //! and [::1], and rejects any other host with `http-request-denied`, the error Spin
 //! returns for a host missing from `allowed_outbound_hosts`.
 //!
-//! Usage: `gatehouse-spin-host [--listen ADDR] [--var NAME=VALUE]... COMPONENT.wasm`.
+//! Usage: `gatehouse-spin-host [--listen ADDR] [--var NAME=VALUE]...
+//! [--key-value-store LABEL]... [--key-value-seed FILE] COMPONENT.wasm`.
 //! Variables also come from `SPIN_VARIABLE_NAME=value` environment variables, as with
-//! Spin's environment provider; `--var` wins. Once the listener is bound the host
+//! Spin's environment provider; `--var` wins. The component may open the key-value
+//! stores named with `--key-value-store`, or only `default` when none is named, as
+//! with `key_value_stores` in a Spin manifest. `--key-value-seed` loads a JSON object
+//! of string values into the `default` store before the first request. Once the listener is bound the host
 //! prints `gatehouse-spin-host: serving http://IP:PORT` on standard output.
 
+mod key_value;
 mod outbound;
 mod variables;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +42,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use key_value::{DEFAULT_STORE, KeyValueStores};
 use outbound::LoopbackOnly;
 
 /// Start of the line printed once the listener is bound; `http://IP:PORT` follows.
@@ -53,15 +60,21 @@ struct Options {
     listen: SocketAddr,
     component: PathBuf,
     variables: BTreeMap<String, String>,
+    key_value_stores: BTreeSet<String>,
+    key_value_seed: Option<PathBuf>,
 }
 
-/// State of one request's store: WASI, `wasi:http` and the Spin variables.
+/// State of one request's store: WASI, `wasi:http`, the Spin variables and the
+/// key-value stores.
 struct RequestState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: LoopbackOnly,
     variables: Arc<BTreeMap<String, String>>,
+    key_value: Arc<KeyValueStores>,
+    /// Key-value stores this instance holds open.
+    open_stores: usize,
 }
 
 impl WasiView for RequestState {
@@ -83,10 +96,12 @@ impl WasiHttpView for RequestState {
     }
 }
 
-/// What every connection shares: the pre-instantiated component and the variables.
+/// What every connection shares: the pre-instantiated component, the variables and
+/// the key-value stores.
 struct Server {
     pre: ProxyPre<RequestState>,
     variables: Arc<BTreeMap<String, String>>,
+    key_value: Arc<KeyValueStores>,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +110,8 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("gatehouse-spin-host: {message}");
             eprintln!(
-                "usage: gatehouse-spin-host [--listen ADDR] [--var NAME=VALUE]... COMPONENT.wasm"
+                "usage: gatehouse-spin-host [--listen ADDR] [--var NAME=VALUE]... \
+                 [--key-value-store LABEL]... [--key-value-seed FILE] COMPONENT.wasm"
             );
             return ExitCode::from(2);
         }
@@ -131,6 +147,8 @@ fn parse_options(
         .collect();
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut component = None;
+    let mut key_value_stores = BTreeSet::new();
+    let mut key_value_seed = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
@@ -146,16 +164,29 @@ fn parse_options(
                     .ok_or_else(|| format!("--var {value:?} is not NAME=VALUE"))?;
                 variables.insert(name.to_owned(), value.to_owned());
             }
+            "--key-value-store" => {
+                let label = args.next().ok_or("--key-value-store needs a label")?;
+                key_value_stores.insert(label);
+            }
+            "--key-value-seed" => {
+                let path = args.next().ok_or("--key-value-seed needs a file")?;
+                key_value_seed = Some(PathBuf::from(path));
+            }
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ if component.is_none() => component = Some(PathBuf::from(arg)),
             _ => return Err(format!("unexpected argument {arg:?}")),
         }
     }
     let component = component.ok_or("missing the path of the component")?;
+    if key_value_stores.is_empty() {
+        key_value_stores.insert(DEFAULT_STORE.to_owned());
+    }
     Ok(Options {
         listen,
         component,
         variables,
+        key_value_stores,
+        key_value_seed,
     })
 }
 
@@ -167,7 +198,15 @@ async fn serve(options: Options) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     variables::add_to_linker(&mut linker)?;
+    key_value::add_to_linker(&mut linker)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+
+    let key_value = KeyValueStores::new(&options.key_value_stores);
+    if let Some(seed) = &options.key_value_seed {
+        key_value
+            .seed(DEFAULT_STORE, seed)
+            .map_err(|message| wasmtime::format_err!("--key-value-seed: {message}"))?;
+    }
 
     let listener = TcpListener::bind(options.listen).await?;
     let address = listener.local_addr()?;
@@ -176,6 +215,7 @@ async fn serve(options: Options) -> wasmtime::Result<()> {
     let server = Arc::new(Server {
         pre,
         variables: Arc::new(options.variables),
+        key_value: Arc::new(key_value),
     });
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -288,6 +328,8 @@ impl Server {
             table: ResourceTable::new(),
             hooks: LoopbackOnly,
             variables: Arc::clone(&self.variables),
+            key_value: Arc::clone(&self.key_value),
+            open_stores: 0,
         };
         let mut store = Store::new(self.pre.engine(), state);
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -349,6 +391,28 @@ mod tests {
         assert_eq!(options.variables["region"], "eu");
         assert_eq!(options.variables.len(), 2);
         assert_eq!(options.listen, SocketAddr::from(([127, 0, 0, 1], 0)));
+        assert_eq!(
+            options.key_value_stores,
+            BTreeSet::from([DEFAULT_STORE.to_owned()])
+        );
+        assert_eq!(options.key_value_seed, None);
+    }
+
+    #[test]
+    fn options_name_key_value_stores_and_seed() {
+        let args = strings(&[
+            "--key-value-store",
+            "cache",
+            "--key-value-seed",
+            "seed.json",
+            "app.wasm",
+        ]);
+        let options = parse_options(args.into_iter(), [].into_iter()).unwrap();
+        assert_eq!(
+            options.key_value_stores,
+            BTreeSet::from(["cache".to_owned()])
+        );
+        assert_eq!(options.key_value_seed, Some(PathBuf::from("seed.json")));
     }
 
     #[test]
