@@ -13,6 +13,7 @@ pub mod demo;
 pub mod logging;
 pub mod metrics;
 pub mod operations;
+pub mod otlp;
 pub mod platform;
 pub mod redact;
 pub mod reload;
