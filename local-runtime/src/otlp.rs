@@ -28,8 +28,8 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 /// default.
 const MAX_BATCH_SPANS: usize = 512;
 
-/// Longest time a span waits in the queue before its batch is sent, with the batch
-/// span processor's default delay.
+/// Interval at which a batch that is not full yet is sent, the batch span
+/// processor's default delay. An export in progress delays the next one.
 const EXPORT_DELAY: Duration = Duration::from_secs(5);
 
 /// Minimum interval between two logged export failures, so that a collector that is
@@ -45,8 +45,8 @@ pub struct SpanExport {
 
 impl SpanExport {
     /// Starts the export thread for `config`. The exporter is built on that thread,
-    /// because reqwest's blocking client must not be created inside the Tokio runtime;
-    /// a failure to build it is logged, and spans are then dropped.
+    /// because reqwest's blocking client must not be created inside the Tokio runtime.
+    /// A failure to build it is logged, and spans are then dropped.
     pub fn start(config: &OtlpConfig) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(config.max_queue_spans);
         let config = config.clone();
