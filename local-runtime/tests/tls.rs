@@ -599,14 +599,20 @@ fn check_reports_bad_tls_files() {
             toml_path(&first.key_file)
         ),
     ];
-    let config = tls_config("127.0.0.1:9".parse().expect("address"), &certificates, "");
+    let config = tls_config("127.0.0.1:9".parse().expect("address"), &certificates, "")
+        + &format!(
+            "\n[upstreams.secure]\nendpoints = [{{ address = \"127.0.0.1:9\" }}]\n\
+             tls = {{ ca_files = [{}] }}\n",
+            toml_path(&missing)
+        );
     let path = pki.dir.write("bad-tls.toml", &config);
 
     let (status, stdout, _) = run_command(&["check", &path.to_string_lossy()]);
     assert_eq!(status.code(), Some(1), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     for expected in [
+        "upstreams.secure.tls.ca_files[0]: failed to read",
         "listeners[0].tls.certificates[0].key_file: the private key in",
         "listeners[0].tls.certificates[1].cert_file: failed to read",
         "listeners[0].tls.certificates[2].key_file:",
@@ -630,4 +636,37 @@ fn check_reports_bad_tls_files() {
         stderr.contains("listeners[0].tls.certificates[1].cert_file"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_closed_after_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+
+    bounded(async {
+        let pki = Pki::new();
+        let first = pki.server("first", &["a.test"]);
+        let upstream = demo_upstream().await;
+        let gateway = Gatehouse::start(&tls_config(
+            upstream.address(),
+            &[certificate_entry(&first, &["a.test"])],
+            "handshake_timeout = \"200ms\"",
+        ));
+
+        // A client that connects and never starts the handshake is disconnected.
+        let mut silent = TcpStream::connect(gateway.address).await.expect("connect");
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buffer))
+            .await
+            .expect("the gateway closed the connection within 10 s");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "expected the connection to be closed, read {read:?}"
+        );
+
+        // The listener still serves clients that complete the handshake.
+        connect(gateway.address, pki.roots(), "a.test", &[b"http/1.1"])
+            .await
+            .expect("handshake after the timeout");
+    })
+    .await;
 }
