@@ -101,7 +101,7 @@ fn toml_path(path: &Path) -> String {
     format!("{:?}", path.to_string_lossy())
 }
 
-/// A config with one TLS listener serving `certificates` (TOML inline tables) and
+/// Builds a config with one TLS listener serving `certificates` (TOML inline tables) and
 /// one route to `upstream`.
 fn tls_config(upstream: SocketAddr, certificates: &[String], extra_tls: &str) -> String {
     format!(
@@ -200,11 +200,6 @@ async fn get_over(stream: TlsStream<TcpStream>, path: &str) -> (http::response::
     (parts, body)
 }
 
-/// Parses `gatehouse: listener NAME on https://IP:PORT` lines printed by `run`.
-fn listener_address(gateway: &Gatehouse) -> SocketAddr {
-    gateway.address
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_certificate_per_name() {
     bounded(async {
@@ -220,7 +215,7 @@ async fn sni_picks_certificate_per_name() {
             ],
             "",
         ));
-        let address = listener_address(&gateway);
+        let address = gateway.address;
 
         let stream = connect(address, pki.roots(), "a.test", &[b"http/1.1"])
             .await
@@ -277,7 +272,7 @@ async fn unknown_sni_rejected_when_configured() {
             &[certificate_entry(&first, &["a.test"])],
             "reject_unknown_sni = true",
         ));
-        let address = listener_address(&gateway);
+        let address = gateway.address;
 
         connect(address, pki.roots(), "a.test", &[b"http/1.1"])
             .await
@@ -374,7 +369,7 @@ async fn replaced_certificate_served_after_reload() {
             .await
         );
 
-        // The file watch sees the new pair and installs it.
+        // The file watch detects the new pair and installs it.
         let renewed = pki.server("renewed", &["a.test"]);
         std::fs::copy(&renewed.key_file, &original.key_file).expect("replace key");
         std::fs::copy(&renewed.cert_file, &original.cert_file).expect("replace certificate");
