@@ -22,8 +22,8 @@ const VERSION: &str = "00";
 const FLAG_SAMPLED: u8 = 0x01;
 /// The specification's limit on `tracestate` list members.
 const MAX_TRACESTATE_MEMBERS: usize = 32;
-/// Longest `tracestate` this gateway forwards; the specification asks to propagate at
-/// least 512 characters.
+/// Longest `tracestate` this gateway forwards, which is the minimum length the
+/// specification requires participants to propagate.
 const MAX_TRACESTATE_BYTES: usize = 512;
 
 /// The trace a request belongs to and the gateway's span in it.
@@ -102,7 +102,7 @@ struct Parent {
 /// Parses the one `traceparent` header. A repeated header, an unknown version `ff`,
 /// uppercase hex, an all-zero id or a version 00 value of the wrong length is
 /// invalid. A higher version is read by its first four fields, as the specification
-/// asks, when what follows them starts with a dash.
+/// requires, when what follows them starts with a dash.
 fn parse_traceparent(headers: &HeaderMap) -> Option<Parent> {
     let mut values = headers.get_all(TRACEPARENT).iter();
     let value = values.next()?;

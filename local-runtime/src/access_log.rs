@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::body::NativeBody;
 use crate::metrics::Metrics;
+use crate::otlp::SpanExport;
 
 /// The `tracing` target of access-log events. The logging setup prints events of this
 /// target as bare JSON lines.
@@ -42,6 +43,7 @@ pub struct AccessLogBody {
     started: Instant,
     bytes_sent: u64,
     metrics: Option<Arc<Metrics>>,
+    spans: Option<Arc<SpanExport>>,
 }
 
 impl AccessLogBody {
@@ -54,7 +56,14 @@ impl AccessLogBody {
             started,
             bytes_sent: 0,
             metrics: None,
+            spans: None,
         }
+    }
+
+    /// Also exports the request's spans through `spans` when it finishes.
+    pub fn with_spans(mut self, spans: Option<Arc<SpanExport>>) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// Also records the request in `metrics` when it finishes, exactly once, like the
@@ -71,6 +80,9 @@ impl AccessLogBody {
         record.response_bytes = Some(self.bytes_sent);
         if let Some(metrics) = &self.metrics {
             metrics.record_request(&record);
+        }
+        if let Some(spans) = &self.spans {
+            spans.record(&record, self.started.elapsed());
         }
         // Serializing costs more than the rest of the record's life, so skip it when
         // the access log is filtered out.

@@ -15,6 +15,7 @@ pub mod key_value_seed;
 pub mod logging;
 pub mod metrics;
 pub mod operations;
+pub mod otlp;
 pub mod platform;
 pub mod redact;
 pub mod reload;

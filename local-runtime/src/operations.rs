@@ -14,7 +14,8 @@ use crate::server::{BindError, Server};
 
 /// Serves `server` until `shutdown` completes, with the admin listener and hot reload
 /// of the config file at `path`. `on_admin_bound` receives the admin listener's
-/// address, when the config has one, before serving starts.
+/// address, when the config has one, once the gateway is ready and before serving
+/// starts.
 ///
 /// Fails only when the admin listener cannot be bound.
 pub async fn serve(
@@ -33,6 +34,7 @@ pub async fn serve(
     let readiness = Arc::new(Readiness::default());
 
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut admin_address = None;
     tasks.push(tokio::spawn(tls.watch(Arc::clone(&gateway))));
     if let Some(admin) = admin_config {
         let bind_error = |source| BindError {
@@ -49,7 +51,7 @@ pub async fn serve(
         })?;
         let listener = AdminListener::bind(address).await.map_err(bind_error)?;
         tracing::info!(address = %listener.address(), "admin listener bound");
-        on_admin_bound(listener.address());
+        admin_address = Some(listener.address());
         let state = Arc::new(AdminState {
             gateway,
             metrics,
@@ -80,6 +82,11 @@ pub async fn serve(
     }
 
     readiness.set_ready();
+    // Announced only once ready, so that a supervisor reading the address finds
+    // `/readyz` already returning 200.
+    if let Some(address) = admin_address {
+        on_admin_bound(address);
+    }
     let draining = Arc::clone(&readiness);
     server
         .serve(async move {

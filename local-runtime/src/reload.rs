@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig};
+use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig, TracingConfig};
 use serde::Serialize;
 
 use crate::config_file::{gateway_from_text, summary};
@@ -76,6 +76,8 @@ pub struct Reloader {
     /// The listeners and admin listener bound at start, which a reload cannot change.
     bound_listeners: Vec<ListenerConfig>,
     bound_admin: Option<AdminConfig>,
+    /// The span export settings at start, which a reload cannot change.
+    bound_tracing: Option<TracingConfig>,
     /// Serializes reloads, so that two triggers at once cannot both build on the same
     /// previous gateway, and stores the hash of the file contents read last.
     last_read: Mutex<u64>,
@@ -95,6 +97,7 @@ impl Reloader {
         let config = current.config();
         let bound_listeners = config.listeners.clone();
         let bound_admin = config.admin.clone();
+        let bound_tracing = config.tracing.clone();
         // NOTE: the file is read again here rather than passed in, so a change between
         // the first load and this read is taken as already loaded until it changes again.
         let initial_stamp = file_stamp(path);
@@ -106,6 +109,7 @@ impl Reloader {
             metrics,
             bound_listeners,
             bound_admin,
+            bound_tracing,
             last_read: Mutex::new(last_read),
             initial_stamp,
             reloaded: Arc::default(),
@@ -234,6 +238,9 @@ impl Reloader {
         }
         if config.admin != self.bound_admin {
             settings.push("admin");
+        }
+        if config.tracing != self.bound_tracing {
+            settings.push("tracing");
         }
         settings
     }

@@ -29,6 +29,7 @@ use tokio_rustls::server::TlsStream;
 use crate::access_log::AccessLogBody;
 use crate::body::NativeBody;
 use crate::metrics::Metrics;
+use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
 use crate::tls::{ListenerTls, TlsListeners};
 
@@ -110,6 +111,8 @@ struct State {
     gateway: SharedGateway,
     platform: NativePlatform,
     metrics: Arc<Metrics>,
+    /// The OTLP span export, when `[tracing.otlp]` is set at start.
+    spans: Option<Arc<SpanExport>>,
 }
 
 impl Server {
@@ -124,6 +127,21 @@ impl Server {
                 source: io::Error::new(io::ErrorKind::InvalidData, problems.join("; ")),
             }
         })?;
+        let spans = match gateway
+            .config()
+            .tracing
+            .as_ref()
+            .and_then(|tracing| tracing.otlp.as_ref())
+        {
+            Some(otlp) => Some(Arc::new(SpanExport::start(otlp).map_err(|source| {
+                BindError {
+                    listener: "otlp".to_owned(),
+                    address: otlp.endpoint.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
         let mut listeners = Vec::with_capacity(gateway.config().listeners.len());
         for listener in &gateway.config().listeners {
             let bind_error = |source| BindError {
@@ -155,6 +173,7 @@ impl Server {
                 gateway: Arc::new(ArcSwap::from_pointee(gateway)),
                 platform,
                 metrics: Arc::new(Metrics::new()),
+                spans,
             }),
         })
     }
@@ -361,7 +380,9 @@ async fn handle(
     let (parts, body) = handled.response.into_parts();
     Ok(Response::from_parts(
         parts,
-        AccessLogBody::new(body, handled.access, started).with_metrics(Arc::clone(&state.metrics)),
+        AccessLogBody::new(body, handled.access, started)
+            .with_metrics(Arc::clone(&state.metrics))
+            .with_spans(state.spans.clone()),
     ))
 }
 
@@ -381,6 +402,7 @@ mod tests {
             )),
             platform: NativePlatform::new(),
             metrics: Arc::new(Metrics::new()),
+            spans: None,
         });
         let peer = IpAddr::from([127, 0, 0, 1]);
         let future = async move {

@@ -21,12 +21,15 @@ pub struct MissingHost {
     pub address: String,
     /// The component of the manifest that lacks the entry.
     pub component: String,
+    /// Whether the upstream uses TLS, so the component needs an `https` entry.
+    pub tls: bool,
 }
 
 impl MissingHost {
     /// Returns the `allowed_outbound_hosts` entry that allows this endpoint.
     pub fn suggested_entry(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 }
 
@@ -111,15 +114,19 @@ pub fn check_text(config: &Config, manifest: &str) -> Result<ManifestReport, Str
             }
         }
         for (upstream_name, upstream) in &config.upstreams {
+            let tls = upstream.tls.is_some();
             for (index, endpoint) in upstream.endpoints.iter().enumerate() {
                 let allowed = split_address(&endpoint.address).is_some_and(|(host, port)| {
-                    patterns.iter().any(|pattern| pattern.allows(host, port))
+                    patterns
+                        .iter()
+                        .any(|pattern| pattern.allows(tls, host, port))
                 });
                 if !allowed {
                     report.missing.push(MissingHost {
                         path: format!("upstreams.{upstream_name}.endpoints[{index}].address"),
                         address: endpoint.address.clone(),
                         component: name.clone(),
+                        tls,
                     });
                 }
             }
@@ -196,6 +203,7 @@ fn split_address(address: &str) -> Option<(&str, u16)> {
 struct HostPattern {
     /// Whether the entry allows plain HTTP, the protocol of upstream endpoints.
     allows_http: bool,
+    allows_https: bool,
     host: HostMatch,
     port: PortMatch,
 }
@@ -258,12 +266,14 @@ impl HostPattern {
         };
         Ok(Self {
             allows_http: matches!(scheme, "http" | "*"),
+            allows_https: matches!(scheme, "https" | "*"),
             host,
             port,
         })
     }
 
-    fn allows(&self, host: &str, port: u16) -> bool {
+    /// Returns whether the entry allows an endpoint, over `https` when `tls` is set.
+    fn allows(&self, tls: bool, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();
         let host_allowed = match &self.host {
             HostMatch::Any => true,
@@ -274,7 +284,12 @@ impl HostPattern {
             PortMatch::Any => true,
             PortMatch::Ports(ports) => ports.contains(&port),
         };
-        self.allows_http && host_allowed && port_allowed
+        let scheme_allowed = if tls {
+            self.allows_https
+        } else {
+            self.allows_http
+        };
+        scheme_allowed && host_allowed && port_allowed
     }
 }
 
@@ -313,6 +328,25 @@ mod tests {
             .into_iter()
             .map(|missing| missing.path)
             .collect()
+    }
+
+    #[test]
+    fn tls_upstream_needs_https_entry() {
+        let text = "[upstreams.api]\nendpoints = [{ address = \"api.example.com:443\" }]\n\
+                    tls = {}\n\n[[routes]]\nupstream = \"api\"\n";
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let http_only = check_text(gateway.config(), &manifest(&["http://api.example.com:443"]))
+            .expect("valid manifest");
+        assert_eq!(http_only.missing.len(), 1);
+        assert_eq!(
+            http_only.missing[0].suggested_entry(),
+            "https://api.example.com:443"
+        );
+        let https = check_text(gateway.config(), &manifest(&["https://api.example.com"]))
+            .expect("valid manifest");
+        assert!(https.missing.is_empty(), "{:?}", https.missing);
     }
 
     #[test]

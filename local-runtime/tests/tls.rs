@@ -101,7 +101,7 @@ fn toml_path(path: &Path) -> String {
     format!("{:?}", path.to_string_lossy())
 }
 
-/// A config with one TLS listener serving `certificates` (TOML inline tables) and
+/// Builds a config with one TLS listener serving `certificates` (TOML inline tables) and
 /// one route to `upstream`.
 fn tls_config(upstream: SocketAddr, certificates: &[String], extra_tls: &str) -> String {
     format!(
@@ -200,11 +200,6 @@ async fn get_over(stream: TlsStream<TcpStream>, path: &str) -> (http::response::
     (parts, body)
 }
 
-/// Parses `gatehouse: listener NAME on https://IP:PORT` lines printed by `run`.
-fn listener_address(gateway: &Gatehouse) -> SocketAddr {
-    gateway.address
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_certificate_per_name() {
     bounded(async {
@@ -220,7 +215,7 @@ async fn sni_picks_certificate_per_name() {
             ],
             "",
         ));
-        let address = listener_address(&gateway);
+        let address = gateway.address;
 
         let stream = connect(address, pki.roots(), "a.test", &[b"http/1.1"])
             .await
@@ -277,7 +272,7 @@ async fn unknown_sni_rejected_when_configured() {
             &[certificate_entry(&first, &["a.test"])],
             "reject_unknown_sni = true",
         ));
-        let address = listener_address(&gateway);
+        let address = gateway.address;
 
         connect(address, pki.roots(), "a.test", &[b"http/1.1"])
             .await
@@ -374,7 +369,7 @@ async fn replaced_certificate_served_after_reload() {
             .await
         );
 
-        // The file watch sees the new pair and installs it.
+        // The file watch detects the new pair and installs it.
         let renewed = pki.server("renewed", &["a.test"]);
         std::fs::copy(&renewed.key_file, &original.key_file).expect("replace key");
         std::fs::copy(&renewed.cert_file, &original.cert_file).expect("replace certificate");
@@ -599,14 +594,20 @@ fn check_reports_bad_tls_files() {
             toml_path(&first.key_file)
         ),
     ];
-    let config = tls_config("127.0.0.1:9".parse().expect("address"), &certificates, "");
+    let config = tls_config("127.0.0.1:9".parse().expect("address"), &certificates, "")
+        + &format!(
+            "\n[upstreams.secure]\nendpoints = [{{ address = \"127.0.0.1:9\" }}]\n\
+             tls = {{ ca_files = [{}] }}\n",
+            toml_path(&missing)
+        );
     let path = pki.dir.write("bad-tls.toml", &config);
 
     let (status, stdout, _) = run_command(&["check", &path.to_string_lossy()]);
     assert_eq!(status.code(), Some(1), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     for expected in [
+        "upstreams.secure.tls.ca_files[0]: failed to read",
         "listeners[0].tls.certificates[0].key_file: the private key in",
         "listeners[0].tls.certificates[1].cert_file: failed to read",
         "listeners[0].tls.certificates[2].key_file:",
@@ -630,4 +631,37 @@ fn check_reports_bad_tls_files() {
         stderr.contains("listeners[0].tls.certificates[1].cert_file"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_client_closed_after_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+
+    bounded(async {
+        let pki = Pki::new();
+        let first = pki.server("first", &["a.test"]);
+        let upstream = demo_upstream().await;
+        let gateway = Gatehouse::start(&tls_config(
+            upstream.address(),
+            &[certificate_entry(&first, &["a.test"])],
+            "handshake_timeout = \"200ms\"",
+        ));
+
+        // A client that connects and never starts the handshake is disconnected.
+        let mut silent = TcpStream::connect(gateway.address).await.expect("connect");
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buffer))
+            .await
+            .expect("the gateway closed the connection within 10 s");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "expected the connection to be closed, read {read:?}"
+        );
+
+        // The listener still serves clients that complete the handshake.
+        connect(gateway.address, pki.roots(), "a.test", &[b"http/1.1"])
+            .await
+            .expect("handshake after the timeout");
+    })
+    .await;
 }

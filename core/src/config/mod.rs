@@ -56,6 +56,52 @@ pub struct Config {
     /// Where each platform keeps its key-value store.
     #[serde(default)]
     pub key_value: KeyValueConfig,
+    /// Span export of the native runtime. Trace context is propagated without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// Tracing settings of the native runtime. Edge platforms ignore them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Exports the gateway's spans to an OpenTelemetry collector; off when absent.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// OpenTelemetry span export over OTLP/HTTP with JSON bodies.
+///
+/// Export never delays requests: spans wait in a bounded queue, and when the queue is
+/// full, for example because the collector is down, new spans are dropped and counted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, such as `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// The `service.name` resource attribute of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Maximum time for one export request.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: ConfigDuration,
+    /// Spans held while waiting for export; past it, new spans are dropped.
+    #[serde(default = "default_otlp_queue")]
+    pub max_queue_spans: usize,
+}
+
+fn default_service_name() -> String {
+    "gatehouse".to_owned()
+}
+
+/// The OTLP exporter's usual default timeout.
+fn default_otlp_timeout() -> ConfigDuration {
+    ConfigDuration::from_millis(10_000)
+}
+
+/// The OpenTelemetry batch span processor's default queue size.
+fn default_otlp_queue() -> usize {
+    2048
 }
 
 /// A socket the native runtime serves HTTP/1.1 and HTTP/2 on: with prior knowledge

@@ -178,6 +178,7 @@ pub(crate) struct Compiled {
 pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
     let mut errors = Vec::new();
     check_listeners(config, &mut errors);
+    check_tracing(config, &mut errors);
     check_admin(config, &mut errors);
     let server = compile_server(&config.server, &mut errors);
     config.key_value.check(&mut errors);
@@ -223,6 +224,54 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
             upstreams,
         }),
         _ => Err(errors),
+    }
+}
+
+/// Spans held for export beyond this would take more memory than a collector
+/// outage is worth.
+const MAX_OTLP_QUEUE_SPANS: usize = 1_000_000;
+
+fn check_tracing(config: &Config, errors: &mut Vec<ConfigError>) {
+    let Some(otlp) = config
+        .tracing
+        .as_ref()
+        .and_then(|tracing| tracing.otlp.as_ref())
+    else {
+        return;
+    };
+    let endpoint_ok = otlp
+        .endpoint
+        .parse::<http::Uri>()
+        .is_ok_and(|uri| uri.scheme_str() == Some("http") && uri.authority().is_some());
+    if !endpoint_ok {
+        errors.push(
+            ConfigError::new(
+                "tracing.otlp.endpoint",
+                format!("invalid OTLP/HTTP endpoint {:?}", otlp.endpoint),
+            )
+            .with_hint("use an http:// URL such as \"http://127.0.0.1:4318/v1/traces\""),
+        );
+    }
+    if otlp.service_name.is_empty() {
+        errors.push(ConfigError::new(
+            "tracing.otlp.service_name",
+            "must not be empty",
+        ));
+    }
+    if otlp.timeout.get().is_zero() {
+        errors.push(ConfigError::new(
+            "tracing.otlp.timeout",
+            "must be longer than zero",
+        ));
+    }
+    if !(1..=MAX_OTLP_QUEUE_SPANS).contains(&otlp.max_queue_spans) {
+        errors.push(ConfigError::new(
+            "tracing.otlp.max_queue_spans",
+            format!(
+                "must be between 1 and {MAX_OTLP_QUEUE_SPANS}, found {}",
+                otlp.max_queue_spans
+            ),
+        ));
     }
 }
 

@@ -299,7 +299,7 @@ fn prepare(config: &Config) -> Result<Vec<(String, ListenerTls)>, Vec<ConfigErro
 
 type FileStamp = Option<(SystemTime, u64)>;
 
-/// The modification time and size of every certificate and key file.
+/// Reads the modification time and size of every certificate and key file.
 fn file_stamps(listeners: &[gatehouse_core::config::ListenerConfig]) -> Vec<FileStamp> {
     listeners
         .iter()

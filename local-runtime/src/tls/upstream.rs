@@ -37,9 +37,9 @@ pub fn client_config(
                         errors.push(
                             ConfigError::new(
                                 file_path,
-                                format!("{ignored} certificate(s) in {file:?} are not valid CA certificates"),
+                                format!("{ignored} certificate(s) in {file:?} could not be parsed as trust anchors"),
                             )
-                            .with_hint("list only PEM files of CA certificates"),
+                            .with_hint("list only PEM files of valid X.509 CA certificates"),
                         );
                     }
                 }
@@ -96,8 +96,8 @@ pub fn client_config(
     }
 }
 
-/// The operating system's trusted roots, read once per process. Certificates that
-/// fail to parse are skipped and logged once.
+/// Returns the operating system's trusted roots, read once per process. Certificates
+/// that fail to parse are skipped and counted in a debug log line.
 fn system_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     Arc::clone(ROOTS.get_or_init(|| {
