@@ -1,9 +1,9 @@
 //! Circuit breakers: failing fast instead of sending requests to an endpoint or an
 //! upstream that keeps failing.
 //!
-//! A [`Breaker`] is closed (requests pass), open (requests are refused) or half-open
-//! (a few probe requests pass; the first probe to succeed closes the breaker and a
-//! failed probe opens it again). Endpoint breakers open after consecutive failures;
+//! A [`Breaker`] is closed (requests pass), open (requests are rejected) or half-open
+//! (a few probe requests pass). In half-open state, the first probe to succeed closes
+//! the breaker and a failed probe opens it again. Endpoint breakers open after consecutive failures;
 //! the upstream breaker opens when the share of failed attempts in a window reaches a
 //! threshold. State lives in atomics, so the request path takes no lock.
 
@@ -18,7 +18,7 @@ use crate::health::Outcome;
 pub enum CircuitState {
     /// Requests pass.
     Closed = 0,
-    /// Requests are refused until the open time ends.
+    /// Requests are rejected until the open time ends.
     Open = 1,
     /// A limited number of probe requests pass.
     HalfOpen = 2,
@@ -43,13 +43,13 @@ impl CircuitState {
     }
 }
 
-/// What opens a breaker.
+/// The condition that opens a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trip {
-    /// This many consecutive failures; 0 never opens.
+    /// This many consecutive failures, where 0 never opens.
     Consecutive(u32),
     /// This percentage of failed attempts among at least `min_requests` attempts
-    /// within a window of `window_ms`; a percentage of 0 never opens.
+    /// within a window of `window_ms`. A percentage of 0 never opens.
     FailureRate {
         /// Percentage of failed attempts.
         percent: u32,
@@ -69,8 +69,8 @@ impl Trip {
     }
 }
 
-/// Permission to send one request, returned by [`Breaker::admit`]. Hand it back
-/// with [`Breaker::record`]; dropping it unrecorded frees a probe slot.
+/// Permission to send one request, returned by [`Breaker::admit`]. Pass it back to
+/// [`Breaker::record`]. Dropping it unrecorded frees its probe slot.
 #[derive(Debug)]
 #[must_use = "a permit must be recorded or dropped"]
 pub struct Permit<'a> {
@@ -86,10 +86,11 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// Why a breaker refused a request.
+/// The reason a breaker rejected a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    /// The state that refused: open, or half-open with every probe slot taken.
+pub struct Rejection {
+    /// The state that rejected the request: open, or half-open with every probe slot
+    /// taken.
     pub state: CircuitState,
     /// Time until the breaker lets probes through, zero when half-open.
     pub retry_after: Duration,
@@ -172,7 +173,7 @@ impl Breaker {
     }
 
     /// Returns whether a request would be admitted at `now`, without taking a probe
-    /// slot. Balancers use it to skip endpoints whose breaker refuses.
+    /// slot. Endpoint selection uses it to skip endpoints whose breaker rejects.
     pub fn would_admit(&self, now: Duration) -> bool {
         match self.state(now) {
             CircuitState::Closed => true,
@@ -181,8 +182,8 @@ impl Breaker {
         }
     }
 
-    /// Admits a request at monotonic time `now`, or refuses it.
-    pub fn admit(&self, now: Duration) -> Result<Permit<'_>, Refusal> {
+    /// Admits a request at monotonic time `now`, or rejects it.
+    pub fn admit(&self, now: Duration) -> Result<Permit<'_>, Rejection> {
         loop {
             let raw = self.state.load(Ordering::Relaxed);
             match CircuitState::from_u8(raw) {
@@ -198,7 +199,7 @@ impl Breaker {
                             .opened_at_ms
                             .load(Ordering::Relaxed)
                             .saturating_add(self.open_ms);
-                        return Err(Refusal {
+                        return Err(Rejection {
                             state: CircuitState::Open,
                             retry_after: Duration::from_millis(
                                 until.saturating_sub(now.as_millis() as u64),
@@ -227,7 +228,7 @@ impl Breaker {
                             probe: true,
                         })
                     } else {
-                        Err(Refusal {
+                        Err(Rejection {
                             state: CircuitState::HalfOpen,
                             retry_after: Duration::ZERO,
                         })
@@ -395,7 +396,7 @@ impl ConcurrencyLimit {
     }
 
     /// Joins the requests waiting for a slot, or returns `None` when `max_pending`
-    /// are already waiting.
+    /// requests are already waiting or there is no limit.
     pub fn wait(&self) -> Option<(Waiting<'_>, impl Future<Output = Slot<'_>> + Send)> {
         let slots = self.slots.as_ref()?;
         self.pending
@@ -439,9 +440,9 @@ mod tests {
         assert_eq!(fail(&breaker, at(0)), None);
         assert_eq!(fail(&breaker, at(0)), None);
         assert_eq!(fail(&breaker, at(10)), Some(CircuitState::Open));
-        let refusal = breaker.admit(at(400)).expect_err("open");
-        assert_eq!(refusal.state, CircuitState::Open);
-        assert_eq!(refusal.retry_after, at(610));
+        let rejection = breaker.admit(at(400)).expect_err("open");
+        assert_eq!(rejection.state, CircuitState::Open);
+        assert_eq!(rejection.retry_after, at(610));
         assert!(!breaker.would_admit(at(400)));
         assert_eq!(breaker.times_opened(), 1);
     }
@@ -463,8 +464,8 @@ mod tests {
         assert_eq!(breaker.state(at(1_000)), CircuitState::HalfOpen);
         let first = breaker.admit(at(1_000)).expect("probe 1");
         let second = breaker.admit(at(1_000)).expect("probe 2");
-        let refusal = breaker.admit(at(1_000)).expect_err("no third probe");
-        assert_eq!(refusal.state, CircuitState::HalfOpen);
+        let rejection = breaker.admit(at(1_000)).expect_err("no third probe");
+        assert_eq!(rejection.state, CircuitState::HalfOpen);
         // A probe that is dropped unrecorded, such as a cancelled request, frees its slot.
         drop(second);
         assert!(breaker.would_admit(at(1_000)));

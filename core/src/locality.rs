@@ -33,7 +33,7 @@ pub enum Scope {
     Tier {
         /// Index of the tier, 0 for the lowest priority value.
         tier: usize,
-        /// Which zones of the tier.
+        /// The zones of the tier.
         zones: ZoneScope,
     },
 }
@@ -93,8 +93,8 @@ impl Locality {
         }
     }
 
-    /// Chooses the endpoints for one request. `healthy` tells which endpoints can
-    /// take traffic; `random` supplies the draws.
+    /// Chooses the endpoints for one request. `healthy` returns whether an endpoint
+    /// can take traffic, and `random` supplies the draws.
     pub fn choose(
         &self,
         healthy: &dyn Fn(usize) -> bool,

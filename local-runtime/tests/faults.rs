@@ -35,8 +35,8 @@ const LISTENING: &str = "fault upstream listening on ";
 /// How long an upstream process serves at most, so that none outlives a failed test.
 const UPSTREAM_LIFETIME: Duration = Duration::from_secs(60);
 
-/// The body of an upstream process: a demo upstream on the address in
-/// [`UPSTREAM_ENV`]. Without the variable, as in a normal test run, it does nothing.
+/// Serves a demo upstream on the address in [`UPSTREAM_ENV`], as the body of an
+/// upstream process. Without the variable, as in a normal test run, it does nothing.
 #[test]
 #[ignore = "runs only as a child process of the fault tests"]
 fn upstream_process() {

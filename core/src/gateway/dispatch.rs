@@ -14,7 +14,7 @@ use super::compile::{CompiledRoute, CompiledUpstream};
 use super::{AccessRecord, AttemptSpan, Gateway};
 use crate::auth::{self, Authenticated};
 use crate::balance::PickInput;
-use crate::circuit::{CircuitState, Permit, Refusal, Slot};
+use crate::circuit::{CircuitState, Permit, Rejection, Slot};
 use crate::config::{HashOn, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
 use crate::forward::{self, Downstream};
@@ -51,12 +51,12 @@ pub(crate) async fn proxy<P: Platform>(
     let timeouts = outgoing.route.timeouts;
     let total_deadline = started + timeouts.total.get();
 
-    // The upstream's breaker and request limit come first: a refused request costs
-    // the upstream nothing and the client learns at once.
+    // The upstream's breaker and request limit come first, so a rejected request
+    // costs the upstream nothing and the client gets its 503 at once.
     let upstream_permit = upstream
         .breaker
         .admit(started)
-        .map_err(|refusal| upstream_refused(upstream, refusal))?;
+        .map_err(|rejection| upstream_rejected(upstream, rejection))?;
     let _slot = take_slot(upstream, platform, timeouts.total.get()).await?;
     let started = clock.monotonic();
     upstream.budget.deposit(started);
@@ -228,18 +228,18 @@ async fn take_slot<'u, P: Platform>(
     result
 }
 
-fn upstream_refused(upstream: &CompiledUpstream, refusal: Refusal) -> Error {
-    let detail = match refusal.state {
+fn upstream_rejected(upstream: &CompiledUpstream, rejection: Rejection) -> Error {
+    let detail = match rejection.state {
         CircuitState::HalfOpen => format!(
             "the circuit of upstream {:?} is half-open and its probe requests are in flight",
             upstream.name
         ),
         _ => format!("the circuit of upstream {:?} is open", upstream.name),
     };
-    Error::circuit_open(detail).with_retry_after(retry_after(refusal.retry_after))
+    Error::circuit_open(detail).with_retry_after(retry_after(rejection.retry_after))
 }
 
-/// Rounds a wait up to whole seconds for `Retry-After`, at least one.
+/// Returns the `Retry-After` delay for a wait, at least one second.
 fn retry_after(wait: Duration) -> Duration {
     wait.max(Duration::from_secs(1))
 }
@@ -248,9 +248,9 @@ fn retry_after(wait: Duration) -> Duration {
 ///
 /// Eligible means not tried by this request, its breaker admitting, and healthy (not
 /// ejected and not failing active checks) unless so few endpoints are healthy that
-/// health is ignored (the panic threshold). Within that, zone and priority narrow the
-/// choice; when the narrowed set has nothing left, as on a retry, any eligible
-/// endpoint may take the request.
+/// health is ignored (the panic threshold). Zone and priority narrow the choice. When
+/// the narrowed set has nothing left, as on a retry, any eligible endpoint may take
+/// the request.
 fn pick_endpoint<'u>(
     upstream: &'u CompiledUpstream,
     hash: Option<u64>,
@@ -274,8 +274,8 @@ fn pick_endpoint<'u>(
             .choose(&|index| healthy(index) && admits(index), local_zone, random)
     };
     let mut refused: Vec<usize> = Vec::new();
-    // A breaker may refuse between the check and the admission, when another request
-    // takes its last probe slot; a few more picks then skip it.
+    // A breaker may reject between the check and the admission, when another request
+    // takes its last probe slot. A few more picks then skip that endpoint.
     for round in 0..4_u64 {
         let mut picked = None;
         for scope in [scope, Scope::All] {
@@ -310,7 +310,7 @@ fn pick_endpoint<'u>(
     let open: Vec<Duration> = (0..count)
         .filter(|index| !tried.contains(index) && (panic || healthy(*index)) && !admits(*index))
         .filter_map(|index| upstream.circuits[index].admit(now).err())
-        .map(|refusal| refusal.retry_after)
+        .map(|rejection| rejection.retry_after)
         .collect();
     if !open.is_empty() {
         let soonest = open.into_iter().min().unwrap_or_default();
@@ -327,9 +327,9 @@ fn pick_endpoint<'u>(
     .with_retry_after(Duration::from_secs(1)))
 }
 
-/// Classifies a result for health and breakers: gateway failures (connect failure,
-/// reset, timeout, 502, 503, 504) against successes; `None` for errors that say
-/// nothing about the upstream.
+/// Classifies a result for health and breakers as a gateway failure (connect failure,
+/// reset, timeout, 502, 503, 504) or a success. Returns `None` for errors that are not
+/// the upstream's doing.
 fn outcome_of<B>(result: &Result<Response<B>, Error>) -> Option<Outcome> {
     match result {
         Ok(response) if matches!(response.status().as_u16(), 502..=504) => Some(Outcome::Failure),
