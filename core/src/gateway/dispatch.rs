@@ -554,3 +554,162 @@ fn cookie_value<'r, B>(request: &'r Request<B>, name: &str) -> Option<&'r str> {
             (key == name).then(|| value.trim_matches('"'))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+
+    const KINDS: [&str; 6] = [
+        "round_robin",
+        "weighted_round_robin",
+        "random",
+        "least_outstanding",
+        "p2c_ewma",
+        "consistent_hash",
+    ];
+
+    fn zoned_gateway(balancer: &str) -> Gateway {
+        let hash_on = if balancer == "consistent_hash" {
+            "hash_on = \"path\""
+        } else {
+            ""
+        };
+        let text = format!(
+            r#"
+            [server]
+            zone = "zone-a"
+
+            [upstreams.zoned]
+            balancer = "{balancer}"
+            {hash_on}
+            endpoints = [
+              {{ address = "10.0.0.1:80", zone = "zone-b" }},
+              {{ address = "10.0.0.2:80", zone = "zone-a" }},
+              {{ address = "10.0.0.3:80", zone = "zone-a", weight = 3 }},
+              {{ address = "10.0.0.4:80", zone = "zone-b" }},
+              {{ address = "10.0.0.5:80", priority = 1 }},
+            ]
+            outlier = {{ consecutive_failures = 1, max_ejected_percent = 100, panic_threshold_percent = 0 }}
+
+            [[routes]]
+            upstream = "zoned"
+            "#
+        );
+        Gateway::from_text(&text, Format::Toml).expect("valid config")
+    }
+
+    /// Picks `count` times with varied random numbers and hashes, and returns the
+    /// picked endpoint indexes.
+    fn picks(upstream: &CompiledUpstream, count: u64, now: Duration) -> Vec<usize> {
+        (0..count)
+            .map(|draw| {
+                let random = draw.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let (index, permit) = pick_endpoint(
+                    upstream,
+                    Some(random.rotate_left(7)),
+                    &[],
+                    random,
+                    now,
+                    Some("zone-a"),
+                )
+                .expect("an endpoint is available");
+                drop(permit);
+                index
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_balancer_prefers_local_zone() {
+        let now = Duration::from_secs(1);
+        for kind in KINDS {
+            let gateway = zoned_gateway(kind);
+            let upstream = &gateway.compiled.upstreams[0];
+            let picked = picks(upstream, 200, now);
+            assert!(
+                picked.iter().all(|index| [1, 2].contains(index)),
+                "{kind}: {picked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_balancer_fails_over_by_zone_then_tier() {
+        let now = Duration::from_secs(1);
+        for kind in KINDS {
+            let gateway = zoned_gateway(kind);
+            let upstream = &gateway.compiled.upstreams[0];
+            // The local zone is ejected: zone-b of the first tier takes over. With 2 of
+            // its 4 endpoints healthy, the first tier keeps 2 / 4 * 140% = 70% and the
+            // second tier takes the other 30%.
+            for index in [1, 2] {
+                upstream.outlier.record(index, Outcome::Failure, now);
+            }
+            let picked = picks(upstream, 200, now);
+            assert!(
+                picked.iter().all(|index| [0, 3, 4].contains(index)),
+                "{kind}: {picked:?}"
+            );
+            let second_tier = picked.iter().filter(|index| **index == 4).count();
+            assert!((40..=80).contains(&second_tier), "{kind}: {picked:?}");
+            // The whole first tier is ejected: the second tier takes over.
+            for index in [0, 3] {
+                upstream.outlier.record(index, Outcome::Failure, now);
+            }
+            let picked = picks(upstream, 50, now);
+            assert!(picked.iter().all(|index| *index == 4), "{kind}: {picked:?}");
+        }
+    }
+
+    #[test]
+    fn open_endpoint_circuits_give_circuit_open_error() {
+        let text = r#"
+            [upstreams.pair]
+            endpoints = [{ address = "10.0.0.1:80" }, { address = "10.0.0.2:80" }]
+            circuit = { consecutive_failures = 1, open_duration = "30s" }
+
+            [[routes]]
+            upstream = "pair"
+        "#;
+        let gateway = Gateway::from_text(text, Format::Toml).expect("valid config");
+        let upstream = &gateway.compiled.upstreams[0];
+        let now = Duration::from_secs(1);
+        let (first, permit) = pick_endpoint(upstream, None, &[], 1, now, None).expect("closed");
+        record_outcome::<()>(
+            upstream,
+            first,
+            permit,
+            &Err(Error::bad_gateway("refused")),
+            now,
+        );
+        // The other endpoint still admits requests.
+        let (second, permit) = pick_endpoint(upstream, None, &[], 1, now, None).expect("closed");
+        assert_ne!(first, second);
+        record_outcome::<()>(
+            upstream,
+            second,
+            permit,
+            &Err(Error::bad_gateway("refused")),
+            now,
+        );
+
+        let later = now + Duration::from_secs(10);
+        let error = pick_endpoint(upstream, None, &[], 1, later, None)
+            .map(|(index, _)| index)
+            .expect_err("every circuit is open");
+        assert_eq!(error.kind(), ErrorKind::CircuitOpen);
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(20)));
+
+        // After the open time one probe passes, and a second must wait for it.
+        let reopen = now + Duration::from_secs(30);
+        let (_, probe) = pick_endpoint(upstream, None, &[], 1, reopen, None).expect("probe");
+        let (_, other_probe) =
+            pick_endpoint(upstream, None, &[], 1, reopen, None).expect("other endpoint's probe");
+        let error = pick_endpoint(upstream, None, &[], 1, reopen, None)
+            .map(|(index, _)| index)
+            .expect_err("both probe slots are taken");
+        assert_eq!(error.kind(), ErrorKind::CircuitOpen);
+        drop((probe, other_probe));
+    }
+}
