@@ -148,7 +148,10 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
     for note in &report.unchecked {
         print_stdout(&format!("note: {note}"));
     }
-    for warning in spin_manifest::stateful_balancer_warnings(gateway.config()) {
+    let warnings = spin_manifest::stateful_balancer_warnings(gateway.config())
+        .into_iter()
+        .chain(spin_manifest::failure_handling_warnings(gateway.config()));
+    for warning in warnings {
         print_stdout(&format!("warning: {warning}"));
     }
     for missing in &report.missing {

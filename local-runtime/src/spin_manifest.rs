@@ -164,6 +164,32 @@ pub fn stateful_balancer_warnings(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Lists the failure-handling settings a Spin component cannot apply: active health
+/// checks, which need background tasks, and circuit breakers, whose state a new
+/// instance per request loses.
+pub fn failure_handling_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, upstream) in &config.upstreams {
+        if upstream.health_check.is_some() {
+            warnings.push(format!(
+                "upstreams.{name}.health_check: a Spin component runs no background tasks, \
+                 so active health checks are ignored there; passive health still applies"
+            ));
+        }
+        let circuit = &upstream.circuit;
+        if circuit.consecutive_failures > 0
+            || circuit.failure_percent > 0
+            || circuit.max_requests > 0
+        {
+            warnings.push(format!(
+                "upstreams.{name}.circuit: Spin creates a new instance for every request, so \
+                 circuit breakers and request limits never see more than one request there"
+            ));
+        }
+    }
+    warnings
+}
+
 fn balancer_name(balancer: BalancerKind) -> &'static str {
     match balancer {
         BalancerKind::RoundRobin => "round_robin",
@@ -438,6 +464,27 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].starts_with("upstreams.rr.balancer: \"round_robin\" keeps its state"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn failure_handling_is_warned_about() {
+        let text = "[upstreams.checked]\nendpoints = [{ address = \"127.0.0.1:1\" }]\n\
+                    health_check = { kind = \"tcp\" }\n\
+                    circuit = { max_requests = 10 }\n\
+                    [upstreams.plain]\nendpoints = [{ address = \"127.0.0.1:2\" }]\n";
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let warnings = failure_handling_warnings(gateway.config());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("upstreams.checked.health_check:"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("upstreams.checked.circuit:"),
             "{warnings:?}"
         );
     }

@@ -475,3 +475,69 @@ upstream = "zoned"
     .await
     .expect("test finished within 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_restarts_checks_and_keeps_verdicts() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (sick, sick_switch) = switchable_upstream("sick").await;
+        let (well, _) = switchable_upstream("well").await;
+        let config = |extra_route: &str| {
+            format!(
+                r#"
+[[listeners]]
+name = "test"
+address = "127.0.0.1:0"
+
+[admin]
+address = "127.0.0.1:0"
+
+[upstreams.pair]
+endpoints = [{{ address = "{sick}" }}, {{ address = "{well}" }}]
+health_check = {{ path = "/healthz", interval = "100ms", healthy_threshold = 3, unhealthy_threshold = 1 }}
+
+[[routes]]
+upstream = "pair"
+{extra_route}
+"#
+            )
+        };
+        let gatehouse = Gatehouse::start(&config(""));
+        let admin = gatehouse.admin_address();
+        let sick_series = endpoint_series("gatehouse_endpoint_healthy", "pair", sick);
+        sick_switch.store(false, Ordering::Relaxed);
+        wait_for_metric(admin, &sick_series, 0.0, Duration::from_secs(5))
+            .await
+            .expect("the failing endpoint is marked unhealthy");
+
+        // Reload with one more route; the endpoint stays, so its verdict does too.
+        let route = "[[routes]]\nmatch.path_prefix = \"/other\"\nupstream = \"pair\"";
+        std::fs::write(gatehouse.config_path(), config(route)).expect("rewrite config");
+        let request = Request::post(format!("http://{admin}/reload"))
+            .body(NativeBody::empty())
+            .expect("valid request");
+        let (parts, body) = send(&http1_client(), request).await;
+        assert_eq!(parts.status, StatusCode::OK, "{body:?}");
+        assert_eq!(metric(admin, &sick_series).await, Some(0.0));
+        let checks = "gatehouse_health_checks_total{upstream=\"pair\",result=\"fail\"}";
+        let before = metric(admin, checks).await.unwrap_or(0.0);
+        let tally = burst(gatehouse.address, 100, 2).await;
+        assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+        assert_eq!(tally.by_upstream.get("sick"), None, "{tally:?}");
+
+        // The restarted checks keep running: more failures are counted, and three
+        // passes in a row bring the endpoint back.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metric(admin, checks).await.unwrap_or(0.0) <= before {
+            assert!(Instant::now() < deadline, "no check ran after the reload");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sick_switch.store(true, Ordering::Relaxed);
+        wait_for_metric(admin, &sick_series, 1.0, Duration::from_secs(5))
+            .await
+            .expect("the recovered endpoint is marked healthy");
+        let tally = burst(gatehouse.address, 100, 2).await;
+        assert!(tally.by_upstream.get("sick").is_some(), "{tally:?}");
+    })
+    .await
+    .expect("test finished within 60 s");
+}
