@@ -72,7 +72,7 @@ fn check_spin_accepts_repository_manifest() {
     ]);
     assert_eq!(status.code(), Some(0), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     assert!(
         lines[0].starts_with("warning: upstreams.orders.balancer: \"weighted_round_robin\""),
         "{stdout}"
@@ -81,7 +81,15 @@ fn check_spin_accepts_repository_manifest() {
         lines[1].starts_with("warning: upstreams.users.balancer: \"round_robin\""),
         "{stdout}"
     );
-    assert!(lines[2].starts_with("config OK for Spin: "), "{stdout}");
+    assert!(
+        lines[2].starts_with("warning: upstreams.users.health_check: "),
+        "{stdout}"
+    );
+    assert!(
+        lines[3].starts_with("warning: upstreams.users.circuit: "),
+        "{stdout}"
+    );
+    assert!(lines[4].starts_with("config OK for Spin: "), "{stdout}");
 }
 
 #[test]
