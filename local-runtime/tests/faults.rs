@@ -522,7 +522,7 @@ upstream = "pair"
         let before = metric(admin, checks).await.unwrap_or(0.0);
         let tally = burst(gatehouse.address, 100, 2).await;
         assert!(tally.failures.is_empty(), "{:?}", tally.failures);
-        assert_eq!(tally.by_upstream.get("sick"), None, "{tally:?}");
+        assert!(!tally.by_upstream.contains_key("sick"), "{tally:?}");
 
         // The restarted checks keep running: more failures are counted, and three
         // passes in a row bring the endpoint back.
@@ -536,7 +536,7 @@ upstream = "pair"
             .await
             .expect("the recovered endpoint is marked healthy");
         let tally = burst(gatehouse.address, 100, 2).await;
-        assert!(tally.by_upstream.get("sick").is_some(), "{tally:?}");
+        assert!(tally.by_upstream.contains_key("sick"), "{tally:?}");
     })
     .await
     .expect("test finished within 60 s");
