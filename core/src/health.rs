@@ -7,6 +7,7 @@
 //! endpoints are ejected at once. State lives in atomics, so the request path takes no
 //! lock, and it is per process (per isolate on the edge).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -32,7 +33,9 @@ pub enum Outcome {
 /// Outlier detection state of one upstream's endpoints.
 #[derive(Debug)]
 pub struct OutlierDetector {
-    endpoints: Vec<EndpointHealth>,
+    /// Per-endpoint state, each shareable with the next config's detector while its
+    /// endpoint stays.
+    endpoints: Vec<Arc<EndpointHealth>>,
     threshold: u32,
     base_ejection_ms: u64,
     max_ejection_ms: u64,
@@ -45,7 +48,7 @@ impl OutlierDetector {
     pub fn new(count: usize, config: &OutlierConfig) -> Self {
         let percent_of = |percent: u32| count * percent.min(100) as usize / 100;
         Self {
-            endpoints: (0..count).map(|_| EndpointHealth::default()).collect(),
+            endpoints: (0..count).map(|_| Arc::default()).collect(),
             threshold: config.consecutive_failures,
             base_ejection_ms: config.base_ejection.get().as_millis() as u64,
             max_ejection_ms: config.max_ejection.get().as_millis() as u64,
@@ -69,6 +72,17 @@ impl OutlierDetector {
             .filter(|index| !self.is_ejected(*index, now))
             .count();
         healthy < self.panic_below
+    }
+
+    /// Makes endpoint `index` share the state of endpoint `old_index` of `old`, for an
+    /// endpoint that stayed when the endpoint list changed. Out-of-range indexes are
+    /// ignored.
+    pub fn share_endpoint(&mut self, index: usize, old: &OutlierDetector, old_index: usize) {
+        if let (Some(slot), Some(state)) =
+            (self.endpoints.get_mut(index), old.endpoints.get(old_index))
+        {
+            *slot = Arc::clone(state);
+        }
     }
 
     /// Returns the number of healthy endpoints below which health is ignored.
@@ -241,6 +255,22 @@ mod tests {
         }
         // A single endpoint is never ejected: 0% may be ejected of 1 endpoint.
         assert!(!lone.is_ejected(0, at(2)));
+    }
+
+    #[test]
+    fn shared_endpoint_keeps_ejection() {
+        let old = detector(2);
+        for _ in 0..3 {
+            old.record(1, Outcome::Failure, at(1));
+        }
+        let mut new = detector(3);
+        new.share_endpoint(0, &old, 1);
+        assert!(new.is_ejected(0, at(2)));
+        assert!(!new.is_ejected(1, at(2)));
+        // Out of range on either side changes nothing.
+        new.share_endpoint(5, &old, 0);
+        new.share_endpoint(1, &old, 9);
+        assert!(!new.is_ejected(1, at(2)));
     }
 
     #[test]

@@ -103,6 +103,13 @@ impl CompiledUpstream {
                 self.active[index] = Arc::clone(status);
                 inherited = true;
             }
+            // A fresh detector is not shared yet, so it can take endpoints one by one.
+            if config.outlier == old_config.outlier
+                && let Some(outlier) = Arc::get_mut(&mut self.outlier)
+            {
+                outlier.share_endpoint(index, &old.outlier, old_index);
+                inherited = true;
+            }
         }
         if config.circuit == old_config.circuit {
             self.breaker = Arc::clone(&old.breaker);
