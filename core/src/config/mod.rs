@@ -235,9 +235,10 @@ pub struct UpstreamConfig {
 /// Circuit breaker settings of an upstream.
 ///
 /// Each endpoint has a breaker, and the upstream has one of its own. A breaker is
-/// closed (requests pass), open (requests are refused at once with 503) or half-open
-/// (after `open_duration`, up to `half_open_probes` requests test the endpoint; a
-/// success closes the breaker and a failure opens it again).
+/// closed (requests pass), open (requests are rejected at once with 503) or half-open.
+/// After `open_duration` an open breaker becomes half-open and lets up to
+/// `half_open_probes` requests through. A success closes it and a failure opens it
+/// again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 #[schemars(deny_unknown_fields)]
@@ -281,10 +282,10 @@ impl Default for CircuitConfig {
     }
 }
 
-/// How an upstream's endpoints are chosen by zone and priority.
+/// Zone preference and priority failover among an upstream's endpoints.
 ///
 /// Endpoints of the lowest `priority` take the traffic while enough of them are
-/// healthy; as their healthy share falls, a matching part of the traffic fails over
+/// healthy. As their healthy share falls, a matching part of the traffic fails over
 /// to the next tier. Within a tier, endpoints in the gateway's zone
 /// (`server.zone`) are preferred while at least `local_min_healthy_percent` of them
 /// are healthy; below that, traffic spills to the other zones in proportion.
