@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod balance;
+pub mod cache;
 pub mod client_ip;
 pub mod config;
 pub mod error;
@@ -23,4 +24,4 @@ pub mod route;
 pub mod transform;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
-pub use gateway::{AccessRecord, ConnectionInfo, EndpointHealth, Gateway, Handled};
+pub use gateway::{AccessRecord, BackgroundTask, ConnectionInfo, EndpointHealth, Gateway, Handled};

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cache::CacheEntry;
 use crate::config::UpstreamProtocol;
 use crate::error::Error;
 
@@ -98,12 +99,17 @@ pub trait Platform {
     type Clock: Clock;
     /// The platform's HTTP client.
     type Upstream: Upstream<Body = Self::Body>;
+    /// The store of cached responses.
+    type ResponseCache: ResponseCache;
 
     /// Returns the clock.
     fn clock(&self) -> &Self::Clock;
 
     /// Returns the HTTP client used for upstream requests.
     fn upstream(&self) -> &Self::Upstream;
+
+    /// Returns the store that `cache` policies keep responses in.
+    fn response_cache(&self) -> &Self::ResponseCache;
 
     /// Returns a random number, used by balancers and for request ids. It need not be
     /// cryptographically strong.
@@ -116,4 +122,35 @@ pub trait Platform {
         let _ = name;
         None
     }
+}
+
+/// A store of HTTP responses for `cache` policies: a memory LRU per process or
+/// isolate, or a shared store such as Redis, the Cloudflare Cache API or Spin
+/// key-value.
+///
+/// Keys are built by the core: they start with the host and path, so purging by
+/// prefix removes a site or a subtree. Expiry times are passed in rather than read
+/// from a clock, because the core's time comes only from [`Clock`]. Store failures
+/// are errors for the core to log; a request then proceeds as if the cache missed.
+pub trait ResponseCache {
+    /// Returns the entry stored under `key`, or `None` when there is none or it
+    /// expired by `now_unix_ms`.
+    async fn lookup(&self, key: &str, now_unix_ms: u64) -> Result<Option<CacheEntry>, Error>;
+
+    /// Stores `entry` under `key`, replacing any entry there, until `ttl` after
+    /// `now_unix_ms`. A store may decline an entry, such as one larger than its whole
+    /// budget, without an error.
+    async fn store(
+        &self,
+        key: &str,
+        entry: CacheEntry,
+        now_unix_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), Error>;
+
+    /// Removes the entry stored under `key`, returning whether there was one.
+    async fn delete(&self, key: &str) -> Result<bool, Error>;
+
+    /// Removes every entry whose key starts with `prefix`, returning how many.
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, Error>;
 }

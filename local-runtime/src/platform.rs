@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gatehouse_core::Error;
-use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
@@ -29,16 +30,36 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The native runtime's implementation of the core's [`Platform`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NativePlatform {
     clock: NativeClock,
     upstream: NativeUpstream,
+    cache: MemoryResponseCache,
+}
+
+impl Default for NativePlatform {
+    fn default() -> Self {
+        Self {
+            clock: NativeClock::default(),
+            upstream: NativeUpstream::default(),
+            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+        }
+    }
 }
 
 impl NativePlatform {
-    /// Creates a platform with a fresh clock origin and empty connection pools.
+    /// Creates a platform with a fresh clock origin, empty connection pools and an
+    /// empty response cache of the default size.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the byte budget of the response cache to the config's
+    /// `server.cache_max_bytes`, when it differs, so a reload can resize it.
+    pub fn sync_cache_budget(&self, max_bytes: u64) {
+        if self.cache.max_bytes() != max_bytes {
+            self.cache.set_max_bytes(max_bytes);
+        }
     }
 }
 
@@ -46,9 +67,14 @@ impl Platform for NativePlatform {
     type Body = NativeBody;
     type Clock = NativeClock;
     type Upstream = NativeUpstream;
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &NativeClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &NativeUpstream {

@@ -283,6 +283,9 @@ async fn handle(
 ) -> Result<Response<AccessLogBody>, Infallible> {
     let started = Instant::now();
     let gateway = state.gateway.load_full();
+    state
+        .platform
+        .sync_cache_budget(gateway.config().server.cache_max_bytes);
     let connection = ConnectionInfo {
         peer,
         secure: false,
@@ -290,6 +293,12 @@ async fn handle(
     let handled = gateway
         .handle(request.map(NativeBody::from), &connection, &state.platform)
         .await;
+    if let Some(task) = handled.background {
+        // The client gets its response now; the revalidation finishes on its own.
+        let state = Arc::clone(&state);
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move { gateway.run_background(task, &state.platform).await });
+    }
     let (parts, body) = handled.response.into_parts();
     Ok(Response::from_parts(
         parts,

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{Format, UpstreamProtocol as CoreProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{ConnectionInfo, Error, Gateway};
@@ -68,6 +69,7 @@ impl Target for InProcessTarget {
             clock,
             random_state: Cell::new(RANDOM_SEED),
             secrets: scenario.secrets.clone(),
+            cache: MemoryResponseCache::new(gateway.config().server.cache_max_bytes),
         };
         Ok(Box::new(InProcessInstance { gateway, platform }))
     }
@@ -99,6 +101,11 @@ impl Instance for InProcessInstance {
             let connection = &connection;
             async move {
                 let handled = gateway.handle(request, connection, platform).await;
+                // Work after the response runs at once, so that the next step sees
+                // its effect without a race.
+                if let Some(task) = handled.background {
+                    gateway.run_background(task, platform).await;
+                }
                 let (parts, body) = handled.response.into_parts();
                 Exchange {
                     status: parts.status.as_u16(),
@@ -124,6 +131,19 @@ impl Instance for InProcessInstance {
     fn upstream_connections(&self) -> BTreeMap<String, usize> {
         self.platform.upstream.requests.borrow().clone()
     }
+
+    fn upstream_requests(&self) -> BTreeMap<String, usize> {
+        self.platform.upstream.requests.borrow().clone()
+    }
+
+    fn wait(&mut self, duration: Duration) -> Result<(), String> {
+        let clock = self.platform.clock.clone();
+        let limits = DriveLimits {
+            virtual_time: duration + Duration::from_secs(1),
+            real_time: STEP_REAL_TIME,
+        };
+        drive(&self.platform.clock, clock.sleep(duration), limits)
+    }
 }
 
 /// The platform of the in-process runner.
@@ -132,15 +152,21 @@ struct TestPlatform {
     upstream: SimulatedUpstreams,
     random_state: Cell<u64>,
     secrets: BTreeMap<String, String>,
+    cache: MemoryResponseCache,
 }
 
 impl Platform for TestPlatform {
     type Body = Bytes;
     type Clock = ManualClock;
     type Upstream = SimulatedUpstreams;
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &ManualClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &SimulatedUpstreams {
@@ -187,7 +213,7 @@ impl Upstream for SimulatedUpstreams {
             ))
             .with_retry_safe(true));
         };
-        *self.requests.borrow_mut().entry(name.clone()).or_default() += 1;
+        let number = self.count_request(name);
 
         let protocol_matches = matches!(
             (target.protocol, behaviour.protocol),
@@ -213,7 +239,8 @@ impl Upstream for SimulatedUpstreams {
                 target.upstream
             )));
         }
-        let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
+        let reply =
+            behaviour::reply(name, behaviour, &received, number).map_err(Error::internal)?;
         Ok(self.response(reply, behaviour))
     }
 
@@ -235,7 +262,7 @@ impl Upstream for SimulatedUpstreams {
                 "could not connect to {authority:?}"
             )));
         };
-        *self.requests.borrow_mut().entry(name.clone()).or_default() += 1;
+        let number = self.count_request(name);
         let (parts, body) = request.into_parts();
         let received = Received::new(&parts, body);
         if let Some(delay) = behaviour.delay {
@@ -246,7 +273,8 @@ impl Upstream for SimulatedUpstreams {
                 "the connection closed without an answer",
             ));
         }
-        let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
+        let reply =
+            behaviour::reply(name, behaviour, &received, number).map_err(Error::internal)?;
         if reply.body.len() > max_body_bytes {
             return Err(Error::bad_gateway("the response body is too large"));
         }
@@ -255,6 +283,14 @@ impl Upstream for SimulatedUpstreams {
 }
 
 impl SimulatedUpstreams {
+    /// Counts a request to upstream `name` and returns its number, from 1.
+    fn count_request(&self, name: &str) -> usize {
+        let mut requests = self.requests.borrow_mut();
+        let count = requests.entry(name.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
     fn response(&self, reply: behaviour::Reply, behaviour: &UpstreamBehaviour) -> Response<Bytes> {
         let mut response = Response::new(reply.body);
         *response.status_mut() = reply.status;

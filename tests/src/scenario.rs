@@ -73,6 +73,15 @@ pub struct UpstreamBehaviour {
     /// Protocol the upstream serves.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Response body of this many `x` bytes, in place of `body` or the echo.
+    pub body_bytes: Option<usize>,
+    /// Answers 304 without a body when the request's `If-None-Match` equals the
+    /// upstream's `etag` header or its `If-Modified-Since` equals its `last-modified`
+    /// header.
+    #[serde(default)]
+    pub conditional: bool,
+    /// Answers this many requests as configured and every later one with 503.
+    pub fail_after: Option<usize>,
 }
 
 /// Protocol a test upstream serves.
@@ -137,6 +146,10 @@ pub struct Step {
     /// flight together (for balancers that look at outstanding requests).
     #[serde(default)]
     pub concurrent: bool,
+    /// Time to let pass before sending, in milliseconds: the in-process clock
+    /// advances by it, and targets in other processes sleep.
+    #[serde(default)]
+    pub wait_ms: u64,
     /// What each response, and the repeats together, must show.
     #[serde(default)]
     pub expect: Expect,
@@ -195,6 +208,11 @@ pub struct Expect {
     /// All repeats must be answered by one upstream.
     #[serde(default)]
     pub same_upstream: bool,
+    /// Requests each listed upstream has received since the scenario started,
+    /// counted after the step.
+    pub upstream_requests: Option<BTreeMap<String, usize>>,
+    /// Exact length of the response body, in bytes.
+    pub body_length: Option<usize>,
 }
 
 /// A format that a generated header value must have.
@@ -352,6 +370,12 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
                 .flat_map(|counts| counts.keys()),
         );
         named.extend(&expect.upstreams_reached);
+        named.extend(
+            expect
+                .upstream_requests
+                .iter()
+                .flat_map(|requests| requests.keys()),
+        );
         for upstream in named {
             if !defined(upstream) {
                 step_problem(format!(

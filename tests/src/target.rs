@@ -40,6 +40,12 @@ pub trait Instance {
     /// there are no connections, it counts requests.
     fn upstream_connections(&self) -> BTreeMap<String, usize>;
 
+    /// Returns how many requests each test upstream has received.
+    fn upstream_requests(&self) -> BTreeMap<String, usize>;
+
+    /// Lets `duration` pass before the next request.
+    fn wait(&mut self, duration: std::time::Duration) -> Result<(), String>;
+
     /// Returns lines that help explain a failure, such as the gateway's log output.
     fn diagnostics(&self) -> Vec<String> {
         Vec::new()

@@ -99,6 +99,7 @@ struct TestPlatform {
     clock: TestClock,
     upstream: FakeUpstream,
     secrets: BTreeMap<String, String>,
+    cache: crate::cache::MemoryResponseCache,
 }
 
 impl TestPlatform {
@@ -113,6 +114,7 @@ impl TestPlatform {
                 fetches: Cell::new(0),
             },
             secrets: BTreeMap::from([(SECRET_NAME.to_owned(), secret)]),
+            cache: crate::cache::MemoryResponseCache::new(1 << 20),
         }
     }
 
@@ -137,9 +139,14 @@ impl Platform for TestPlatform {
     type Body = Bytes;
     type Clock = TestClock;
     type Upstream = FakeUpstream;
+    type ResponseCache = crate::cache::MemoryResponseCache;
 
     fn clock(&self) -> &TestClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &crate::cache::MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &FakeUpstream {

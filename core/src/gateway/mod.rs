@@ -3,6 +3,7 @@
 //! it.
 
 mod admit;
+mod cache;
 mod compile;
 mod dispatch;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, Version};
 
+use crate::cache::CacheStatus;
 use crate::client_ip;
 use crate::config::{self, Config, ConfigErrors, Format};
 use crate::error::Error;
@@ -20,6 +22,7 @@ use crate::policy::CorsPolicy;
 use crate::policy::rate_limit::KeySource;
 use crate::respond::problem_response;
 use crate::route::RequestView;
+pub use cache::BackgroundTask;
 use compile::Compiled;
 
 /// Facts about the connection a request arrived on.
@@ -70,6 +73,9 @@ pub struct AccessRecord {
     pub response_bytes: Option<u64>,
     /// Attempts sent after the first, each to another endpoint of the upstream.
     pub retries: u32,
+    /// Cache status on routes with a `cache` policy: `hit`, `miss`, `stale`, `bypass`
+    /// or `revalidated`.
+    pub cache: Option<&'static str>,
 }
 
 /// The passive health of one endpoint at one moment, for metrics and admin pages.
@@ -90,6 +96,8 @@ pub struct Handled<B> {
     pub response: Response<B>,
     /// The record of the request, for the access log.
     pub access: AccessRecord,
+    /// Work to run after the response is sent, with [`Gateway::run_background`].
+    pub background: Option<BackgroundTask>,
 }
 
 /// Headers the pipeline adds to whatever response the request ends with, including
@@ -98,6 +106,9 @@ pub struct Handled<B> {
 struct ResponseExtras {
     cors: Option<Arc<CorsPolicy>>,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The status header of a route with a `cache` policy and the status to send in it.
+    cache_status: Option<(http::HeaderName, CacheStatus)>,
+    background: Option<BackgroundTask>,
 }
 
 /// A gateway built from one config version. It is immutable; a reload builds a new one.
@@ -251,6 +262,12 @@ impl Gateway {
         if let Some(cors) = extras.cors {
             cors.apply(origin.as_ref(), response.headers_mut());
         }
+        if let Some((name, status)) = extras.cache_status {
+            access.cache = Some(status.as_str());
+            response
+                .headers_mut()
+                .insert(name, http::HeaderValue::from_static(status.as_str()));
+        }
         if let Ok(value) = http::HeaderValue::from_str(&access.request_id) {
             response
                 .headers_mut()
@@ -258,7 +275,11 @@ impl Gateway {
         }
         access.status = response.status().as_u16();
         access.head_micros = micros_since(clock, started);
-        Handled { response, access }
+        Handled {
+            response,
+            access,
+            background: extras.background,
+        }
     }
 
     async fn run<P: Platform>(
@@ -320,6 +341,10 @@ impl Gateway {
             policy.check(client_ip)?;
         }
         extras.cors = route.policies.cors.clone();
+        // Requests that end before the cache phase, such as rejected ones, bypass it.
+        if let Some(policy) = &route.policies.cache {
+            extras.cache_status = Some((policy.status_header.clone(), CacheStatus::Bypass));
+        }
         if let (Some((method, _)), Some(policy)) = (&preflight, &route.policies.cors) {
             // The CORS headers of a preflight come from `preflight` itself.
             extras.cors = None;
@@ -379,6 +404,7 @@ impl Gateway {
         let request_id = access.request_id.clone();
         let outgoing = dispatch::Outgoing {
             route,
+            route_index,
             path: &path,
             upstream_path: &upstream_path,
             downstream: &downstream,
@@ -386,7 +412,13 @@ impl Gateway {
             request_id: &request_id,
             authenticated: authenticated.as_ref(),
         };
-        dispatch::proxy(self, request, outgoing, platform, access).await
+        let Some(policy) = &route.policies.cache else {
+            return dispatch::proxy(self, request, outgoing, platform, access).await;
+        };
+        let outcome = cache::handle(self, policy, request, outgoing, platform, access).await;
+        extras.cache_status = Some((policy.status_header.clone(), outcome.status));
+        extras.background = outcome.background;
+        outcome.result
     }
 }
 

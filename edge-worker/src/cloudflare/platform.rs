@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, select};
-use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 use http::{Request, Response, StatusCode};
@@ -33,20 +34,40 @@ const RANDOM_BATCH: usize = 32;
 
 /// The Worker's implementation of the core's [`Platform`]. One instance serves every
 /// request of an isolate, so the clock origin and balancer timings are shared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerPlatform {
     clock: WorkerClock,
     upstream: WorkerUpstream,
     random: RefCell<Vec<u64>>,
+    /// Responses cached by this isolate alone.
+    // NOTE: other isolates and locations keep their own entries; a store on the
+    // Cache API would share them within a location.
+    cache: MemoryResponseCache,
+}
+
+impl Default for WorkerPlatform {
+    fn default() -> Self {
+        Self {
+            clock: WorkerClock::default(),
+            upstream: WorkerUpstream::default(),
+            random: RefCell::default(),
+            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+        }
+    }
 }
 
 impl Platform for WorkerPlatform {
     type Body = WorkerBody;
     type Clock = WorkerClock;
     type Upstream = WorkerUpstream;
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &WorkerClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &WorkerUpstream {

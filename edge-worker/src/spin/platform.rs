@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
+use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::config::ServerConfig;
 use gatehouse_core::config::UpstreamProtocol;
 use gatehouse_core::forward::new_request_id;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
@@ -42,16 +44,26 @@ impl From<Bytes> for SpinBody {
 }
 
 /// The Spin component's implementation of the core's [`Platform`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SpinPlatform {
     clock: WasiClock,
     upstream: SpinUpstream,
+    cache: MemoryResponseCache,
 }
 
 impl SpinPlatform {
-    /// Creates the platform. It keeps no state, so creating one per request is free.
+    /// Creates the platform. Its only state is an empty response cache, which
+    /// allocates nothing until a response is stored, so creating one per request is
+    /// cheap.
+    // NOTE: Spin runs each request in a new instance, so this memory cache lasts one
+    // request and cached routes always miss; a store on Spin key-value would share
+    // entries between requests.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            clock: WasiClock::default(),
+            upstream: SpinUpstream::default(),
+            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+        }
     }
 
     /// Returns a new request id, for responses sent before the gateway runs.
@@ -64,9 +76,14 @@ impl Platform for SpinPlatform {
     type Body = SpinBody;
     type Clock = WasiClock;
     type Upstream = SpinUpstream;
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &SpinUpstream {
