@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -34,7 +34,7 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct NativePlatform {
     clock: NativeClock,
     upstream: NativeUpstream,
-    cache: MemoryResponseCache,
+    cache: Arc<MemoryResponseCache>,
 }
 
 impl Default for NativePlatform {
@@ -42,7 +42,9 @@ impl Default for NativePlatform {
         Self {
             clock: NativeClock::default(),
             upstream: NativeUpstream::default(),
-            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+            cache: Arc::new(MemoryResponseCache::new(
+                ServerConfig::default().cache_max_bytes,
+            )),
         }
     }
 }
@@ -52,6 +54,11 @@ impl NativePlatform {
     /// empty response cache of the default size.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Returns the response cache, for purges and metrics outside the pipeline.
+    pub fn shared_response_cache(&self) -> Arc<MemoryResponseCache> {
+        Arc::clone(&self.cache)
     }
 
     /// Sets the byte budget of the response cache to the config's

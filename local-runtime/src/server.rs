@@ -27,6 +27,7 @@ use crate::access_log::AccessLogBody;
 use crate::body::NativeBody;
 use crate::metrics::Metrics;
 use crate::platform::{NativeClock, NativePlatform};
+use gatehouse_core::cache::MemoryResponseCache;
 
 /// Maximum time a client may take to send a request head. It bounds connections that
 /// open and then trickle bytes, and matches hyper's default.
@@ -150,6 +151,11 @@ impl Server {
     /// Returns the metrics that every request served here is recorded in.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
+    }
+
+    /// Returns the platform's response cache.
+    pub fn response_cache(&self) -> Arc<MemoryResponseCache> {
+        self.state.platform.shared_response_cache()
     }
 
     /// Returns the clock whose monotonic time the gateway's health state uses.
