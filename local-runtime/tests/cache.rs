@@ -179,7 +179,10 @@ async fn metrics_count_cache_outcomes() {
             "gatehouse_cache_entries 1",
             "gatehouse_cache_evictions_total 0",
         ] {
-            assert!(text.lines().any(|found| found == line), "{line} in:\n{text}");
+            assert!(
+                text.lines().any(|found| found == line),
+                "{line} in:\n{text}"
+            );
         }
         let bytes_line = text
             .lines()

@@ -569,7 +569,9 @@ fn storable<B>(policy: &CachePolicy, response: &Response<B>, now: u64) -> Option
     if !allowed {
         return None;
     }
-    let fresh_for = control::freshness_lifetime(&control, headers, now, policy.default_ttl)?;
+    // A `no-cache` response is revalidated before every use, so it needs no lifetime.
+    let fresh_for = control::freshness_lifetime(&control, headers, now, policy.default_ttl)
+        .or(control.no_cache.then_some(Duration::ZERO))?;
     Some(Storable {
         control,
         fresh_for,
