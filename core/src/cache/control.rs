@@ -113,9 +113,17 @@ pub fn age_seconds(headers: &HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// The field names of `Vary`, lowercase and in order. `Err(())` stands for `Vary: *`,
-/// which makes a response unusable for any later request.
-pub fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
+/// The `Vary` of a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vary {
+    /// The request header names, lowercase and in order; empty without `Vary`.
+    Names(Vec<HeaderName>),
+    /// `Vary: *`, which makes a response unusable for any later request.
+    Any,
+}
+
+/// Reads the `Vary` field lines of a response.
+pub fn vary(headers: &HeaderMap) -> Vary {
     let mut names = Vec::new();
     let lines = headers
         .get_all(VARY)
@@ -123,7 +131,7 @@ pub fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
         .filter_map(|value| value.to_str().ok());
     for name in lines.flat_map(split_list) {
         if name == "*" {
-            return Err(());
+            return Vary::Any;
         }
         // A name that is not a valid header token cannot match any request header;
         // HeaderName parsing also lowercases.
@@ -133,7 +141,7 @@ pub fn vary_names(headers: &HeaderMap) -> Result<Vec<HeaderName>, ()> {
             names.push(name);
         }
     }
-    Ok(names)
+    Vary::Names(names)
 }
 
 /// Parses an HTTP-date (RFC 9110 section 5.6.7, all three formats) into milliseconds
@@ -247,9 +255,9 @@ mod tests {
             ("vary", "Accept-Encoding, accept-language"),
             ("vary", "Accept-Encoding"),
         ]);
-        let names = vary_names(&map).unwrap();
-        assert_eq!(names, ["accept-encoding", "accept-language"]);
-        assert!(vary_names(&headers(&[("vary", "accept, *")])).is_err());
+        let expected = ["accept-encoding", "accept-language"].map(HeaderName::from_static);
+        assert_eq!(vary(&map), Vary::Names(expected.to_vec()));
+        assert_eq!(vary(&headers(&[("vary", "accept, *")])), Vary::Any);
     }
 
     #[test]

@@ -499,6 +499,7 @@ async fn fetch<P: Platform>(
 /// A response body read for storing.
 enum BodyRead<B> {
     /// The whole body, within the limit.
+    #[allow(dead_code, reason = "built once platform bodies can be read")]
     Complete(Bytes),
     /// The body is larger than the limit (or cannot be read on this platform); it is
     /// returned whole, to be sent uncached.
@@ -556,7 +557,9 @@ fn storable<B>(policy: &CachePolicy, response: &Response<B>, now: u64) -> Option
     if headers.contains_key(SET_COOKIE) && !policy.store_set_cookie {
         return None;
     }
-    let vary = control::vary_names(headers).ok()?;
+    let control::Vary::Names(vary) = control::vary(headers) else {
+        return None;
+    };
     let status = response.status().as_u16();
     let explicit = control.s_maxage.is_some()
         || control.max_age.is_some()
