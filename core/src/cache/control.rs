@@ -79,7 +79,7 @@ fn split_list(value: &str) -> impl Iterator<Item = &str> {
 /// then `max-age`, then `Expires` minus `Date`, then `default_ttl`. `None` means the
 /// response states no lifetime and the route gives no default.
 ///
-/// `received_unix_ms` stands in for a missing or invalid `Date`.
+/// `received_unix_ms` replaces a missing or invalid `Date`.
 pub fn freshness_lifetime(
     control: &CacheControl,
     headers: &HeaderMap,
@@ -104,7 +104,7 @@ pub fn freshness_lifetime(
     default_ttl
 }
 
-/// Returns the `Age` header value in seconds; a missing or invalid one is 0.
+/// Returns the `Age` header value in seconds, or 0 when it is missing or invalid.
 pub fn age_seconds(headers: &HeaderMap) -> u64 {
     headers
         .get(AGE)

@@ -115,14 +115,14 @@ pub(crate) async fn handle<P: Platform>(
         variant: None,
     };
     let request_control = CacheControl::parse(request.headers());
-    // A client's `no-cache` (or `max-age=0`) asks for a response validated upstream.
+    // A client's `no-cache` (or `max-age=0`) requests a response validated upstream.
     let must_validate = request_control.no_cache || request_control.max_age == Some(0);
     let store = platform.response_cache();
     let now = platform.clock().unix_millis();
 
     let stored = lookup(store, &mut keys, request.headers(), now).await;
     // The client's own validators are for its copy, not the gateway's, so they are
-    // not forwarded; the gateway sends its own when it revalidates.
+    // not forwarded. The gateway sends its own when it revalidates.
     request.headers_mut().remove(IF_NONE_MATCH);
     request.headers_mut().remove(IF_MODIFIED_SINCE);
 
@@ -517,7 +517,7 @@ async fn read_body<P: Platform>(
     Ok(BodyRead::TooLarge(body))
 }
 
-/// Why and how long a response may be stored.
+/// The lifetime, directives and `Vary` names of a response that may be stored.
 struct Storable {
     control: CacheControl,
     fresh_for: Duration,
@@ -633,7 +633,7 @@ async fn save<C: ResponseCache>(
     }
     let response = CacheEntry::Response(entry.clone());
     let result = if vary.is_empty() {
-        // A refreshed variant keeps its variant key; a new response without Vary
+        // A refreshed variant keeps its variant key, and a new response without Vary
         // replaces any marker at the primary key.
         let key = keys.variant.as_deref().unwrap_or(&keys.primary);
         store.store(key, response, now, keep).await
