@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod balance;
+pub mod body;
 pub mod cache;
 pub mod client_ip;
 pub mod config;

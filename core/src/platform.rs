@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use crate::cache::CacheEntry;
 use crate::config::UpstreamProtocol;
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 
 /// Wall-clock and monotonic time. All time in the core comes from here, so tests can
 /// drive time by hand instead of sleeping.
@@ -56,7 +56,9 @@ pub struct UpstreamTarget<'a> {
 /// The request URI is in origin form (path and query); the implementation connects to
 /// `target.authority`. Errors must be classified: a failed connect is
 /// [`crate::ErrorKind::BadGateway`] and retry-safe, an elapsed `try_timeout` is
-/// [`crate::ErrorKind::GatewayTimeout`].
+/// [`crate::ErrorKind::GatewayTimeout`], and a request body that failed with
+/// [`crate::body::BodyTooLarge`] is the client's [`crate::ErrorKind::PayloadTooLarge`]
+/// (found with [`crate::body::too_large_in`]), not retry-safe.
 pub trait Upstream {
     /// The body type of requests and responses on this platform.
     type Body;
@@ -93,8 +95,9 @@ pub trait Upstream {
 /// Everything a runtime provides to the pipeline.
 pub trait Platform {
     /// The body type of requests and responses on this platform. Bodies the gateway
-    /// creates itself, such as problem responses, are built from bytes.
-    type Body: From<Bytes>;
+    /// creates itself, such as problem responses, are built from bytes; bodies the
+    /// gateway inspects are read through [`http_body::Body`].
+    type Body: From<Bytes> + http_body::Body<Data = Bytes, Error = BoxError> + Unpin;
     /// The platform's clock.
     type Clock: Clock;
     /// The platform's HTTP client.
@@ -107,6 +110,16 @@ pub trait Platform {
 
     /// Returns the HTTP client used for upstream requests.
     fn upstream(&self) -> &Self::Upstream;
+
+    /// Wraps `body` so that it fails with [`crate::body::BodyTooLarge`] once more than
+    /// `max_bytes` have streamed through it. [`crate::body::Limit`] does this for any
+    /// body; the platform boxes it into its own body type. A platform that holds
+    /// bodies in memory may instead fail at once, when the body is read or sent.
+    fn limit_body(&self, body: Self::Body, max_bytes: u64) -> Self::Body;
+
+    /// Returns a body that yields `prefix` and then `rest`, to give back a body that
+    /// was partly read. [`crate::body::Chain`] does this for any body.
+    fn chain_body(&self, prefix: Bytes, rest: Self::Body) -> Self::Body;
 
     /// Returns the store that `cache` policies keep responses in.
     fn response_cache(&self) -> &Self::ResponseCache;

@@ -11,6 +11,7 @@ use gatehouse_core::Error;
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use gatehouse_core::{Error, ErrorSource, body};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -86,6 +87,14 @@ impl Platform for NativePlatform {
 
     fn upstream(&self) -> &NativeUpstream {
         &self.upstream
+    }
+
+    fn limit_body(&self, body: NativeBody, max_bytes: u64) -> NativeBody {
+        NativeBody::wrap(body::Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: NativeBody) -> NativeBody {
+        NativeBody::wrap(body::Chain::new(prefix, rest))
     }
 
     fn random_u64(&self) -> u64 {
@@ -219,6 +228,10 @@ impl Upstream for NativeUpstream {
             Ok(Ok(response)) => Ok(response.map(NativeBody::from)),
             Ok(Err(error)) => {
                 let classified = classify(error, target);
+                if classified.error_source() == ErrorSource::Client {
+                    // The access log records the client's failure; the upstream is fine.
+                    return Err(classified);
+                }
                 tracing::warn!(
                     upstream = target.upstream,
                     endpoint = target.authority,
@@ -316,6 +329,10 @@ fn absolute_uri(authority: &str, origin: &Uri) -> Result<Uri, http::Error> {
 /// never the endpoint address, because they are sent to the client.
 fn classify(error: hyper_util::client::legacy::Error, target: &UpstreamTarget<'_>) -> Error {
     let upstream = target.upstream;
+    // The client's body passed its limit while it was being sent: the client's fault.
+    if let Some(too_large) = body::too_large_in(&error) {
+        return too_large.with_cause(error);
+    }
     if error.is_connect() {
         // Nothing was sent on a connection that failed to open, so any method may be
         // retried on another endpoint.

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gatehouse_core::body::{self, LocalBody};
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{Format, UpstreamProtocol as CoreProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
@@ -17,7 +18,7 @@ use http::{Request, Response, Version};
 use crate::behaviour::{self, Received};
 use crate::clock::{DriveLimits, ManualClock, drive};
 use crate::scenario::{Scenario, UpstreamBehaviour, UpstreamProtocol, render_config};
-use crate::target::{Exchange, Instance, Target};
+use crate::target::{Chunked, Exchange, Instance, Target, body_chunks};
 
 /// First of the made-up ports that name simulated upstreams in the rendered config.
 /// Nothing listens on them; the simulated client looks the address up instead.
@@ -100,6 +101,14 @@ impl Instance for InProcessInstance {
             let platform = &self.platform;
             let connection = &connection;
             async move {
+                let chunked = request.extensions().get::<Chunked>().is_some();
+                let request = request.map(|body| {
+                    if chunked {
+                        LocalBody::chunks(body_chunks(&body))
+                    } else {
+                        LocalBody::from(body)
+                    }
+                });
                 let handled = gateway.handle(request, connection, platform).await;
                 // Work after the response runs at once, so that the next step sees
                 // its effect without a race.
@@ -107,6 +116,8 @@ impl Instance for InProcessInstance {
                     gateway.run_background(task, platform).await;
                 }
                 let (parts, body) = handled.response.into_parts();
+                // A response body that fails midway ends short, as a client sees it.
+                let body = body.collect_bytes().await.unwrap_or_default();
                 Exchange {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
@@ -156,10 +167,18 @@ struct TestPlatform {
 }
 
 impl Platform for TestPlatform {
-    type Body = Bytes;
+    type Body = LocalBody;
     type Clock = ManualClock;
     type Upstream = SimulatedUpstreams;
     type ResponseCache = MemoryResponseCache;
+
+    fn limit_body(&self, body: LocalBody, max_bytes: u64) -> LocalBody {
+        LocalBody::boxed(body::Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: LocalBody) -> LocalBody {
+        LocalBody::boxed(body::Chain::new(prefix, rest))
+    }
 
     fn clock(&self) -> &ManualClock {
         &self.clock
@@ -197,13 +216,13 @@ struct SimulatedUpstreams {
 }
 
 impl Upstream for SimulatedUpstreams {
-    type Body = Bytes;
+    type Body = LocalBody;
 
     async fn send(
         &self,
-        request: Request<Bytes>,
+        request: Request<LocalBody>,
         target: &UpstreamTarget<'_>,
-    ) -> Result<Response<Bytes>, Error> {
+    ) -> Result<Response<LocalBody>, Error> {
         let Some((name, behaviour)) = self.by_authority.get(target.authority) else {
             // Nothing listens there, as with `{{unused_port}}`: a refused connect, which
             // is safe to retry because the request never left.
@@ -229,6 +248,16 @@ impl Upstream for SimulatedUpstreams {
         }
 
         let (parts, body) = request.into_parts();
+        // Like the socket upstreams, read the whole body before answering. A body that
+        // fails while it is read is how a platform's client sees it fail while sending.
+        let body = body.collect_bytes().await.map_err(|error| {
+            body::too_large_in(error.as_ref()).unwrap_or_else(|| {
+                Error::bad_gateway(format!(
+                    "the request body to upstream {:?} failed",
+                    target.upstream
+                ))
+            })
+        })?;
         let received = Received::new(&parts, body);
         if let Some(delay) = behaviour.delay {
             self.clock.sleep(Duration::from_millis(delay)).await;
@@ -241,7 +270,7 @@ impl Upstream for SimulatedUpstreams {
         }
         let reply =
             behaviour::reply(name, behaviour, &received, number).map_err(Error::internal)?;
-        Ok(self.response(reply, behaviour))
+        Ok(self.response(reply, behaviour).map(LocalBody::from))
     }
 
     /// Serves a gateway-originated request, such as a JWKS fetch, from the test

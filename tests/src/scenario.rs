@@ -136,6 +136,10 @@ pub struct Step {
     pub headers: BTreeMap<String, HeaderValues>,
     /// Request body.
     pub body: Option<String>,
+    /// Sends the body in chunks of [`crate::target::CHUNK_BYTES`] without
+    /// `Content-Length`: chunked transfer coding on HTTP/1.1, DATA frames on HTTP/2.
+    #[serde(default)]
+    pub chunked: bool,
     /// Sends the request over HTTP/2 with prior knowledge instead of HTTP/1.1.
     #[serde(default)]
     pub http2: bool,
@@ -356,6 +360,9 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
         }
         if http::Method::from_bytes(step.method.as_bytes()).is_err() {
             step_problem(format!("invalid method {:?}", step.method));
+        }
+        if step.chunked && step.body.is_none() {
+            step_problem("chunked needs a body".to_owned());
         }
         if !step.path.starts_with('/') {
             step_problem(format!("path {:?} must start with '/'", step.path));

@@ -13,6 +13,7 @@ use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::body::{Chain, Limit, LocalBody};
 use crate::config::{self, ConfigError, Format};
 use crate::error::{Error, ErrorKind};
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
@@ -64,13 +65,13 @@ struct FakeUpstream {
 }
 
 impl Upstream for FakeUpstream {
-    type Body = Bytes;
+    type Body = LocalBody;
 
     async fn send(
         &self,
-        _request: http::Request<Bytes>,
+        _request: http::Request<LocalBody>,
         _target: &UpstreamTarget<'_>,
-    ) -> Result<Response<Bytes>, Error> {
+    ) -> Result<Response<LocalBody>, Error> {
         Err(Error::internal("not used"))
     }
 
@@ -136,10 +137,18 @@ impl TestPlatform {
 }
 
 impl Platform for TestPlatform {
-    type Body = Bytes;
+    type Body = LocalBody;
     type Clock = TestClock;
     type Upstream = FakeUpstream;
     type ResponseCache = crate::cache::MemoryResponseCache;
+
+    fn limit_body(&self, body: LocalBody, max_bytes: u64) -> LocalBody {
+        LocalBody::boxed(Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: LocalBody) -> LocalBody {
+        LocalBody::boxed(Chain::new(prefix, rest))
+    }
 
     fn clock(&self) -> &TestClock {
         &self.clock

@@ -20,6 +20,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use super::dispatch::{self, Outgoing};
 use super::{AccessRecord, Gateway};
 use crate::auth::Authenticated;
+use crate::body::ReadBody;
 use crate::cache::coalesce::Turn;
 use crate::cache::control::{self, CacheControl};
 use crate::cache::key::{self, KeyParts};
@@ -499,22 +500,28 @@ async fn fetch<P: Platform>(
 /// A response body read for storing.
 enum BodyRead<B> {
     /// The whole body, within the limit.
-    #[allow(dead_code, reason = "built once platform bodies can be read")]
     Complete(Bytes),
-    /// The body is larger than the limit (or cannot be read on this platform); it is
-    /// returned whole, to be sent uncached.
+    /// The body is larger than the limit. It is returned whole, to be sent uncached.
     TooLarge(B),
 }
 
-/// Reads `body` up to `limit` bytes.
-// TODO: reading platform bodies needs the body API of `Platform`; until then every
-// body counts as too large, so responses pass through without being stored.
+/// Reads `body` up to `limit` bytes. A larger body is returned whole, its read
+/// part chained before the rest.
 async fn read_body<P: Platform>(
-    _platform: &P,
+    platform: &P,
     body: P::Body,
-    _limit: usize,
+    limit: usize,
 ) -> Result<BodyRead<P::Body>, Error> {
-    Ok(BodyRead::TooLarge(body))
+    match crate::body::read_up_to(body, limit).await {
+        Ok(ReadBody::Complete(bytes)) => Ok(BodyRead::Complete(bytes)),
+        Ok(ReadBody::Partial { prefix, rest }) => {
+            Ok(BodyRead::TooLarge(platform.chain_body(prefix, rest)))
+        }
+        Err(error) => Err(Error::bad_gateway(
+            "the upstream response body broke off before it was complete",
+        )
+        .with_cause(error)),
+    }
 }
 
 /// The lifetime, directives and `Vary` names of a response that may be stored.

@@ -291,9 +291,13 @@ impl Gateway {
         extras: &mut ResponseExtras,
     ) -> Result<Response<P::Body>, Error> {
         let server = &self.compiled.server;
-        let admitted = admit::admit(&request, server)?;
-        let path = admitted.path.into_owned();
-        access.host = admitted.host.clone();
+        let admit::Admitted {
+            host,
+            host_header,
+            path,
+        } = admit::admit(&request, server)?;
+        let path = path.into_owned();
+        access.host = host.clone();
         access.path = path.clone();
 
         let peer = client_ip::canonical(connection.peer);
@@ -310,7 +314,7 @@ impl Gateway {
         // handles the preflight of a PUT. When that route has no cors policy, the
         // OPTIONS request is routed as itself, like any other request.
         let view = RequestView {
-            host: &admitted.host,
+            host: &host,
             method: request.method(),
             path: &path,
             query: request.uri().query(),
@@ -373,6 +377,13 @@ impl Gateway {
         for policy in &route.policies.validate {
             policy.check(&request)?;
         }
+        let body_limit = route
+            .policies
+            .validate
+            .iter()
+            .filter_map(|policy| policy.max_body_bytes())
+            .fold(server.max_body_bytes, u64::min);
+        let request = limit_request_body(request, body_limit, platform);
         if !route.policies.rate_limits.is_empty() {
             let now_micros = platform.clock().monotonic().as_micros() as u64;
             let source = KeySource {
@@ -398,7 +409,7 @@ impl Gateway {
             peer,
             peer_trusted,
             secure: connection.secure,
-            host: (!admitted.host_header.is_empty()).then_some(admitted.host_header.as_str()),
+            host: (!host_header.is_empty()).then_some(host_header.as_str()),
             version: request.version(),
         };
         let request_id = access.request_id.clone();
@@ -419,6 +430,30 @@ impl Gateway {
         extras.cache_status = Some((policy.status_header.clone(), outcome.status));
         extras.background = outcome.background;
         outcome.result
+    }
+}
+
+/// Limits a request body of unknown length to `limit` bytes while it streams.
+///
+/// A declared `Content-Length` was checked against the limit in the admit phase and
+/// by the validate policies, and the platform's HTTP server holds the body to that
+/// length, so such bodies, and bodies that report a small enough size, pass
+/// unwrapped. On the Worker that keeps them flowing without being copied.
+fn limit_request_body<P: Platform>(
+    request: Request<P::Body>,
+    limit: u64,
+    platform: &P,
+) -> Request<P::Body> {
+    use http_body::Body as _;
+
+    let body = request.body();
+    let bounded = request.headers().contains_key(http::header::CONTENT_LENGTH)
+        || body.is_end_stream()
+        || body.size_hint().upper().is_some_and(|upper| upper <= limit);
+    if bounded {
+        request
+    } else {
+        request.map(|body| platform.limit_body(body, limit))
     }
 }
 

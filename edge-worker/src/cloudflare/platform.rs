@@ -10,14 +10,14 @@ use futures::future::{Either, select};
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
-use gatehouse_core::{Error, ErrorKind, ErrorSource};
+use gatehouse_core::{Error, ErrorKind, ErrorSource, body};
 use http::{Request, Response, StatusCode};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Delay;
 
-use super::body::WorkerBody;
+use super::body::{BodyFailure, WorkerBody, js_message};
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
 
 #[wasm_bindgen]
@@ -72,6 +72,14 @@ impl Platform for WorkerPlatform {
 
     fn upstream(&self) -> &WorkerUpstream {
         &self.upstream
+    }
+
+    fn limit_body(&self, body: WorkerBody, max_bytes: u64) -> WorkerBody {
+        WorkerBody::boxed(body::Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: WorkerBody) -> WorkerBody {
+        WorkerBody::boxed(body::Chain::new(prefix, rest))
     }
 
     fn random_u64(&self) -> u64 {
@@ -164,14 +172,16 @@ impl Upstream for WorkerUpstream {
             Error::internal("the runtime could not create an AbortController")
                 .with_cause(js_message(&cause))
         })?;
-        let fetch_request = build_fetch_request(request, target, &signal).map_err(|cause| {
-            let error = Error::internal(format!(
-                "the request to upstream {:?} could not be built",
-                target.upstream
-            ));
-            log_failure(target, &error, &js_message(&cause));
-            error.with_cause(js_message(&cause))
-        })?;
+        let body_failure = BodyFailure::default();
+        let fetch_request =
+            build_fetch_request(request, target, &signal, &body_failure).map_err(|cause| {
+                let error = Error::internal(format!(
+                    "the request to upstream {:?} could not be built",
+                    target.upstream
+                ));
+                log_failure(target, &error, &js_message(&cause));
+                error.with_cause(js_message(&cause))
+            })?;
 
         let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
         let fetch = pin!(JsFuture::from(global.fetch_with_request(&fetch_request)));
@@ -194,6 +204,10 @@ impl Upstream for WorkerUpstream {
                 })
             }
             Either::Left((Err(cause), _)) => {
+                // The client's body passed its limit while `fetch` sent it.
+                if let Some(too_large) = body_failure.borrow_mut().take() {
+                    return Err(too_large.with_cause(js_message(&cause)));
+                }
                 let error = Error::bad_gateway(format!(
                     "could not reach upstream {:?} or it closed the connection",
                     target.upstream
@@ -303,6 +317,7 @@ fn build_fetch_request(
     request: Request<WorkerBody>,
     target: &UpstreamTarget<'_>,
     signal: &web_sys::AbortSignal,
+    body_failure: &BodyFailure,
 ) -> Result<web_sys::Request, JsValue> {
     let (parts, body) = request.into_parts();
     let path = parts
@@ -316,7 +331,7 @@ fn build_fetch_request(
     init.set_headers(&headers_to_js(&parts.headers)?.into());
     init.set_redirect(web_sys::RequestRedirect::Manual);
     init.set_signal(Some(signal));
-    if let Some(body) = body.into_js() {
+    if let Some(body) = body.into_js_observed(Some(body_failure.clone())) {
         init.set_body(&body);
     }
     web_sys::Request::new_with_str_and_init(&url, &init)
@@ -357,12 +372,4 @@ fn log_failure(target: &UpstreamTarget<'_>, error: &Error, cause: &str) {
         target.authority,
         error.kind().slug()
     );
-}
-
-/// Returns the message of a JavaScript error, or its debug form for other values.
-fn js_message(value: &JsValue) -> String {
-    match value.dyn_ref::<js_sys::Error>() {
-        Some(error) => String::from(error.message()),
-        None => format!("{value:?}"),
-    }
 }
