@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gatehouse_core::Error;
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
