@@ -67,3 +67,91 @@ impl CachePolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Gateway;
+    use crate::config::Format;
+
+    fn problems(policies: &str, route_policies: &str) -> Vec<String> {
+        let text = format!(
+            r#"
+[upstreams.api]
+endpoints = [{{ address = "127.0.0.1:9001" }}]
+
+{policies}
+
+[[routes]]
+upstream = "api"
+policies = {route_policies}
+"#
+        );
+        match Gateway::from_text(&text, Format::Toml) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn valid_policy_compiles() {
+        let found = problems(
+            "[policies.pages.cache]\ndefault_ttl = \"30s\"\nquery = \"sort\"",
+            r#"["pages"]"#,
+        );
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn invalid_fields_are_reported() {
+        let found = problems(
+            "[policies.pages.cache]\nstatus_header = \"x cache\"\nmax_object_bytes = 0\ndefault_ttl = \"0s\"\nignore_params = [\"\"]",
+            r#"["pages"]"#,
+        );
+        for expected in [
+            "policies.pages.cache.status_header: invalid header name",
+            "policies.pages.cache.max_object_bytes: must be greater than 0",
+            "policies.pages.cache.default_ttl: must be greater than 0",
+            "policies.pages.cache.ignore_params[0]: must not be empty",
+        ] {
+            assert!(
+                found.iter().any(|problem| problem.starts_with(expected)),
+                "{expected} in {found:?}"
+            );
+        }
+        assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn authenticated_needs_authentication() {
+        let found = problems(
+            "[policies.pages.cache]\nauthenticated = true",
+            r#"["pages"]"#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .starts_with("routes[0].policies: has a cache policy with authenticated = true"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn second_cache_policy_rejected() {
+        let found = problems(
+            "[policies.one.cache]\n[policies.two.cache]",
+            r#"["one", "two"]"#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("routes[0].policies[1]: a second cache policy"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_rejected() {
+        let found = problems("[policies.pages.cache]\nttl = \"30s\"", r#"["pages"]"#);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("ttl"), "{found:?}");
+    }
+}
