@@ -85,7 +85,79 @@ impl Keys {
 }
 
 /// Runs the cache phase for a request on a route with `policy`.
+///
+/// A response served from the cache answers the client's own `If-None-Match` or
+/// `If-Modified-Since` with 304 when they match it.
 pub(crate) async fn handle<P: Platform>(
+    gateway: &Gateway,
+    policy: &CachePolicy,
+    request: Request<P::Body>,
+    outgoing: Outgoing<'_>,
+    platform: &P,
+    access: &mut AccessRecord,
+) -> CacheOutcome<P::Body> {
+    let if_none_match = request.headers().get(IF_NONE_MATCH).cloned();
+    let if_modified_since = request.headers().get(IF_MODIFIED_SINCE).cloned();
+    let mut outcome = lookup_or_fetch(gateway, policy, request, outgoing, platform, access).await;
+    let from_cache = matches!(
+        outcome.status,
+        CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Revalidated
+    );
+    if let (true, Ok(response)) = (from_cache, &mut outcome.result)
+        && response.status() == StatusCode::OK
+        && is_not_modified(
+            response.headers(),
+            if_none_match.as_ref(),
+            if_modified_since.as_ref(),
+        )
+    {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        *response.body_mut() = P::Body::from(Bytes::new());
+        response.headers_mut().remove(CONTENT_LENGTH);
+    }
+    outcome
+}
+
+/// Returns whether a client's validators match a response (RFC 9110 section 13.1):
+/// `If-None-Match` by weak comparison of entity tags, or else `If-Modified-Since`
+/// against `Last-Modified`.
+fn is_not_modified(
+    headers: &HeaderMap,
+    if_none_match: Option<&HeaderValue>,
+    if_modified_since: Option<&HeaderValue>,
+) -> bool {
+    if let Some(if_none_match) = if_none_match {
+        let Some(etag) = headers
+            .get(http::header::ETAG)
+            .and_then(|etag| etag.to_str().ok())
+        else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        let current = opaque(etag);
+        return if_none_match
+            .to_str()
+            .map(|list| {
+                list.split(',')
+                    .any(|tag| tag.trim() == "*" || opaque(tag) == current)
+            })
+            .unwrap_or(false);
+    }
+    let date = |value: Option<&HeaderValue>| {
+        value
+            .and_then(|value| value.to_str().ok())
+            .and_then(control::http_date_unix_ms)
+    };
+    match (
+        date(headers.get(http::header::LAST_MODIFIED)),
+        date(if_modified_since),
+    ) {
+        (Some(last_modified), Some(since)) => last_modified <= since,
+        _ => false,
+    }
+}
+
+async fn lookup_or_fetch<P: Platform>(
     gateway: &Gateway,
     policy: &CachePolicy,
     mut request: Request<P::Body>,
