@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod balance;
+pub mod body;
+pub mod cache;
 pub mod circuit;
 pub mod client_ip;
 pub mod config;
@@ -28,6 +30,6 @@ pub mod transform;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
 pub use gateway::{
-    AccessRecord, AttemptSpan, ConnectionInfo, EndpointHealth, Gateway, Handled, HealthCheckTarget,
-    TraceRecord, UpstreamHealth,
+    AccessRecord, AttemptSpan, BackgroundTask, ConnectionInfo, EndpointHealth, Gateway, Handled,
+    HealthCheckTarget, TraceRecord, UpstreamHealth,
 };

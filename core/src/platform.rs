@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cache::CacheEntry;
 use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
-use crate::error::Error;
+use crate::error::{BoxError, Error};
 
 /// Wall-clock and monotonic time. All time in the core comes from here, so tests can
 /// drive time by hand instead of sleeping.
@@ -59,7 +60,9 @@ pub struct UpstreamTarget<'a> {
 /// The request URI is in origin form (path and query); the implementation connects to
 /// `target.authority`. Errors must be classified: a failed connect is
 /// [`crate::ErrorKind::BadGateway`] and retry-safe, an elapsed `try_timeout` is
-/// [`crate::ErrorKind::GatewayTimeout`].
+/// [`crate::ErrorKind::GatewayTimeout`], and a request body that failed with
+/// [`crate::body::BodyTooLarge`] is the client's [`crate::ErrorKind::PayloadTooLarge`]
+/// (found with [`crate::body::too_large_in`]), not retry-safe.
 pub trait Upstream {
     /// The body type of requests and responses on this platform.
     type Body;
@@ -96,20 +99,36 @@ pub trait Upstream {
 /// Everything a runtime provides to the pipeline.
 pub trait Platform {
     /// The body type of requests and responses on this platform. Bodies the gateway
-    /// creates itself, such as problem responses, are built from bytes.
-    type Body: From<Bytes>;
+    /// creates itself, such as problem responses, are built from bytes; bodies the
+    /// gateway inspects are read through [`http_body::Body`].
+    type Body: From<Bytes> + http_body::Body<Data = Bytes, Error = BoxError> + Unpin;
     /// The platform's clock.
     type Clock: Clock;
     /// The platform's HTTP client.
     type Upstream: Upstream<Body = Self::Body>;
     /// The platform's key-value store; [`NoKeyValue`] on a platform without one.
     type KeyValue: KeyValue;
+    /// The store of cached responses.
+    type ResponseCache: ResponseCache;
 
     /// Returns the clock.
     fn clock(&self) -> &Self::Clock;
 
     /// Returns the HTTP client used for upstream requests.
     fn upstream(&self) -> &Self::Upstream;
+
+    /// Wraps `body` so that it fails with [`crate::body::BodyTooLarge`] once more than
+    /// `max_bytes` have streamed through it. [`crate::body::Limit`] does this for any
+    /// body; the platform boxes it into its own body type. A platform that holds
+    /// bodies in memory may instead fail at once, when the body is read or sent.
+    fn limit_body(&self, body: Self::Body, max_bytes: u64) -> Self::Body;
+
+    /// Returns a body that yields `prefix` and then `rest`, to give back a body that
+    /// was partly read. [`crate::body::Chain`] does this for any body.
+    fn chain_body(&self, prefix: Bytes, rest: Self::Body) -> Self::Body;
+
+    /// Returns the store that `cache` policies keep responses in.
+    fn response_cache(&self) -> &Self::ResponseCache;
 
     /// Returns a random number, used by balancers and for request ids. It need not be
     /// cryptographically strong.
@@ -192,4 +211,35 @@ impl KeyValue for NoKeyValue {
     async fn delete(&self, _key: &str) -> Result<(), Error> {
         Err(Self::unsupported())
     }
+}
+
+/// A store of HTTP responses for `cache` policies: a memory LRU per process or
+/// isolate, or a shared store such as Redis, the Cloudflare Cache API or Spin
+/// key-value.
+///
+/// Keys are built by the core: they start with the host and path, so purging by
+/// prefix removes a site or a subtree. Expiry times are passed in rather than read
+/// from a clock, because the core's time comes only from [`Clock`]. Store failures
+/// are errors for the core to log; a request then proceeds as if the cache missed.
+pub trait ResponseCache {
+    /// Returns the entry stored under `key`, or `None` when there is none or it
+    /// expired by `now_unix_ms`.
+    async fn lookup(&self, key: &str, now_unix_ms: u64) -> Result<Option<CacheEntry>, Error>;
+
+    /// Stores `entry` under `key`, replacing any entry there, until `ttl` after
+    /// `now_unix_ms`. A store may decline an entry, such as one larger than its whole
+    /// budget, without an error.
+    async fn store(
+        &self,
+        key: &str,
+        entry: CacheEntry,
+        now_unix_ms: u64,
+        ttl: Duration,
+    ) -> Result<(), Error>;
+
+    /// Removes the entry stored under `key`, returning whether there was one.
+    async fn delete(&self, key: &str) -> Result<bool, Error>;
+
+    /// Removes every entry whose key starts with `prefix`, returning how many.
+    async fn purge_prefix(&self, prefix: &str) -> Result<u64, Error>;
 }

@@ -11,14 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use bytes::Bytes;
+use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::cache::key as cache_key;
 use gatehouse_core::platform::Clock;
+use gatehouse_core::platform::ResponseCache;
 use gatehouse_core::respond::{PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX};
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -66,6 +70,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The clock of the gateway's platform, for the endpoint health gauges.
     pub clock: NativeClock,
+    /// The response cache, for purges and its metrics.
+    pub cache: Arc<MemoryResponseCache>,
     /// Reloads the config file.
     pub reloader: Arc<Reloader>,
     /// The state `/readyz` reports.
@@ -128,13 +134,13 @@ async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response
     let path = request.uri().path().to_owned();
     let expected = match path.as_str() {
         "/healthz" | "/readyz" | "/metrics" | "/config" => Method::GET,
-        "/reload" => Method::POST,
+        "/reload" | "/cache/purge" => Method::POST,
         _ => {
             return problem(
                 StatusCode::NOT_FOUND,
                 "not-found",
                 "Not Found",
-                "the admin listener serves /healthz, /readyz, /metrics, /config and POST /reload",
+                "the admin listener serves /healthz, /readyz, /metrics, /config, POST /reload and POST /cache/purge",
                 None,
             );
         }
@@ -171,6 +177,7 @@ async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response
         }
         "/metrics" => {
             let gateway = state.gateway.load();
+            state.metrics.set_cache_stats(state.cache.stats());
             match state.metrics.encode(&gateway, state.clock.monotonic()) {
                 Ok(body) => text(StatusCode::OK, metrics::CONTENT_TYPE, body),
                 Err(error) => {
@@ -186,6 +193,7 @@ async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response
             }
         }
         "/config" => config(&state),
+        "/cache/purge" => purge(&state, request).await,
         _ => reload(&state).await,
     }
 }
@@ -242,6 +250,79 @@ async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
                 "internal",
                 "Internal Server Error",
                 "the reload failed; the previous config keeps serving",
+                None,
+            )
+        }
+    }
+}
+
+/// Largest purge request body, in bytes: one URL or prefix fits many times over.
+const MAX_PURGE_BODY_BYTES: usize = 16 * 1024;
+
+/// A purge request: exactly one of the fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    /// One URL as the cache keys it, `HOST/PATH` with an optional `?QUERY`: every
+    /// method, consumer and variant of it is removed.
+    url: Option<String>,
+    /// A key prefix, such as `HOST/` for a whole host or `HOST/api/` for a subtree.
+    prefix: Option<String>,
+}
+
+/// Removes cached responses by URL or key prefix.
+async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let invalid = |detail: &str| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad Request",
+            detail,
+            None,
+        )
+    };
+    let body = match Limited::new(request.into_body(), MAX_PURGE_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return invalid(&format!(
+                "the purge request body is unreadable or larger than {MAX_PURGE_BODY_BYTES} bytes"
+            ));
+        }
+    };
+    let parsed: PurgeRequest = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return invalid(&format!(
+                "invalid purge request: {error}; send {{\"url\": \"HOST/PATH\"}} or {{\"prefix\": \"HOST/PATH\"}}"
+            ));
+        }
+    };
+    let prefix = match (parsed.url, parsed.prefix) {
+        (Some(url), None) if !url.is_empty() => cache_key::url_prefix(&url),
+        (None, Some(prefix)) if !prefix.is_empty() => prefix,
+        _ => {
+            return invalid("a purge request needs exactly one non-empty field: url or prefix");
+        }
+    };
+    match state.cache.purge_prefix(&prefix).await {
+        Ok(removed) => {
+            tracing::info!(prefix = %prefix.trim_end(), removed, "purged cached responses");
+            json_response(
+                StatusCode::OK,
+                "application/json",
+                &json!({ "status": "purged", "removed": removed }),
+            )
+        }
+        Err(error) => {
+            tracing::error!(%error, "cache purge failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal Server Error",
+                "the cache purge failed",
                 None,
             )
         }

@@ -7,6 +7,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use gatehouse_core::cache::CacheStats;
 use gatehouse_core::{AccessRecord, ErrorKind, Gateway};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -35,6 +36,12 @@ struct RequestLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct CacheLabels {
+    route: String,
+    status: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -94,6 +101,10 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     last_reload_success: Gauge<f64, AtomicU64>,
     connections_open: Gauge,
+    cache_responses: Family<CacheLabels, Counter>,
+    cache_bytes: Gauge,
+    cache_entries: Gauge,
+    cache_evictions: Counter,
     /// The registry, locked during a scrape so that two scrapes cannot interleave
     /// their refresh of the endpoint gauges.
     registry: Mutex<Registry>,
@@ -125,6 +136,10 @@ impl Metrics {
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
             connections_open: Gauge::default(),
+            cache_responses: Family::default(),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
+            cache_evictions: Counter::default(),
             registry: Mutex::new(Registry::default()),
         };
         let registry = metrics.register_all();
@@ -217,6 +232,26 @@ impl Metrics {
             "Client connections open on the gateway's listeners",
             self.connections_open.clone(),
         );
+        registry.register(
+            "gatehouse_cache_responses",
+            "Responses of routes with a cache policy, by route and cache status (hit, miss, stale, bypass, revalidated)",
+            self.cache_responses.clone(),
+        );
+        registry.register(
+            "gatehouse_cache_bytes",
+            "Estimated bytes held by the in-memory response cache",
+            self.cache_bytes.clone(),
+        );
+        registry.register(
+            "gatehouse_cache_entries",
+            "Entries held by the in-memory response cache, Vary markers included",
+            self.cache_entries.clone(),
+        );
+        registry.register(
+            "gatehouse_cache_evictions",
+            "Entries the in-memory response cache removed to stay within its byte budget",
+            self.cache_evictions.clone(),
+        );
         // Both results are shown from the start, so a rate over them is defined
         // before the first failure.
         for result in ["success", "failure"] {
@@ -243,6 +278,14 @@ impl Metrics {
         if let Some(bytes) = record.response_bytes {
             self.response_bytes.get_or_create(&route).inc_by(bytes);
         }
+        if let Some(status) = record.cache {
+            self.cache_responses
+                .get_or_create(&CacheLabels {
+                    route: route.route.clone(),
+                    status,
+                })
+                .inc();
+        }
         if record.upstream.is_some() {
             let upstream = UpstreamLabels { upstream };
             if record.error == Some(ErrorKind::CircuitOpen.slug()) {
@@ -258,6 +301,19 @@ impl Metrics {
                     .get_or_create(&upstream)
                     .inc_by(u64::from(record.retries));
             }
+        }
+    }
+
+    /// Sets the response cache gauges from a snapshot of the store.
+    pub fn set_cache_stats(&self, stats: CacheStats) {
+        self.cache_bytes
+            .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+        self.cache_entries
+            .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        // The store counts evictions itself; the counter catches up to it.
+        let counted = self.cache_evictions.get();
+        if stats.evictions > counted {
+            self.cache_evictions.inc_by(stats.evictions - counted);
         }
     }
 
@@ -393,7 +449,13 @@ mod tests {
             upstream_micros: Some(1_000),
             response_bytes: Some(42),
             retries: 2,
+            cache: Some("hit"),
             ..AccessRecord::default()
+        });
+        metrics.set_cache_stats(CacheStats {
+            entries: 3,
+            bytes: 4_096,
+            evictions: 2,
         });
         let gateway = Gateway::from_text("", Format::Toml).expect("an empty config is valid");
         let text = metrics
@@ -407,6 +469,10 @@ mod tests {
             r#"gatehouse_upstream_request_duration_seconds_count{upstream="users-svc"} 1"#,
             r#"gatehouse_config_reloads_total{result="failure"} 0"#,
             "gatehouse_connections_open 0",
+            r#"gatehouse_cache_responses_total{route="users",status="hit"} 1"#,
+            "gatehouse_cache_bytes 4096",
+            "gatehouse_cache_entries 3",
+            "gatehouse_cache_evictions_total 2",
         ] {
             assert!(
                 text.lines().any(|found| found == line),

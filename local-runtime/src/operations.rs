@@ -56,6 +56,7 @@ pub async fn serve(
             gateway,
             metrics,
             clock: server.clock(),
+            cache: server.response_cache(),
             reloader: Arc::clone(&reloader),
             readiness: Arc::clone(&readiness),
         });

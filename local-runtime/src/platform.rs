@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gatehouse_core::Error;
+use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::KeyValueConfig;
-use gatehouse_core::config::{UpstreamProtocol, UpstreamTlsConfig};
+use gatehouse_core::config::{ServerConfig, UpstreamProtocol, UpstreamTlsConfig};
 use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
+use gatehouse_core::{Error, ErrorSource, body};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -38,6 +39,7 @@ pub struct NativePlatform {
     clock: NativeClock,
     upstream: NativeUpstream,
     key_value: MemoryKeyValue<NativeClock>,
+    cache: Arc<MemoryResponseCache>,
 }
 
 impl Default for NativePlatform {
@@ -48,7 +50,7 @@ impl Default for NativePlatform {
 
 impl NativePlatform {
     /// Creates a platform with a fresh clock origin, empty connection pools and an
-    /// empty key-value store of the default size.
+    /// empty key-value store and an empty response cache of the default sizes.
     pub fn new() -> Self {
         Self::default()
     }
@@ -64,12 +66,28 @@ impl NativePlatform {
             clock,
             upstream: NativeUpstream::default(),
             key_value: MemoryKeyValue::new(clock, config.memory_max_entries),
+            cache: Arc::new(MemoryResponseCache::new(
+                ServerConfig::default().cache_max_bytes,
+            )),
         }
     }
 
     /// Returns the in-memory key-value store, for loading entries at start.
     pub fn memory_key_value(&self) -> &MemoryKeyValue<NativeClock> {
         &self.key_value
+    }
+
+    /// Returns the response cache, for purges and metrics outside the pipeline.
+    pub fn shared_response_cache(&self) -> Arc<MemoryResponseCache> {
+        Arc::clone(&self.cache)
+    }
+
+    /// Sets the byte budget of the response cache to the config's
+    /// `server.cache_max_bytes`, when it differs, so a reload can resize it.
+    pub fn sync_cache_budget(&self, max_bytes: u64) {
+        if self.cache.max_bytes() != max_bytes {
+            self.cache.set_max_bytes(max_bytes);
+        }
     }
 }
 
@@ -78,9 +96,14 @@ impl Platform for NativePlatform {
     type Clock = NativeClock;
     type Upstream = NativeUpstream;
     type KeyValue = MemoryKeyValue<NativeClock>;
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &NativeClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &NativeUpstream {
@@ -89,6 +112,14 @@ impl Platform for NativePlatform {
 
     fn key_value(&self) -> Option<&MemoryKeyValue<NativeClock>> {
         Some(&self.key_value)
+    }
+
+    fn limit_body(&self, body: NativeBody, max_bytes: u64) -> NativeBody {
+        NativeBody::wrap(body::Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: NativeBody) -> NativeBody {
+        NativeBody::wrap(body::Chain::new(prefix, rest))
     }
 
     fn random_u64(&self) -> u64 {
@@ -371,6 +402,10 @@ impl Upstream for NativeUpstream {
             Ok(Ok(response)) => Ok(response.map(NativeBody::from)),
             Ok(Err(error)) => {
                 let classified = classify(error, target);
+                if classified.error_source() == ErrorSource::Client {
+                    // The access log records the client's failure; the upstream is fine.
+                    return Err(classified);
+                }
                 tracing::warn!(
                     upstream = target.upstream,
                     endpoint = target.authority,
@@ -469,6 +504,10 @@ fn absolute_uri(scheme: Scheme, authority: &str, origin: &Uri) -> Result<Uri, ht
 /// never the endpoint address, because they are sent to the client.
 fn classify(error: hyper_util::client::legacy::Error, target: &UpstreamTarget<'_>) -> Error {
     let upstream = target.upstream;
+    // The client's body passed its limit while it was being sent: the client's fault.
+    if let Some(too_large) = body::too_large_in(&error) {
+        return too_large.with_cause(error);
+    }
     if error.is_connect() {
         // Nothing was sent on a connection that failed to open, so any method may be
         // retried on another endpoint.

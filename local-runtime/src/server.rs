@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
 use crate::tls::{ListenerTls, TlsListeners};
+use gatehouse_core::cache::MemoryResponseCache;
 
 /// Maximum time a client may take to send a request head. It bounds connections that
 /// open and then trickle bytes, and matches hyper's default.
@@ -196,6 +197,11 @@ impl Server {
     /// Returns the metrics that every request served here is recorded in.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
+    }
+
+    /// Returns the platform's response cache.
+    pub fn response_cache(&self) -> Arc<MemoryResponseCache> {
+        self.state.platform.shared_response_cache()
     }
 
     /// Returns the clock whose monotonic time the gateway's health state uses.
@@ -373,10 +379,19 @@ async fn handle(
 ) -> Result<Response<AccessLogBody>, Infallible> {
     let started = Instant::now();
     let gateway = state.gateway.load_full();
+    state
+        .platform
+        .sync_cache_budget(gateway.config().server.cache_max_bytes);
     let connection = ConnectionInfo { peer, secure };
     let handled = gateway
         .handle(request.map(NativeBody::from), &connection, &state.platform)
         .await;
+    if let Some(task) = handled.background {
+        // The client gets its response now; the revalidation finishes on its own.
+        let state = Arc::clone(&state);
+        let gateway = Arc::clone(&gateway);
+        tokio::spawn(async move { gateway.run_background(task, &state.platform).await });
+    }
     let (parts, body) = handled.response.into_parts();
     Ok(Response::from_parts(
         parts,

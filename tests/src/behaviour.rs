@@ -53,17 +53,26 @@ pub struct Reply {
 ///
 /// Fails only on a behaviour the scenario loader would have let through but that HTTP
 /// cannot express, such as an invalid header name.
+/// `number` counts the requests the upstream received, this one included, for
+/// `fail_after`.
 pub fn reply(
     name: &str,
     behaviour: &UpstreamBehaviour,
     received: &Received,
+    number: usize,
 ) -> Result<Reply, String> {
-    let status = http::StatusCode::from_u16(behaviour.status.unwrap_or(200))
-        .map_err(|error| format!("upstream {name:?}: invalid status: {error}"))?;
+    let failing = behaviour.fail_after.is_some_and(|after| number > after);
+    let status = if failing {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        http::StatusCode::from_u16(behaviour.status.unwrap_or(200))
+            .map_err(|error| format!("upstream {name:?}: invalid status: {error}"))?
+    };
     let mut headers = HeaderMap::new();
-    let body = match &behaviour.body {
-        Some(body) => Bytes::from(body.clone()),
-        None => {
+    let body = match (&behaviour.body, behaviour.body_bytes) {
+        (_, Some(length)) => Bytes::from(vec![b'x'; length]),
+        (Some(body), None) => Bytes::from(body.clone()),
+        (None, None) => {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Bytes::from(echo_json(name, received).to_string())
         }
@@ -80,11 +89,32 @@ pub fn reply(
             headers.append(header_name.clone(), value);
         }
     }
+    if behaviour.conditional && !failing && validators_match(&headers, received) {
+        return Ok(Reply {
+            status: http::StatusCode::NOT_MODIFIED,
+            headers,
+            body: Bytes::new(),
+        });
+    }
     Ok(Reply {
         status,
         headers,
         body,
     })
+}
+
+/// Returns whether a conditional request names the reply's current validator. Equal
+/// strings are enough here: the upstream's validators never change during a scenario.
+fn validators_match(reply: &HeaderMap, received: &Received) -> bool {
+    let same = |reply_header: http::HeaderName, request_header: http::HeaderName| match (
+        reply.get(reply_header),
+        received.headers.get(request_header),
+    ) {
+        (Some(current), Some(requested)) => current == requested,
+        _ => false,
+    };
+    same(http::header::ETAG, http::header::IF_NONE_MATCH)
+        || same(http::header::LAST_MODIFIED, http::header::IF_MODIFIED_SINCE)
 }
 
 /// Describes `received` as JSON: `{"upstream", "method", "path", "query", "headers",
@@ -154,7 +184,7 @@ mod tests {
             headers: BTreeMap::from([("x-from".to_owned(), HeaderValues::One("b".to_owned()))]),
             ..UpstreamBehaviour::default()
         };
-        let reply = reply("b", &behaviour, &received()).unwrap();
+        let reply = reply("b", &behaviour, &received(), 1).unwrap();
         assert_eq!(reply.status, 503);
         assert_eq!(reply.headers["x-from"], "b");
         assert_eq!(reply.headers[UPSTREAM_HEADER], "b");
@@ -168,7 +198,7 @@ mod tests {
             body: Some("plain".to_owned()),
             ..UpstreamBehaviour::default()
         };
-        let reply = reply("c", &behaviour, &received()).unwrap();
+        let reply = reply("c", &behaviour, &received(), 1).unwrap();
         assert_eq!(reply.body, "plain");
         assert!(!reply.headers.contains_key(CONTENT_TYPE));
     }

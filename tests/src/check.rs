@@ -140,6 +140,14 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
     if let Some(expected) = &expect.problem_type {
         differences.extend(check_problem(expected, exchange));
     }
+    if let Some(expected) = expect.body_length
+        && expected != exchange.body.len()
+    {
+        differences.push(format!(
+            "body length: expected {expected}, actual {}",
+            exchange.body.len()
+        ));
+    }
     if let Some(expected) = &expect.upstream
         && echo.upstream.as_ref() != Some(expected)
     {

@@ -1,16 +1,18 @@
 //! The HTTP client of process targets: one new connection per request, HTTP/1.1 or
 //! HTTP/2 with prior knowledge, with the request target sent exactly as written.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Version};
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Either, Full, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
-use crate::target::Exchange;
+use crate::target::{Chunked, Exchange, body_chunks};
 
 /// Maximum time for one request, from connecting to the end of the response body.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,7 +36,18 @@ async fn exchange(address: SocketAddr, request: Request<Bytes>) -> Result<Exchan
         .await
         .map_err(|error| format!("failed to connect to {address}: {error}"))?;
     let io = TokioIo::new(stream);
-    let request = request.map(Full::new);
+    let chunked = request.extensions().get::<Chunked>().is_some();
+    let request = request.map(|body| {
+        if chunked {
+            // Several frames and no size hint: hyper sends them as chunks.
+            let frames = body_chunks(&body)
+                .into_iter()
+                .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+            Either::Right(StreamBody::new(futures::stream::iter(frames)))
+        } else {
+            Either::Left(Full::new(body))
+        }
+    });
 
     let response = if request.version() == Version::HTTP_2 {
         let (mut sender, connection) =

@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gatehouse_core::body::{self, LocalBody};
+use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{Format, UpstreamProtocol as CoreProtocol};
 use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
@@ -17,7 +19,7 @@ use http::{Request, Response, Version};
 use crate::behaviour::{self, Received};
 use crate::clock::{DriveLimits, ManualClock, drive};
 use crate::scenario::{Scenario, UpstreamBehaviour, UpstreamProtocol, render_config};
-use crate::target::{Exchange, Instance, Target};
+use crate::target::{Chunked, Exchange, Instance, Target, body_chunks};
 
 /// First of the made-up ports that name simulated upstreams in the rendered config.
 /// Nothing listens on them; the simulated client looks the address up instead.
@@ -76,6 +78,7 @@ impl Target for InProcessTarget {
             clock,
             random_state: Cell::new(RANDOM_SEED),
             secrets: scenario.secrets.clone(),
+            cache: MemoryResponseCache::new(gateway.config().server.cache_max_bytes),
         };
         Ok(Box::new(InProcessInstance { gateway, platform }))
     }
@@ -106,8 +109,23 @@ impl Instance for InProcessInstance {
             let platform = &self.platform;
             let connection = &connection;
             async move {
+                let chunked = request.extensions().get::<Chunked>().is_some();
+                let request = request.map(|body| {
+                    if chunked {
+                        LocalBody::chunks(body_chunks(&body))
+                    } else {
+                        LocalBody::from(body)
+                    }
+                });
                 let handled = gateway.handle(request, connection, platform).await;
+                // Work after the response runs at once, so that the next step sees
+                // its effect without a race.
+                if let Some(task) = handled.background {
+                    gateway.run_background(task, platform).await;
+                }
                 let (parts, body) = handled.response.into_parts();
+                // A response body that fails midway ends short, as a client sees it.
+                let body = body.collect_bytes().await.unwrap_or_default();
                 Exchange {
                     status: parts.status.as_u16(),
                     headers: parts.headers,
@@ -129,21 +147,21 @@ impl Instance for InProcessInstance {
         }
     }
 
-    fn wait(&mut self, duration: Duration) {
-        let limits = DriveLimits {
-            virtual_time: duration,
-            real_time: STEP_REAL_TIME,
-        };
-        // The sleep's deadline is the only timer, so driving it moves the clock there.
-        let _ = drive(
-            &self.platform.clock,
-            self.platform.clock.sleep(duration),
-            limits,
-        );
-    }
-
     fn upstream_connections(&self) -> BTreeMap<String, usize> {
         self.platform.upstream.requests.borrow().clone()
+    }
+
+    fn upstream_requests(&self) -> BTreeMap<String, usize> {
+        self.platform.upstream.requests.borrow().clone()
+    }
+
+    fn wait(&mut self, duration: Duration) -> Result<(), String> {
+        let clock = self.platform.clock.clone();
+        let limits = DriveLimits {
+            virtual_time: duration + Duration::from_secs(1),
+            real_time: STEP_REAL_TIME,
+        };
+        drive(&self.platform.clock, clock.sleep(duration), limits)
     }
 }
 
@@ -154,16 +172,30 @@ struct TestPlatform {
     random_state: Cell<u64>,
     secrets: BTreeMap<String, String>,
     key_value: MemoryKeyValue<ManualClock>,
+    cache: MemoryResponseCache,
 }
 
 impl Platform for TestPlatform {
-    type Body = Bytes;
+    type Body = LocalBody;
     type Clock = ManualClock;
     type Upstream = SimulatedUpstreams;
     type KeyValue = MemoryKeyValue<ManualClock>;
+    type ResponseCache = MemoryResponseCache;
+
+    fn limit_body(&self, body: LocalBody, max_bytes: u64) -> LocalBody {
+        LocalBody::boxed(body::Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: LocalBody) -> LocalBody {
+        LocalBody::boxed(body::Chain::new(prefix, rest))
+    }
 
     fn clock(&self) -> &ManualClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &SimulatedUpstreams {
@@ -198,13 +230,13 @@ struct SimulatedUpstreams {
 }
 
 impl Upstream for SimulatedUpstreams {
-    type Body = Bytes;
+    type Body = LocalBody;
 
     async fn send(
         &self,
-        request: Request<Bytes>,
+        request: Request<LocalBody>,
         target: &UpstreamTarget<'_>,
-    ) -> Result<Response<Bytes>, Error> {
+    ) -> Result<Response<LocalBody>, Error> {
         let Some((name, behaviour)) = self.by_authority.get(target.authority) else {
             // Nothing listens there, as with `{{unused_port}}`: a refused connect, which
             // is safe to retry because the request never left.
@@ -214,7 +246,7 @@ impl Upstream for SimulatedUpstreams {
             ))
             .with_retry_safe(true));
         };
-        *self.requests.borrow_mut().entry(name.clone()).or_default() += 1;
+        let number = self.count_request(name);
 
         let protocol_matches = matches!(
             (target.protocol, behaviour.protocol),
@@ -230,6 +262,16 @@ impl Upstream for SimulatedUpstreams {
         }
 
         let (parts, body) = request.into_parts();
+        // Like the socket upstreams, read the whole body before answering. A body that
+        // fails while it is read is how a platform's client sees it fail while sending.
+        let body = body.collect_bytes().await.map_err(|error| {
+            body::too_large_in(error.as_ref()).unwrap_or_else(|| {
+                Error::bad_gateway(format!(
+                    "the request body to upstream {:?} failed",
+                    target.upstream
+                ))
+            })
+        })?;
         let received = Received::new(&parts, body);
         if let Some(delay) = behaviour.delay {
             self.clock.sleep(Duration::from_millis(delay)).await;
@@ -240,8 +282,9 @@ impl Upstream for SimulatedUpstreams {
                 target.upstream
             )));
         }
-        let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
-        Ok(self.response(reply, behaviour))
+        let reply =
+            behaviour::reply(name, behaviour, &received, number).map_err(Error::internal)?;
+        Ok(self.response(reply, behaviour).map(LocalBody::from))
     }
 
     /// Serves a gateway-originated request, such as a JWKS fetch, from the test
@@ -262,7 +305,7 @@ impl Upstream for SimulatedUpstreams {
                 "could not connect to {authority:?}"
             )));
         };
-        *self.requests.borrow_mut().entry(name.clone()).or_default() += 1;
+        let number = self.count_request(name);
         let (parts, body) = request.into_parts();
         let received = Received::new(&parts, body);
         if let Some(delay) = behaviour.delay {
@@ -273,7 +316,8 @@ impl Upstream for SimulatedUpstreams {
                 "the connection closed without an answer",
             ));
         }
-        let reply = behaviour::reply(name, behaviour, &received).map_err(Error::internal)?;
+        let reply =
+            behaviour::reply(name, behaviour, &received, number).map_err(Error::internal)?;
         if reply.body.len() > max_body_bytes {
             return Err(Error::bad_gateway("the response body is too large"));
         }
@@ -282,6 +326,14 @@ impl Upstream for SimulatedUpstreams {
 }
 
 impl SimulatedUpstreams {
+    /// Counts a request to upstream `name` and returns its number, from 1.
+    fn count_request(&self, name: &str) -> usize {
+        let mut requests = self.requests.borrow_mut();
+        let count = requests.entry(name.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
     fn response(&self, reply: behaviour::Reply, behaviour: &UpstreamBehaviour) -> Response<Bytes> {
         let mut response = Response::new(reply.body);
         *response.status_mut() = reply.status;

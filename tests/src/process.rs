@@ -160,6 +160,19 @@ impl Instance for ProcessInstance<'_> {
         })
     }
 
+    fn upstream_requests(&self) -> BTreeMap<String, usize> {
+        self.upstreams
+            .as_ref()
+            .map(SocketUpstreams::requests)
+            .unwrap_or_default()
+    }
+
+    /// Sleeps, because the gateway in the other process reads the real clock.
+    fn wait(&mut self, duration: std::time::Duration) -> Result<(), String> {
+        std::thread::sleep(duration);
+        Ok(())
+    }
+
     fn upstream_connections(&self) -> BTreeMap<String, usize> {
         self.upstreams
             .as_ref()

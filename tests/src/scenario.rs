@@ -94,6 +94,15 @@ pub struct UpstreamBehaviour {
     /// Protocol the upstream serves.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Response body of this many `x` bytes, in place of `body` or the echo.
+    pub body_bytes: Option<usize>,
+    /// Answers 304 without a body when the request's `If-None-Match` equals the
+    /// upstream's `etag` header or its `If-Modified-Since` equals its `last-modified`
+    /// header.
+    #[serde(default)]
+    pub conditional: bool,
+    /// Answers this many requests as configured and every later one with 503.
+    pub fail_after: Option<usize>,
 }
 
 /// Protocol a test upstream serves.
@@ -148,6 +157,10 @@ pub struct Step {
     pub headers: BTreeMap<String, HeaderValues>,
     /// Request body.
     pub body: Option<String>,
+    /// Sends the body in chunks of [`crate::target::CHUNK_BYTES`] without
+    /// `Content-Length`: chunked transfer coding on HTTP/1.1, DATA frames on HTTP/2.
+    #[serde(default)]
+    pub chunked: bool,
     /// Sends the request over HTTP/2 with prior knowledge instead of HTTP/1.1.
     #[serde(default)]
     pub http2: bool,
@@ -158,9 +171,8 @@ pub struct Step {
     /// flight together (for balancers that look at outstanding requests).
     #[serde(default)]
     pub concurrent: bool,
-    /// Milliseconds to let pass before sending, such as for an open circuit to
-    /// become half-open. In process the hand-driven clock moves; elsewhere the runner
-    /// sleeps.
+    /// Time to let pass before sending, in milliseconds: the in-process clock
+    /// advances by it, and targets in other processes sleep.
     #[serde(default)]
     pub wait_ms: u64,
     /// What each response, and the repeats together, must show.
@@ -224,6 +236,11 @@ pub struct Expect {
     /// All repeats must be answered by one upstream.
     #[serde(default)]
     pub same_upstream: bool,
+    /// Requests each listed upstream has received since the scenario started,
+    /// counted after the step.
+    pub upstream_requests: Option<BTreeMap<String, usize>>,
+    /// Exact length of the response body, in bytes.
+    pub body_length: Option<usize>,
 }
 
 /// A format that a generated header value must have.
@@ -368,6 +385,9 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
         if http::Method::from_bytes(step.method.as_bytes()).is_err() {
             step_problem(format!("invalid method {:?}", step.method));
         }
+        if step.chunked && step.body.is_none() {
+            step_problem("chunked needs a body".to_owned());
+        }
         if !step.path.starts_with('/') {
             step_problem(format!("path {:?} must start with '/'", step.path));
         }
@@ -381,6 +401,12 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
                 .flat_map(|counts| counts.keys()),
         );
         named.extend(&expect.upstreams_reached);
+        named.extend(
+            expect
+                .upstream_requests
+                .iter()
+                .flat_map(|requests| requests.keys()),
+        );
         for upstream in named {
             if !defined(upstream) {
                 step_problem(format!(

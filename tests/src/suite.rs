@@ -1,5 +1,7 @@
 //! Runs every scenario against a target and collects the results.
 
+use std::time::Duration;
+
 use crate::check::check_step;
 use crate::report::{Outcome, ScenarioResult, SuiteReport};
 use crate::scenario::{Scenario, ScenarioFile, load_dir, scenario_dir};
@@ -76,12 +78,25 @@ fn run_scenario(target: &mut dyn Target, scenario: &Scenario) -> Outcome {
                 continue;
             }
         };
-        if step.wait_ms > 0 {
-            instance.wait(std::time::Duration::from_millis(step.wait_ms));
+        if step.wait_ms > 0
+            && let Err(error) = instance.wait(Duration::from_millis(step.wait_ms))
+        {
+            differences.push(format!("{label}: waiting failed: {error}"));
         }
         let outcomes = instance.send(&request, step.repeat, step.concurrent);
         for difference in check_step(&step.expect, &outcomes) {
             differences.push(format!("{label}: {difference}"));
+        }
+        if let Some(expected) = &step.expect.upstream_requests {
+            let received = instance.upstream_requests();
+            for (upstream, count) in expected {
+                let actual = received.get(upstream).copied().unwrap_or(0);
+                if actual != *count {
+                    differences.push(format!(
+                        "{label}: upstream {upstream:?} received {actual} requests in all, expected {count}"
+                    ));
+                }
+            }
         }
     }
     if differences.is_empty() {

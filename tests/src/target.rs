@@ -16,6 +16,22 @@ use crate::scenario::{Scenario, Step};
 /// Host sent when a step names none.
 pub const DEFAULT_HOST: &str = "localhost";
 
+/// Size of the chunks of a step's body sent with `chunked = true`.
+pub const CHUNK_BYTES: usize = 8;
+
+/// Request extension that asks the client to send the body in chunks of
+/// [`CHUNK_BYTES`], without a declared length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunked;
+
+/// Splits `body` into the chunks a `chunked = true` step sends.
+pub fn body_chunks(body: &Bytes) -> Vec<Bytes> {
+    (0..body.len())
+        .step_by(CHUNK_BYTES)
+        .map(|start| body.slice(start..body.len().min(start + CHUNK_BYTES)))
+        .collect()
+}
+
 /// A way of running the gateway that the scenarios can be sent to.
 pub trait Target {
     /// Name of the target, the key of a scenario's `skip` table.
@@ -36,14 +52,15 @@ pub trait Instance {
         concurrent: bool,
     ) -> Vec<Result<Exchange, String>>;
 
-    /// Lets `duration` pass before the next step.
-    fn wait(&mut self, duration: std::time::Duration) {
-        std::thread::sleep(duration);
-    }
-
     /// Returns how many connections each test upstream accepted. In process, where
     /// there are no connections, it counts requests.
     fn upstream_connections(&self) -> BTreeMap<String, usize>;
+
+    /// Returns how many requests each test upstream has received.
+    fn upstream_requests(&self) -> BTreeMap<String, usize>;
+
+    /// Lets `duration` pass before the next request.
+    fn wait(&mut self, duration: std::time::Duration) -> Result<(), String>;
 
     /// Returns lines that help explain a failure, such as the gateway's log output.
     fn diagnostics(&self) -> Vec<String> {
@@ -105,7 +122,15 @@ pub fn build_request(step: &Step) -> Result<Request<Bytes>, String> {
     } else if !headers.contains_key(HOST) {
         headers.insert(HOST, HeaderValue::from_static(DEFAULT_HOST));
     }
-    if step.body.is_some() && !headers.contains_key(http::header::CONTENT_LENGTH) {
+    if step.chunked {
+        if !step.http2 {
+            headers.insert(
+                http::header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        request.extensions_mut().insert(Chunked);
+    } else if step.body.is_some() && !headers.contains_key(http::header::CONTENT_LENGTH) {
         let length = request.body().len();
         request
             .headers_mut()

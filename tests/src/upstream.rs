@@ -30,6 +30,7 @@ const CLOSE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct SocketUpstreams {
     addresses: BTreeMap<String, SocketAddr>,
     connections: BTreeMap<String, Arc<AtomicUsize>>,
+    requests: BTreeMap<String, Arc<AtomicUsize>>,
     servers: Vec<JoinHandle<()>>,
 }
 
@@ -40,6 +41,7 @@ impl SocketUpstreams {
         let mut started = Self {
             addresses: BTreeMap::new(),
             connections: BTreeMap::new(),
+            requests: BTreeMap::new(),
             servers: Vec::new(),
         };
         for (name, behaviour) in upstreams {
@@ -50,14 +52,17 @@ impl SocketUpstreams {
                 .local_addr()
                 .map_err(|error| format!("failed to read address of {name:?}: {error}"))?;
             let counter = Arc::new(AtomicUsize::new(0));
+            let requests = Arc::new(AtomicUsize::new(0));
             let server = Server {
                 name: Arc::from(name.as_str()),
                 behaviour: Arc::new(behaviour.clone()),
                 connections: Arc::clone(&counter),
+                requests: Arc::clone(&requests),
             };
             started.servers.push(tokio::spawn(server.run(listener)));
             started.addresses.insert(name.clone(), address);
             started.connections.insert(name.clone(), counter);
+            started.requests.insert(name.clone(), requests);
         }
         Ok(started)
     }
@@ -65,6 +70,14 @@ impl SocketUpstreams {
     /// Returns the address of each upstream by name.
     pub fn addresses(&self) -> &BTreeMap<String, SocketAddr> {
         &self.addresses
+    }
+
+    /// Returns how many requests each upstream has received.
+    pub fn requests(&self) -> BTreeMap<String, usize> {
+        self.requests
+            .iter()
+            .map(|(name, counter)| (name.clone(), counter.load(Ordering::SeqCst)))
+            .collect()
     }
 
     /// Returns how many connections each upstream has accepted.
@@ -100,6 +113,7 @@ struct Server {
     name: Arc<str>,
     behaviour: Arc<UpstreamBehaviour>,
     connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -116,7 +130,8 @@ impl Server {
             }
             let name = Arc::clone(&self.name);
             let behaviour = Arc::clone(&self.behaviour);
-            tasks.spawn(serve_connection(stream, name, behaviour));
+            let requests = Arc::clone(&self.requests);
+            tasks.spawn(serve_connection(stream, name, behaviour, requests));
             // Reap finished connections so the set does not grow over a long scenario.
             while tasks.try_join_next().is_some() {}
         }
@@ -138,13 +153,19 @@ async fn close_after_request_head(mut stream: TcpStream) {
     drop(stream);
 }
 
-async fn serve_connection(stream: TcpStream, name: Arc<str>, behaviour: Arc<UpstreamBehaviour>) {
+async fn serve_connection(
+    stream: TcpStream,
+    name: Arc<str>,
+    behaviour: Arc<UpstreamBehaviour>,
+    requests: Arc<AtomicUsize>,
+) {
     let io = TokioIo::new(stream);
     let protocol = behaviour.protocol;
     let service = service_fn(move |request| {
         let name = Arc::clone(&name);
         let behaviour = Arc::clone(&behaviour);
-        async move { Ok::<_, Infallible>(answer(&name, &behaviour, request).await) }
+        let number = requests.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Infallible>(answer(&name, &behaviour, request, number).await) }
     });
     // Errors here are the gateway closing a connection, as it does after a timeout.
     let _ = match protocol {
@@ -165,6 +186,7 @@ async fn answer(
     name: &str,
     behaviour: &UpstreamBehaviour,
     request: http::Request<Incoming>,
+    number: usize,
 ) -> http::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
@@ -175,7 +197,7 @@ async fn answer(
     if let Some(delay) = behaviour.delay {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    match behaviour::reply(name, behaviour, &received) {
+    match behaviour::reply(name, behaviour, &received, number) {
         Ok(reply) => {
             let mut response = http::Response::new(Full::new(reply.body));
             *response.status_mut() = reply.status;

@@ -13,6 +13,7 @@ use jwt_compact::{AlgorithmExt, Claims, Header};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::body::{Chain, Limit, LocalBody};
 use crate::config::{self, ConfigError, Format};
 use crate::error::{Error, ErrorKind};
 use crate::platform::{Clock, KeyValue, Platform, Upstream, UpstreamTarget};
@@ -64,13 +65,13 @@ struct FakeUpstream {
 }
 
 impl Upstream for FakeUpstream {
-    type Body = Bytes;
+    type Body = LocalBody;
 
     async fn send(
         &self,
-        _request: http::Request<Bytes>,
+        _request: http::Request<LocalBody>,
         _target: &UpstreamTarget<'_>,
-    ) -> Result<Response<Bytes>, Error> {
+    ) -> Result<Response<LocalBody>, Error> {
         Err(Error::internal("not used"))
     }
 
@@ -132,6 +133,7 @@ struct TestPlatform {
     secrets: BTreeMap<String, String>,
     /// The key-value store, or `None` for a platform without one.
     store: Option<FakeStore>,
+    cache: crate::cache::MemoryResponseCache,
 }
 
 impl TestPlatform {
@@ -147,6 +149,7 @@ impl TestPlatform {
             },
             secrets: BTreeMap::from([(SECRET_NAME.to_owned(), secret)]),
             store: Some(FakeStore::default()),
+            cache: crate::cache::MemoryResponseCache::new(1 << 20),
         }
     }
 
@@ -168,13 +171,26 @@ impl TestPlatform {
 }
 
 impl Platform for TestPlatform {
-    type Body = Bytes;
+    type Body = LocalBody;
     type Clock = TestClock;
     type Upstream = FakeUpstream;
     type KeyValue = FakeStore;
+    type ResponseCache = crate::cache::MemoryResponseCache;
+
+    fn limit_body(&self, body: LocalBody, max_bytes: u64) -> LocalBody {
+        LocalBody::boxed(Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: LocalBody) -> LocalBody {
+        LocalBody::boxed(Chain::new(prefix, rest))
+    }
 
     fn clock(&self) -> &TestClock {
         &self.clock
+    }
+
+    fn response_cache(&self) -> &crate::cache::MemoryResponseCache {
+        &self.cache
     }
 
     fn upstream(&self) -> &FakeUpstream {

@@ -165,6 +165,9 @@ pub struct ServerConfig {
     /// platform may supply its own location instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Byte budget of the in-memory response cache, shared by every `cache` policy;
+    /// past it, the least recently used responses are evicted.
+    pub cache_max_bytes: u64,
 }
 
 /// Default limits follow common server defaults: an 8 KiB request line is what nginx
@@ -184,6 +187,7 @@ impl Default for ServerConfig {
             // An estimate of about 100 bytes a key puts this near 10 MB.
             max_rate_limit_keys: 100_000,
             zone: None,
+            cache_max_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -616,6 +620,72 @@ pub enum PolicyConfig {
     ApiKey(ApiKeyConfig),
     /// Requirements on the authenticated identity: scopes, roles, claims, groups.
     Authorize(AuthorizeConfig),
+    /// HTTP response caching of GET and HEAD requests.
+    Cache(CacheConfig),
+}
+
+/// Settings of a `cache` policy: which responses of a route are stored, for how long,
+/// and how requests map to stored responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Freshness lifetime of a cacheable response that states none (no `s-maxage`,
+    /// `max-age` or `Expires`). Without it, such responses are not stored.
+    pub default_ttl: Option<ConfigDuration>,
+    /// How the query string enters the cache key.
+    pub query: CacheQuery,
+    /// Query parameters left out of the cache key, such as tracking parameters.
+    pub ignore_params: Vec<String>,
+    /// Caches requests that carry `Authorization` or pass the route's authentication,
+    /// each consumer in its own entries. Requires a `jwt` or `api_key` policy on the
+    /// route.
+    pub authenticated: bool,
+    /// Stores responses that carry `Set-Cookie`, cookies included, and sends them to
+    /// every client that gets the cached response.
+    pub store_set_cookie: bool,
+    /// Largest response body stored, in bytes; larger responses pass through uncached.
+    pub max_object_bytes: u64,
+    /// Response header that reports the cache status: `hit`, `miss`, `stale`,
+    /// `bypass` or `revalidated`.
+    pub status_header: String,
+    /// How long a response stays stored after it turns stale when it has an `ETag`
+    /// or `Last-Modified` validator, so that it can be revalidated upstream.
+    pub keep_stale: ConfigDuration,
+    /// Time a request waits for a concurrent request of the same key to fill the
+    /// cache before it goes upstream itself.
+    pub lock_timeout: ConfigDuration,
+}
+
+/// One megabyte keeps a full cache of the default size at over 60 objects; 5 seconds
+/// is nginx's default `proxy_cache_lock_timeout`.
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl: None,
+            query: CacheQuery::Keep,
+            ignore_params: Vec::new(),
+            authenticated: false,
+            store_set_cookie: false,
+            max_object_bytes: 1024 * 1024,
+            status_header: "x-cache-status".to_owned(),
+            keep_stale: ConfigDuration::from_millis(600_000),
+            lock_timeout: ConfigDuration::from_millis(5_000),
+        }
+    }
+}
+
+/// How a `cache` policy puts the query string into the cache key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheQuery {
+    /// The query as sent, so `?a=1&b=2` and `?b=2&a=1` are separate entries.
+    #[default]
+    Keep,
+    /// Parameters sorted by name, so their order does not matter.
+    Sort,
+    /// No query at all: every query of a path shares one entry.
+    Ignore,
 }
 
 /// Settings of a `rate_limit` policy. Each policy counts in its own keys, so two

@@ -180,6 +180,8 @@ pub(crate) struct Compiled {
     pub table: RouteTable,
     pub routes: Vec<CompiledRoute>,
     pub upstreams: Vec<CompiledUpstream>,
+    /// Cache keys being fetched from upstreams, for request coalescing.
+    pub in_flight: Arc<crate::cache::coalesce::InFlight>,
 }
 
 pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
@@ -229,6 +231,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
             table,
             routes,
             upstreams,
+            in_flight: Arc::default(),
         }),
         _ => Err(errors),
     }
@@ -846,6 +849,19 @@ fn compile_routes(
                     "has an authorize policy but no jwt or api_key policy",
                 )
                 .with_hint("add the authentication policy whose identity authorize checks"),
+            );
+        }
+
+        if let Some(cache) = &route_policies.cache
+            && cache.authenticated
+            && route_policies.authenticate.is_none()
+        {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.policies"),
+                    "has a cache policy with authenticated = true but no jwt or api_key policy",
+                )
+                .with_hint("add the authentication policy whose consumer keys the cache, or set authenticated = false"),
             );
         }
 

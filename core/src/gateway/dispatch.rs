@@ -27,6 +27,8 @@ use crate::trace;
 /// The decisions of the earlier phases about a request that is about to be forwarded.
 pub(crate) struct Outgoing<'a> {
     pub route: &'a CompiledRoute,
+    /// The index of `route` in the compiled routes.
+    pub route_index: usize,
     /// The normalized path the client requested, before any rewrite.
     pub path: &'a str,
     pub upstream_path: &'a str,

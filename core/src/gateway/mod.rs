@@ -3,6 +3,7 @@
 //! it.
 
 mod admit;
+mod cache;
 mod compile;
 mod dispatch;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use http::{Request, Response, Version};
 
+use crate::cache::CacheStatus;
 use crate::circuit::CircuitState;
 use crate::client_ip;
 use crate::config::{self, Config, ConfigErrors, Format, HealthCheckConfig};
@@ -23,6 +25,7 @@ use crate::policy::rate_limit::KeySource;
 use crate::respond::problem_response;
 use crate::route::RequestView;
 use crate::trace::TraceContext;
+pub use cache::BackgroundTask;
 use compile::Compiled;
 
 /// Facts about the connection a request arrived on.
@@ -75,6 +78,9 @@ pub struct AccessRecord {
     pub response_bytes: Option<u64>,
     /// Attempts sent after the first, each to another endpoint of the upstream.
     pub retries: u32,
+    /// Cache status on routes with a `cache` policy: `hit`, `miss`, `stale`, `bypass`
+    /// or `revalidated`.
+    pub cache: Option<&'static str>,
     /// The trace and the gateway's spans, for runtimes that export spans.
     #[serde(skip)]
     pub trace: Option<TraceRecord>,
@@ -158,6 +164,8 @@ pub struct Handled<B> {
     pub response: Response<B>,
     /// The record of the request, for the access log.
     pub access: AccessRecord,
+    /// Work to run after the response is sent, with [`Gateway::run_background`].
+    pub background: Option<BackgroundTask>,
 }
 
 /// Headers the pipeline adds to whatever response the request ends with, including
@@ -166,6 +174,9 @@ pub struct Handled<B> {
 struct ResponseExtras {
     cors: Option<Arc<CorsPolicy>>,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The status header of a route with a `cache` policy and the status to send in it.
+    cache_status: Option<(http::HeaderName, CacheStatus)>,
+    background: Option<BackgroundTask>,
 }
 
 /// A gateway built from one config version. It is immutable; a reload builds a new one.
@@ -371,6 +382,12 @@ impl Gateway {
         if let Some(cors) = extras.cors {
             cors.apply(origin.as_ref(), response.headers_mut());
         }
+        if let Some((name, status)) = extras.cache_status {
+            access.cache = Some(status.as_str());
+            response
+                .headers_mut()
+                .insert(name, http::HeaderValue::from_static(status.as_str()));
+        }
         if let Ok(value) = http::HeaderValue::from_str(&access.request_id) {
             response
                 .headers_mut()
@@ -378,7 +395,11 @@ impl Gateway {
         }
         access.status = response.status().as_u16();
         access.head_micros = micros_since(clock, started);
-        Handled { response, access }
+        Handled {
+            response,
+            access,
+            background: extras.background,
+        }
     }
 
     async fn run<P: Platform>(
@@ -390,9 +411,13 @@ impl Gateway {
         extras: &mut ResponseExtras,
     ) -> Result<Response<P::Body>, Error> {
         let server = &self.compiled.server;
-        let admitted = admit::admit(&request, server)?;
-        let path = admitted.path.into_owned();
-        access.host = admitted.host.clone();
+        let admit::Admitted {
+            host,
+            host_header,
+            path,
+        } = admit::admit(&request, server)?;
+        let path = path.into_owned();
+        access.host = host.clone();
         access.path = path.clone();
 
         let peer = client_ip::canonical(connection.peer);
@@ -409,7 +434,7 @@ impl Gateway {
         // handles the preflight of a PUT. When that route has no cors policy, the
         // OPTIONS request is routed as itself, like any other request.
         let view = RequestView {
-            host: &admitted.host,
+            host: &host,
             method: request.method(),
             path: &path,
             query: request.uri().query(),
@@ -440,6 +465,10 @@ impl Gateway {
             policy.check(client_ip)?;
         }
         extras.cors = route.policies.cors.clone();
+        // Requests that end before the cache phase, such as rejected ones, bypass it.
+        if let Some(policy) = &route.policies.cache {
+            extras.cache_status = Some((policy.status_header.clone(), CacheStatus::Bypass));
+        }
         if let (Some((method, _)), Some(policy)) = (&preflight, &route.policies.cors) {
             // The CORS headers of a preflight come from `preflight` itself.
             extras.cors = None;
@@ -468,6 +497,13 @@ impl Gateway {
         for policy in &route.policies.validate {
             policy.check(&request)?;
         }
+        let body_limit = route
+            .policies
+            .validate
+            .iter()
+            .filter_map(|policy| policy.max_body_bytes())
+            .fold(server.max_body_bytes, u64::min);
+        let request = limit_request_body(request, body_limit, platform);
         if !route.policies.rate_limits.is_empty() {
             let now_micros = platform.clock().monotonic().as_micros() as u64;
             let source = KeySource {
@@ -493,12 +529,13 @@ impl Gateway {
             peer,
             peer_trusted,
             secure: connection.secure,
-            host: (!admitted.host_header.is_empty()).then_some(admitted.host_header.as_str()),
+            host: (!host_header.is_empty()).then_some(host_header.as_str()),
             version: request.version(),
         };
         let request_id = access.request_id.clone();
         let outgoing = dispatch::Outgoing {
             route,
+            route_index,
             path: &path,
             upstream_path: &upstream_path,
             downstream: &downstream,
@@ -506,7 +543,37 @@ impl Gateway {
             request_id: &request_id,
             authenticated: authenticated.as_ref(),
         };
-        dispatch::proxy(self, request, outgoing, platform, access).await
+        let Some(policy) = &route.policies.cache else {
+            return dispatch::proxy(self, request, outgoing, platform, access).await;
+        };
+        let outcome = cache::handle(self, policy, request, outgoing, platform, access).await;
+        extras.cache_status = Some((policy.status_header.clone(), outcome.status));
+        extras.background = outcome.background;
+        outcome.result
+    }
+}
+
+/// Limits a request body of unknown length to `limit` bytes while it streams.
+///
+/// A declared `Content-Length` was checked against the limit in the admit phase and
+/// by the validate policies, and the platform's HTTP server holds the body to that
+/// length, so such bodies, and bodies that report a small enough size, pass
+/// unwrapped. On the Worker that keeps them flowing without being copied.
+fn limit_request_body<P: Platform>(
+    request: Request<P::Body>,
+    limit: u64,
+    platform: &P,
+) -> Request<P::Body> {
+    use http_body::Body as _;
+
+    let body = request.body();
+    let bounded = request.headers().contains_key(http::header::CONTENT_LENGTH)
+        || body.is_end_stream()
+        || body.size_hint().upper().is_some_and(|upper| upper <= limit);
+    if bounded {
+        request
+    } else {
+        request.map(|body| platform.limit_body(body, limit))
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! A route's policies run in fixed pipeline phases, whatever their order in the
 //! config: access (`ip`, `cors` preflights), then authentication (`jwt` or `api_key`)
-//! and authorization (`authorize`), then `validate`, then `rate_limit`, then request
-//! transforms just before forwarding, response transforms and CORS headers on the way
-//! back. Within a
+//! and authorization (`authorize`), then `validate`, then `rate_limit`, then the
+//! `cache` lookup, then request transforms just before forwarding, response transforms,
+//! the cache store and CORS headers on the way back. Within a
 //! phase, policies run in the order listed, `server.policies` first.
 
 pub mod cors;
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::auth::{ApiKeyPolicy, Authenticator, AuthorizePolicy, ConsumerTable, JwtPolicy};
+use crate::cache::CachePolicy;
 use crate::config::{ConfigError, PolicyConfig};
 use crate::transform::{CompiledHeaderChanges, CompiledQueryChanges};
 pub use cors::CorsPolicy;
@@ -37,6 +38,7 @@ pub(crate) enum CompiledPolicy {
     RateLimit(Arc<RateLimitPolicy>),
     Authenticate(Authenticator),
     Authorize(Arc<AuthorizePolicy>),
+    Cache(Arc<CachePolicy>),
 }
 
 /// The policies of one route, grouped by the phase they run in.
@@ -51,6 +53,7 @@ pub(crate) struct PolicySet {
     pub authorize: Vec<Arc<AuthorizePolicy>>,
     pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
+    pub cache: Option<Arc<CachePolicy>>,
 }
 
 impl PolicySet {
@@ -95,6 +98,15 @@ impl PolicySet {
                 self.authenticate = Some(authenticator.clone());
             }
             CompiledPolicy::Authorize(authorize) => self.authorize.push(Arc::clone(authorize)),
+            CompiledPolicy::Cache(cache) => {
+                if self.cache.is_some() {
+                    errors.push(
+                        ConfigError::new(path, "a second cache policy applies to this route")
+                            .with_hint("keep one cache policy per route"),
+                    );
+                }
+                self.cache = Some(Arc::clone(cache));
+            }
         }
     }
 }
@@ -173,5 +185,10 @@ fn compile_policy(
         PolicyConfig::Authorize(authorize) => CompiledPolicy::Authorize(Arc::new(
             AuthorizePolicy::compile(authorize, &format!("policies.{name}.authorize"), errors),
         )),
+        PolicyConfig::Cache(cache) => CompiledPolicy::Cache(Arc::new(CachePolicy::compile(
+            cache,
+            &format!("policies.{name}.cache"),
+            errors,
+        ))),
     }
 }

@@ -68,7 +68,12 @@ impl ValidatePolicy {
         }
     }
 
-    /// Checks `request`: the body size (413), its media type (415), and the required
+    /// Returns the largest request body this policy accepts, in bytes.
+    pub fn max_body_bytes(&self) -> Option<u64> {
+        self.max_body_bytes
+    }
+
+    /// Checks `request`: the declared body size (413), its media type (415), and the required
     /// headers and query parameters (400).
     pub fn check<B>(&self, request: &Request<B>) -> Result<(), Error> {
         let headers = request.headers();

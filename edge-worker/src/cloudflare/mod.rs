@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 
 use gatehouse_core::respond::problem_response;
-use gatehouse_core::{ConnectionInfo, Error, Gateway, forward};
+use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, Gateway, forward};
 use http::header::HeaderName;
 use http::{HeaderMap, Response};
 use js_sys::Reflect;
@@ -105,11 +105,24 @@ fn gateway_from_env(env: &Env) -> Result<Gateway, Error> {
 async fn fetch(
     request: web_sys::Request,
     env: Env,
-    _context: Context,
+    context: Context,
 ) -> worker::Result<web_sys::Response> {
     let isolate = isolate(&env);
     let response = match &isolate.gateway {
-        Ok(gateway) => serve(gateway, &isolate.platform, &request).await,
+        Ok(gateway) => {
+            let (response, background) = serve(gateway, &isolate.platform, &request).await;
+            if let Some(task) = background {
+                // `waitUntil` keeps the isolate running the revalidation after the
+                // response is sent.
+                let isolate = Rc::clone(&isolate);
+                context.wait_until(async move {
+                    if let Ok(gateway) = &isolate.gateway {
+                        gateway.run_background(task, &isolate.platform).await;
+                    }
+                });
+            }
+            response
+        }
         Err(error) => early_problem(
             error,
             &isolate.platform,
@@ -136,10 +149,10 @@ async fn serve(
     gateway: &Gateway,
     platform: &WorkerPlatform,
     request: &web_sys::Request,
-) -> Response<WorkerBody> {
+) -> (Response<WorkerBody>, Option<BackgroundTask>) {
     let incoming = match convert::request_from_js(request) {
         Ok(incoming) => incoming,
-        Err(error) => return early_problem(&error, platform, None),
+        Err(error) => return (early_problem(&error, platform, None), None),
     };
     let connection = ConnectionInfo {
         peer: connecting_ip(incoming.request.headers()),
@@ -152,7 +165,7 @@ async fn serve(
         Ok(line) => console_log!("{line}"),
         Err(error) => console_error!("gatehouse: the access record could not be written: {error}"),
     }
-    handled.response
+    (handled.response, handled.background)
 }
 
 /// Returns the client address from `CF-Connecting-IP`.

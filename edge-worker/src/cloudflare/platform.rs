@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, select};
-use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
-use gatehouse_core::{Error, ErrorKind, ErrorSource};
+use gatehouse_core::{Error, ErrorKind, ErrorSource, body};
 use http::{Request, Response, StatusCode};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use worker::Delay;
 
-use super::body::WorkerBody;
+use super::body::{BodyFailure, WorkerBody, js_message};
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
 use super::key_value::WorkerKeyValue;
 
@@ -34,12 +35,16 @@ const RANDOM_BATCH: usize = 32;
 
 /// The Worker's implementation of the core's [`Platform`]. One instance serves every
 /// request of an isolate, so the clock origin and balancer timings are shared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerPlatform {
     clock: WorkerClock,
     upstream: WorkerUpstream,
     random: RefCell<Vec<u64>>,
     key_value: Option<WorkerKeyValue>,
+    /// Responses cached by this isolate alone.
+    // NOTE: other isolates and locations keep their own entries; a store on the
+    // Cache API would share them within a location.
+    cache: MemoryResponseCache,
 }
 
 impl WorkerPlatform {
@@ -48,6 +53,18 @@ impl WorkerPlatform {
         Self {
             key_value,
             ..Self::default()
+        }
+    }
+}
+
+impl Default for WorkerPlatform {
+    fn default() -> Self {
+        Self {
+            clock: WorkerClock::default(),
+            upstream: WorkerUpstream::default(),
+            random: RefCell::default(),
+            key_value: None,
+            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
         }
     }
 }
@@ -61,13 +78,26 @@ impl Platform for WorkerPlatform {
     fn key_value(&self) -> Option<&WorkerKeyValue> {
         self.key_value.as_ref()
     }
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &WorkerClock {
         &self.clock
     }
 
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
+    }
+
     fn upstream(&self) -> &WorkerUpstream {
         &self.upstream
+    }
+
+    fn limit_body(&self, body: WorkerBody, max_bytes: u64) -> WorkerBody {
+        WorkerBody::boxed(body::Limit::new(body, max_bytes))
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: WorkerBody) -> WorkerBody {
+        WorkerBody::boxed(body::Chain::new(prefix, rest))
     }
 
     fn random_u64(&self) -> u64 {
@@ -172,14 +202,16 @@ impl Upstream for WorkerUpstream {
             Error::internal("the runtime could not create an AbortController")
                 .with_cause(js_message(&cause))
         })?;
-        let fetch_request = build_fetch_request(request, target, &signal).map_err(|cause| {
-            let error = Error::internal(format!(
-                "the request to upstream {:?} could not be built",
-                target.upstream
-            ));
-            log_failure(target, &error, &js_message(&cause));
-            error.with_cause(js_message(&cause))
-        })?;
+        let body_failure = BodyFailure::default();
+        let fetch_request =
+            build_fetch_request(request, target, &signal, &body_failure).map_err(|cause| {
+                let error = Error::internal(format!(
+                    "the request to upstream {:?} could not be built",
+                    target.upstream
+                ));
+                log_failure(target, &error, &js_message(&cause));
+                error.with_cause(js_message(&cause))
+            })?;
 
         let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
         let fetch = pin!(JsFuture::from(global.fetch_with_request(&fetch_request)));
@@ -202,6 +234,10 @@ impl Upstream for WorkerUpstream {
                 })
             }
             Either::Left((Err(cause), _)) => {
+                // The client's body passed its limit while `fetch` sent it.
+                if let Some(too_large) = body_failure.borrow_mut().take() {
+                    return Err(too_large.with_cause(js_message(&cause)));
+                }
                 let error = Error::bad_gateway(format!(
                     "could not reach upstream {:?} or it closed the connection",
                     target.upstream
@@ -312,6 +348,7 @@ fn build_fetch_request(
     request: Request<WorkerBody>,
     target: &UpstreamTarget<'_>,
     signal: &web_sys::AbortSignal,
+    body_failure: &BodyFailure,
 ) -> Result<web_sys::Request, JsValue> {
     let (parts, body) = request.into_parts();
     let path = parts
@@ -330,7 +367,7 @@ fn build_fetch_request(
     init.set_headers(&headers_to_js(&parts.headers)?.into());
     init.set_redirect(web_sys::RequestRedirect::Manual);
     init.set_signal(Some(signal));
-    if let Some(body) = body.into_js() {
+    if let Some(body) = body.into_js_observed(Some(body_failure.clone())) {
         init.set_body(&body);
     }
     web_sys::Request::new_with_str_and_init(&url, &init)
@@ -371,12 +408,4 @@ fn log_failure(target: &UpstreamTarget<'_>, error: &Error, cause: &str) {
         target.authority,
         error.kind().slug()
     );
-}
-
-/// Returns the message of a JavaScript error, or its debug form for other values.
-fn js_message(value: &JsValue) -> String {
-    match value.dyn_ref::<js_sys::Error>() {
-        Some(error) => String::from(error.message()),
-        None => format!("{value:?}"),
-    }
 }

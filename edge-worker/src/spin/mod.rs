@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use gatehouse_core::config::ConfigErrors;
 use gatehouse_core::respond::problem_response;
-use gatehouse_core::{ConnectionInfo, Error, ErrorKind, ErrorSource, Gateway};
+use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, ErrorKind, ErrorSource, Gateway};
 use http::HeaderName;
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
@@ -41,19 +41,27 @@ static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 
 #[http_component]
 async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-    let response = match GATEWAY.get_or_init(build_gateway) {
-        Ok(gateway) => {
-            let platform = SpinPlatform::with_key_value(&gateway.config().key_value.spin_store);
-            handle_with(gateway, request, &platform).await
-        }
+    let gateway = GATEWAY.get_or_init(build_gateway);
+    let platform = match gateway {
+        Ok(gateway) => SpinPlatform::with_key_value(&gateway.config().key_value.spin_store),
+        Err(_) => SpinPlatform::new(),
+    };
+    let (response, background) = match gateway {
+        Ok(gateway) => handle_with(gateway, request, &platform).await,
         Err(detail) => {
             let platform = SpinPlatform::new();
             let error = Error::new(ErrorKind::Internal, ErrorSource::Config, detail.clone());
             let request_id = platform.new_request_id();
-            problem_response(&error, &FALLBACK_REQUEST_ID_HEADER, &request_id)
+            let response = problem_response(&error, &FALLBACK_REQUEST_ID_HEADER, &request_id);
+            (response, None)
         }
     };
     convert::send_response(response, response_out).await;
+    // The instance lives until this handler returns, so work after the response,
+    // such as a cache revalidation, runs here.
+    if let (Some(task), Some(Ok(gateway))) = (background, GATEWAY.get()) {
+        gateway.run_background(task, &platform).await;
+    }
 }
 
 /// Converts the request, runs it through the gateway and logs what happened.
@@ -61,7 +69,7 @@ async fn handle_with(
     gateway: &Gateway,
     request: IncomingRequest,
     platform: &SpinPlatform,
-) -> http::Response<SpinBody> {
+) -> (http::Response<SpinBody>, Option<BackgroundTask>) {
     let max_body_bytes = gateway.config().server.max_body_bytes;
     let Incoming {
         request,
@@ -72,7 +80,8 @@ async fn handle_with(
         Err(error) => {
             let header = gateway.config().server.request_id_header.as_str();
             let header = HeaderName::try_from(header).unwrap_or(FALLBACK_REQUEST_ID_HEADER);
-            return problem_response(&error, &header, &platform.new_request_id());
+            let response = problem_response(&error, &header, &platform.new_request_id());
+            return (response, None);
         }
     };
     let connection = ConnectionInfo { peer, secure };
@@ -89,7 +98,7 @@ async fn handle_with(
             handled.access.request_id
         );
     }
-    handled.response
+    (handled.response, handled.background)
 }
 
 /// Builds the gateway from the config variable when it is set and not empty, or else

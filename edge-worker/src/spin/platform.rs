@@ -8,11 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
+use gatehouse_core::body::BodyTooLarge;
+use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::config::ServerConfig;
 use gatehouse_core::config::UpstreamProtocol;
+use gatehouse_core::error::BoxError;
 use gatehouse_core::forward::new_request_id;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 use http::{Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use spin_executor::CancelOnDropToken;
 use spin_sdk::http::{ErrorCode, IncomingResponse, Method, OutgoingRequest, Scheme, SendError};
 use wasi::clocks::{monotonic_clock, wall_clock};
@@ -24,37 +29,84 @@ use super::key_value::SpinKeyValue;
 ///
 /// NOTE: bodies are buffered in both directions, because Spin's body streams are
 /// resources owned by one request or response while the core passes one body type
-/// both ways. Request bodies are limited by `server.max_body_bytes`, but upstream
-/// response bodies are not limited.
+/// both ways. Request bodies are limited by `server.max_body_bytes` while they are
+/// read, but upstream response bodies are not limited.
 #[derive(Debug, Default, Clone)]
-pub struct SpinBody(Bytes);
+pub struct SpinBody {
+    bytes: Option<Bytes>,
+    /// Set when the bytes are over a limit given to [`Platform::limit_body`]: reading
+    /// or sending the body then fails with [`BodyTooLarge`].
+    too_large: Option<BodyTooLarge>,
+}
 
 impl SpinBody {
-    /// Returns the bytes of the body.
+    /// Returns the bytes of the body, whether or not they are over a limit.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.bytes.unwrap_or_default()
     }
 }
 
 impl From<Bytes> for SpinBody {
     fn from(bytes: Bytes) -> Self {
-        Self(bytes)
+        Self {
+            bytes: Some(bytes),
+            too_large: None,
+        }
+    }
+}
+
+impl http_body::Body for SpinBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(bytes) = this.bytes.take() else {
+            return Poll::Ready(None);
+        };
+        if let Some(too_large) = this.too_large {
+            return Poll::Ready(Some(Err(Box::new(too_large))));
+        }
+        Poll::Ready((!bytes.is_empty()).then(|| Ok(Frame::data(bytes))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes
+            .as_ref()
+            .is_none_or(|bytes| bytes.is_empty() && self.too_large.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
     }
 }
 
 /// The Spin component's implementation of the core's [`Platform`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SpinPlatform {
     clock: WasiClock,
     upstream: SpinUpstream,
     key_value: Option<SpinKeyValue>,
+    cache: MemoryResponseCache,
 }
 
 impl SpinPlatform {
-    /// Creates the platform without a key-value store. It keeps no state, so creating
-    /// one per request is free.
+    /// Creates the platform without a key-value store. Its only state is an empty
+    /// response cache, which allocates nothing until a response is stored, so creating
+    /// one per request is cheap.
+    // NOTE: Spin runs each request in a new instance, so this memory cache lasts one
+    // request and cached routes always miss; a store on Spin key-value would share
+    // entries between requests.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            clock: WasiClock::default(),
+            upstream: SpinUpstream::default(),
+            key_value: None,
+            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+        }
     }
 
     /// Creates the platform with the Spin key-value store labelled `store_label`,
@@ -62,7 +114,7 @@ impl SpinPlatform {
     pub fn with_key_value(store_label: &str) -> Self {
         Self {
             key_value: Some(SpinKeyValue::new(store_label)),
-            ..Self::default()
+            ..Self::new()
         }
     }
 
@@ -77,13 +129,50 @@ impl Platform for SpinPlatform {
     type Clock = WasiClock;
     type Upstream = SpinUpstream;
     type KeyValue = SpinKeyValue;
+    type ResponseCache = MemoryResponseCache;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
     }
 
+    fn response_cache(&self) -> &MemoryResponseCache {
+        &self.cache
+    }
+
     fn upstream(&self) -> &SpinUpstream {
         &self.upstream
+    }
+
+    fn limit_body(&self, body: SpinBody, max_bytes: u64) -> SpinBody {
+        // The whole body is in memory, so whether it is over the limit is known now.
+        let length = body.bytes.as_ref().map_or(0, |bytes| bytes.len() as u64);
+        if length > max_bytes {
+            SpinBody {
+                too_large: Some(BodyTooLarge { limit: max_bytes }),
+                ..body
+            }
+        } else {
+            body
+        }
+    }
+
+    fn chain_body(&self, prefix: Bytes, rest: SpinBody) -> SpinBody {
+        let too_large = rest.too_large;
+        let rest = rest.into_bytes();
+        let bytes = if prefix.is_empty() {
+            rest
+        } else if rest.is_empty() {
+            prefix
+        } else {
+            let mut joined = Vec::with_capacity(prefix.len() + rest.len());
+            joined.extend_from_slice(&prefix);
+            joined.extend_from_slice(&rest);
+            Bytes::from(joined)
+        };
+        SpinBody {
+            bytes: Some(bytes),
+            too_large,
+        }
     }
 
     fn random_u64(&self) -> u64 {
@@ -191,6 +280,9 @@ impl Upstream for SpinUpstream {
         };
 
         let (parts, body) = request.into_parts();
+        if let Some(too_large) = body.too_large {
+            return Err(too_large.to_error());
+        }
         let outgoing = OutgoingRequest::new(fields(&parts.headers));
         let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
         let method = Method::from(parts.method.clone());
