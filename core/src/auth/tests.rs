@@ -137,6 +137,7 @@ impl Platform for TestPlatform {
     type Body = Bytes;
     type Clock = TestClock;
     type Upstream = FakeUpstream;
+    type Counters = crate::platform::NoSharedStores;
 
     fn clock(&self) -> &TestClock {
         &self.clock
@@ -144,6 +145,10 @@ impl Platform for TestPlatform {
 
     fn upstream(&self) -> &FakeUpstream {
         &self.upstream
+    }
+
+    fn counters(&self) -> &crate::platform::NoSharedStores {
+        &crate::platform::NoSharedStores
     }
 
     fn random_u64(&self) -> u64 {
@@ -171,7 +176,8 @@ fn compile_text(
     let config = config::load(text, Format::Toml).unwrap();
     let mut errors = Vec::new();
     let consumers = std::sync::Arc::new(ConsumerTable::compile(&config.consumers, &mut errors));
-    let compiled = crate::policy::compile_policies(&config.policies, &consumers, &mut errors);
+    let compiled =
+        crate::policy::compile_policies(&config.policies, &consumers, &config.stores, &mut errors);
     (compiled, errors)
 }
 

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::forward::{self, Downstream};
 use crate::platform::{Clock, Platform};
 use crate::policy::CorsPolicy;
-use crate::policy::rate_limit::KeySource;
+use crate::policy::rate_limit::{KeySource, Stores};
 use crate::respond::problem_response;
 use crate::route::RequestView;
 use compile::Compiled;
@@ -349,22 +349,21 @@ impl Gateway {
             policy.check(&request)?;
         }
         if !route.policies.rate_limits.is_empty() {
-            let now_micros = platform.clock().monotonic().as_micros() as u64;
             let source = KeySource {
                 request: &request,
                 client_ip,
                 route: &route.name,
-                subject: authenticated
+                identity: authenticated
                     .as_ref()
-                    .and_then(|authenticated| authenticated.identity.subject.as_deref()),
+                    .map(|authenticated| &authenticated.identity),
+            };
+            let stores = Stores {
+                local: &self.compiled.counters,
+                shared: platform.counters(),
+                now_unix_micros: platform.clock().unix_micros(),
             };
             for policy in &route.policies.rate_limits {
-                policy.check(
-                    &source,
-                    &self.compiled.counters,
-                    now_micros,
-                    &mut extras.headers,
-                )?;
+                policy.check(&source, &stores, &mut extras.headers).await?;
             }
         }
 
