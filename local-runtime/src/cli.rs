@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use gatehouse_core::config::Config;
 
 use crate::config_file::{ConfigFileError, load_gateway, summary};
+use crate::counters::NativeCounters;
 use crate::demo::DemoUpstream;
 use crate::logging::{self, LogFormat};
 use crate::operations;
@@ -211,7 +212,16 @@ fn serve(path: &Path, log_format: LogFormat, with_demo: bool) -> ExitCode {
         } else {
             Vec::new()
         };
-        let server = match Server::bind(gateway, NativePlatform::new()).await {
+        let counters = match NativeCounters::from_config(&gateway.config().stores) {
+            Ok(counters) => counters,
+            Err(error) => {
+                tracing::error!(%error, "failed to set up the rate-limit stores");
+                print_stderr(&format!("gatehouse: {error}"));
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        };
+        let platform = NativePlatform::with_counters(counters);
+        let server = match Server::bind(gateway, platform).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!(%error, "failed to start");

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::NativeBody;
+use crate::counters::NativeCounters;
 
 /// How long an idle pooled upstream connection is kept, the same as hyper-util's
 /// default. An upstream that closes idle connections sooner can race with reuse, and
@@ -33,12 +34,22 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct NativePlatform {
     clock: NativeClock,
     upstream: NativeUpstream,
+    counters: NativeCounters,
 }
 
 impl NativePlatform {
-    /// Creates a platform with a fresh clock origin and empty connection pools.
+    /// Creates a platform with a fresh clock origin, empty connection pools and no
+    /// shared counter stores.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Creates a platform whose shared counter stores are `counters`.
+    pub fn with_counters(counters: NativeCounters) -> Self {
+        Self {
+            counters,
+            ..Self::default()
+        }
     }
 }
 
@@ -46,6 +57,7 @@ impl Platform for NativePlatform {
     type Body = NativeBody;
     type Clock = NativeClock;
     type Upstream = NativeUpstream;
+    type Counters = NativeCounters;
 
     fn clock(&self) -> &NativeClock {
         &self.clock
@@ -53,6 +65,10 @@ impl Platform for NativePlatform {
 
     fn upstream(&self) -> &NativeUpstream {
         &self.upstream
+    }
+
+    fn counters(&self) -> &NativeCounters {
+        &self.counters
     }
 
     fn random_u64(&self) -> u64 {
@@ -85,6 +101,12 @@ impl Clock for NativeClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    }
+
+    fn unix_micros(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros() as u64)
     }
 
     fn monotonic(&self) -> Duration {

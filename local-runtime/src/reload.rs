@@ -6,13 +6,14 @@
 //! keep their balancer, outlier-detection and retry-budget state
 //! ([`Gateway::inherit_state`]).
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gatehouse_core::Gateway;
-use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig};
+use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig, StoreConfig};
 use serde::Serialize;
 
 use crate::config_file::summary;
@@ -76,6 +77,8 @@ pub struct Reloader {
     /// The listeners and admin listener bound at start, which a reload cannot change.
     bound_listeners: Vec<ListenerConfig>,
     bound_admin: Option<AdminConfig>,
+    /// The shared rate-limit stores connected at start, which a reload cannot change.
+    bound_stores: BTreeMap<String, StoreConfig>,
     /// Serializes reloads, so that two triggers at once cannot both build on the same
     /// previous gateway, and stores the hash of the file contents read last.
     last_read: Mutex<u64>,
@@ -90,6 +93,7 @@ impl Reloader {
         let config = current.config();
         let bound_listeners = config.listeners.clone();
         let bound_admin = config.admin.clone();
+        let bound_stores = config.stores.clone();
         // NOTE: the file is read again here rather than passed in, so a change between
         // the first load and this read is taken as already loaded until it changes again.
         let initial_stamp = file_stamp(path);
@@ -101,6 +105,7 @@ impl Reloader {
             metrics,
             bound_listeners,
             bound_admin,
+            bound_stores,
             last_read: Mutex::new(last_read),
             initial_stamp,
         }
@@ -192,6 +197,9 @@ impl Reloader {
         }
         if config.admin != self.bound_admin {
             settings.push("admin");
+        }
+        if config.stores != self.bound_stores {
+            settings.push("stores");
         }
         settings
     }

@@ -127,12 +127,14 @@ impl Server {
                 listener: bound,
             });
         }
+        let metrics = Metrics::new();
+        metrics.register_store_errors(platform.counters().error_metrics());
         Ok(Self {
             listeners,
             state: Arc::new(State {
                 gateway: Arc::new(ArcSwap::from_pointee(gateway)),
                 platform,
-                metrics: Arc::new(Metrics::new()),
+                metrics: Arc::new(metrics),
             }),
         })
     }

@@ -138,6 +138,7 @@ impl Platform for TestPlatform {
     type Body = Bytes;
     type Clock = ManualClock;
     type Upstream = SimulatedUpstreams;
+    type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &ManualClock {
         &self.clock
@@ -145,6 +146,10 @@ impl Platform for TestPlatform {
 
     fn upstream(&self) -> &SimulatedUpstreams {
         &self.upstream
+    }
+
+    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
+        &gatehouse_core::platform::NoSharedStores
     }
 
     /// Returns the next SplitMix64 number: cheap, well mixed and reproducible.

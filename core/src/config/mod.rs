@@ -24,7 +24,7 @@ pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 pub use stores::{
     CalendarPeriodConfig, OnStoreError, PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig,
-    StoreMode,
+    StoreMode, check_store_support,
 };
 
 /// The whole gateway configuration.

@@ -138,3 +138,28 @@ pub struct PlanLimitConfig {
     #[serde(default)]
     pub burst: Option<u64>,
 }
+
+/// Returns an error for each store in `config` whose type the platform named
+/// `platform` cannot reach, given the store types it `supported`s. Runtimes call it
+/// after loading a config, because a policy whose store never answers would fall back
+/// to `on_store_error` on every request.
+pub fn check_store_support(
+    config: &super::Config,
+    platform: &str,
+    supported: &[&str],
+) -> Vec<super::ConfigError> {
+    config
+        .stores
+        .iter()
+        .filter(|(_, store)| !supported.contains(&store.kind()))
+        .map(|(name, store)| {
+            super::ConfigError::new(
+                format!("stores.{name}.{}", store.kind()),
+                format!("{} stores are not available on {platform}", store.kind()),
+            )
+            .with_hint(
+                "remove the store and its policies' store setting, so their counters stay in memory",
+            )
+        })
+        .collect()
+}

@@ -43,6 +43,11 @@ impl WindowLimit {
         self.limit
     }
 
+    /// Returns the window length in microseconds.
+    pub fn window_micros(&self) -> u64 {
+        self.window_micros
+    }
+
     /// Returns the window length.
     pub fn window(&self) -> Duration {
         Duration::from_micros(self.window_micros)

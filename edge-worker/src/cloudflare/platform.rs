@@ -44,6 +44,7 @@ impl Platform for WorkerPlatform {
     type Body = WorkerBody;
     type Clock = WorkerClock;
     type Upstream = WorkerUpstream;
+    type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &WorkerClock {
         &self.clock
@@ -51,6 +52,10 @@ impl Platform for WorkerPlatform {
 
     fn upstream(&self) -> &WorkerUpstream {
         &self.upstream
+    }
+
+    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
+        &gatehouse_core::platform::NoSharedStores
     }
 
     fn random_u64(&self) -> u64 {

@@ -64,6 +64,7 @@ impl Platform for SpinPlatform {
     type Body = SpinBody;
     type Clock = WasiClock;
     type Upstream = SpinUpstream;
+    type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
@@ -71,6 +72,10 @@ impl Platform for SpinPlatform {
 
     fn upstream(&self) -> &SpinUpstream {
         &self.upstream
+    }
+
+    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
+        &gatehouse_core::platform::NoSharedStores
     }
 
     fn random_u64(&self) -> u64 {
