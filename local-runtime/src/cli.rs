@@ -131,6 +131,13 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let unsupported = gatehouse_core::config::check_store_support(gateway.config(), "Spin", &[]);
+    if !unsupported.is_empty() {
+        for problem in &unsupported {
+            print_stdout(&problem.to_string());
+        }
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let report = match spin_manifest::check_file(gateway.config(), manifest) {
         Ok(report) => report,
         Err(error) => {
