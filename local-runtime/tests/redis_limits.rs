@@ -120,8 +120,8 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-/// A config with a listener, an upstream, the Redis store and `policies` on the
-/// route `/`, and `extra` appended.
+/// Builds a config with a listener, an upstream, the Redis store `shared` with the
+/// extra settings `store`, and `policies` with their routes.
 fn limited_config(upstream: SocketAddr, redis_url: &str, store: &str, policies: &str) -> String {
     format!(
         r#"
@@ -182,8 +182,8 @@ async fn flood(
     counts
 }
 
-/// A GCRA limit of `limit` requests with a burst of `limit` that refills one request
-/// per 100 hours, so nothing refills during a test: exactly `limit` may pass.
+/// Builds a GCRA policy of `limit` requests with a burst of `limit` that refills one
+/// request per 100 hours. Nothing refills during a test, so exactly `limit` may pass.
 fn no_refill_policy(name: &str, limit: u64, mode: &str, on_error: &str) -> String {
     format!(
         r#"

@@ -893,9 +893,12 @@ mod tests {
         );
     }
 
+    type Configure = fn(&mut RateLimitConfig);
+
     #[test]
     fn store_settings_validated() {
-        let cases: [(fn(&mut RateLimitConfig), &str, &str); 4] = [
+        // (change to a valid config, path of the error, part of its message)
+        let cases: [(Configure, &str, &str); 4] = [
             (
                 |config| config.store = Some("sharde".into()),
                 "policies.p.rate_limit.store",

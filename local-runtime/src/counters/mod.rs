@@ -1,7 +1,7 @@
 //! The native runtime's shared counter stores: Redis, with a local tier in front.
 //!
 //! Each decision is one Lua script ([`decide.lua`](decide.lua)) run with `EVALSHA`;
-//! the `redis` crate loads the script again when the server answers `NOSCRIPT`. The
+//! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
 //! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
 //! have to agree. Connections are multiplexed, so concurrent decisions on one
 //! connection are pipelined.
@@ -114,7 +114,7 @@ pub struct RedisStore {
 }
 
 impl fmt::Debug for RedisStore {
-    // Written by hand so the client, whose connection info holds the password, is
+    // Written by hand so the client, whose connection info contains the password, is
     // never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -130,7 +130,7 @@ struct Slot {
     connecting: tokio::sync::Mutex<()>,
 }
 
-/// Why a store call failed, for the metric label and the log.
+/// The cause of a failed store call, for the metric label and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Timeout,
