@@ -18,6 +18,10 @@ use http::{Request, StatusCode};
 /// How long a test waits for Redis to accept commands after starting it.
 const REDIS_STARTUP: Duration = Duration::from_secs(10);
 
+/// Store settings of tests of exactness. A store timeout on a loaded machine would turn
+/// an admission into a 503, so this timeout is far above any round trip here.
+const GENEROUS_TIMEOUT: &str = "timeout = \"10s\"";
+
 /// A `redis-server` child on a loopback port, without persistence.
 struct RedisServer {
     child: Child,
@@ -219,7 +223,12 @@ async fn strict_mode_exact_across_gateways() {
     let upstream = demo_upstream().await;
     let policies =
         no_refill_policy("shared-limit", 40, "strict", "deny") + &route("/", "shared-limit");
-    let config = limited_config(upstream.address(), &redis.url(), "", &policies);
+    let config = limited_config(
+        upstream.address(),
+        &redis.url(),
+        GENEROUS_TIMEOUT,
+        &policies,
+    );
     let gateways: Vec<Gatehouse> = (0..3).map(|_| Gatehouse::start(&config)).collect();
     let gateways: Vec<&Gatehouse> = gateways.iter().collect();
 
@@ -235,7 +244,7 @@ async fn async_mode_overshoot_within_bound() {
     };
     let upstream = demo_upstream().await;
     let max_in_flight = 4;
-    let store = format!("async_max_in_flight = {max_in_flight}");
+    let store = format!("async_max_in_flight = {max_in_flight}\n{GENEROUS_TIMEOUT}");
     let policies =
         no_refill_policy("shared-limit", 40, "async", "deny") + &route("/", "shared-limit");
     let config = limited_config(upstream.address(), &redis.url(), &store, &policies);
@@ -396,7 +405,12 @@ store = "shared"
         &route("/hourly", "hourly"),
     ]
     .concat();
-    let config = limited_config(upstream.address(), &redis.url(), "", &policies);
+    let config = limited_config(
+        upstream.address(),
+        &redis.url(),
+        GENEROUS_TIMEOUT,
+        &policies,
+    );
     let first = Gatehouse::start(&config);
     let second = Gatehouse::start(&config);
     let client = http1_client();
