@@ -89,21 +89,21 @@ fn default_error_log_interval() -> ConfigDuration {
     ConfigDuration::from_millis(10_000)
 }
 
-/// How a policy uses a shared store.
+/// The way a policy uses a shared store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreMode {
-    /// Decide after the store answers: exact across gateways, one store round trip per
+    /// Decide after the store replies: exact across gateways, one store round trip per
     /// request.
     #[default]
     Strict,
-    /// Decide from the gateway's view of the store's last answers and count in the
+    /// Decide from the store's last replies as this gateway saw them, and count in the
     /// store in the background: no round trip on the request path, and a bounded excess
     /// over the limit.
     Async,
 }
 
-/// What a policy does when its store fails or times out.
+/// The action a policy takes when its store fails or times out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
@@ -141,7 +141,7 @@ pub struct PlanLimitConfig {
 
 /// Returns an error for each store in `config` whose type the platform named
 /// `platform` cannot reach, given the store types it `supported`s. Runtimes call it
-/// after loading a config, because a policy whose store never answers would fall back
+/// after loading a config, because a policy whose store never replies would fall back
 /// to `on_store_error` on every request.
 pub fn check_store_support(
     config: &super::Config,
