@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::{env, fs, process};
 
 use gatehouse_core::Gateway;
-use gatehouse_core::config::Format;
+use gatehouse_core::config::{Format, check_store_support};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=GATEHOUSE_CONFIG");
@@ -33,6 +33,13 @@ fn main() {
         eprintln!("{}: {errors}", path.display());
         process::exit(1);
     });
+    let unsupported = check_store_support(gateway.config(), "edge platforms", &[]);
+    if !unsupported.is_empty() {
+        for problem in unsupported {
+            eprintln!("{}: {problem}", path.display());
+        }
+        process::exit(1);
+    }
 
     let json = serde_json::to_string(gateway.config()).unwrap_or_else(|error| {
         eprintln!("failed to serialize the gateway config: {error}");

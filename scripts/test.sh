@@ -14,6 +14,17 @@ for target in wasm32-unknown-unknown wasm32-wasip2; do
   fi
 done
 
+step "installing redis-server for the shared rate-limit tests"
+if ! command -v redis-server >/dev/null; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then
+    as_root=(sudo)
+  fi
+  # The package lists of a fresh image may be empty, so they are refreshed first.
+  "${as_root[@]}" apt-get update
+  "${as_root[@]}" apt-get install -y redis-server
+fi
+
 step "checking formatting"
 cargo fmt --all --check
 
@@ -50,5 +61,6 @@ cargo test --locked --release --manifest-path tests/spin-host/Cargo.toml
 
 # The Worker and Spin conformance tests skip themselves when their artefacts are
 # missing; here both were just built, so a missing one is a failure.
-step "running the tests: unit, conformance in process, native binary, Worker and Spin"
-GATEHOUSE_REQUIRE_WORKER=1 GATEHOUSE_REQUIRE_SPIN=1 cargo test --locked --workspace
+step "running the tests: unit, conformance in process, native binary, Redis, Worker and Spin"
+GATEHOUSE_REQUIRE_WORKER=1 GATEHOUSE_REQUIRE_SPIN=1 GATEHOUSE_REQUIRE_REDIS=1 \
+  cargo test --locked --workspace

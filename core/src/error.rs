@@ -29,8 +29,11 @@ pub enum ErrorKind {
     UriTooLong,
     /// The request body has a media type the route does not accept (415).
     UnsupportedMediaType,
-    /// The client exceeded a rate limit or quota (429).
+    /// The client exceeded a rate limit (429).
     TooManyRequests,
+    /// The client used up a quota for the current period (429). It has its own
+    /// problem type so clients can tell waiting seconds from waiting for a new period.
+    QuotaExceeded,
     /// The request headers are larger than the configured limit (431).
     HeadersTooLarge,
     /// A bug or an impossible state inside the gateway (500).
@@ -60,7 +63,7 @@ impl ErrorKind {
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::UriTooLong => S::URI_TOO_LONG,
             Self::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
-            Self::TooManyRequests => S::TOO_MANY_REQUESTS,
+            Self::TooManyRequests | Self::QuotaExceeded => S::TOO_MANY_REQUESTS,
             Self::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Internal => S::INTERNAL_SERVER_ERROR,
             Self::NotImplemented => S::NOT_IMPLEMENTED,
@@ -81,6 +84,7 @@ impl ErrorKind {
             Self::UriTooLong => "uri-too-long",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::TooManyRequests => "too-many-requests",
+            Self::QuotaExceeded => "quota-exceeded",
             Self::HeadersTooLarge => "headers-too-large",
             Self::Internal => "internal",
             Self::NotImplemented => "not-implemented",

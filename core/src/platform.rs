@@ -18,8 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::cache::CacheEntry;
-use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
+use crate::config::{StoreMode, UpstreamProtocol, UpstreamTlsConfig};
 use crate::error::{BoxError, Error};
+use crate::limit::{Decision, Limit, MemoryCounters};
 
 /// Wall-clock and monotonic time. All time in the core comes from here, so tests can
 /// drive time by hand instead of sleeping.
@@ -30,8 +31,79 @@ pub trait Clock {
     /// Returns the time elapsed since a fixed, arbitrary origin. Never goes backwards.
     fn monotonic(&self) -> Duration;
 
+    /// Returns microseconds since the Unix epoch. The default has the resolution of
+    /// [`Clock::unix_millis`]; clocks that can read microseconds override it.
+    fn unix_micros(&self) -> u64 {
+        self.unix_millis().saturating_mul(1_000)
+    }
+
     /// Waits for `duration`.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+}
+
+/// One rate-limit or quota decision, as a counter store receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterRequest<'a> {
+    /// The store's name in `[stores]`.
+    pub store: &'a str,
+    /// The counter key. It starts with the policy's name, so policies never share a
+    /// counter.
+    pub key: &'a str,
+    /// The algorithm and its parameters.
+    pub limit: &'a Limit,
+    /// Units this request costs.
+    pub cost: u64,
+    /// Whether the store must answer from its global state (`Strict`) or may answer
+    /// from a local tier and reconcile later (`Async`).
+    pub mode: StoreMode,
+    /// Maximum time the decision may take; past it, the store returns an error.
+    pub timeout: Duration,
+    /// The gateway's clock, in Unix microseconds. Stores that keep their own clock
+    /// (Redis reads `TIME`, a Durable Object its own clock) ignore it, so the clocks of
+    /// gateway hosts never have to agree.
+    pub now_unix_micros: u64,
+}
+
+/// A store of rate-limit and quota counters, shared by gateway instances.
+///
+/// Each call decides one request atomically: the store reads the key's state, applies
+/// [`Limit`]'s algorithm at its own clock, stores the new state when the request is
+/// admitted, and returns the [`Decision`]. A Redis store runs one server-side script
+/// per call; a Durable Object store sends the call to the one object of the key.
+/// Errors (unreachable store, timeout) are returned as [`crate::ErrorKind::Unavailable`];
+/// the policy then applies its `on_store_error` setting.
+pub trait Counters {
+    /// Decides `request` against the counter of `request.key`.
+    async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error>;
+}
+
+/// The process-local store decides at the gateway's clock, exactly, in every mode.
+impl Counters for MemoryCounters {
+    async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        Ok(MemoryCounters::decide(
+            self,
+            request.key,
+            request.limit,
+            request.cost,
+            request.now_unix_micros,
+        ))
+    }
+}
+
+/// The counter stores of a platform with no shared store: every named store is
+/// unavailable. Policies without `store` still use the gateway's memory store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSharedStores;
+
+impl Counters for NoSharedStores {
+    async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        Err(Error::new(
+            crate::ErrorKind::Unavailable,
+            crate::ErrorSource::Platform,
+            "this platform has no shared counter store",
+        )
+        .with_cause(format!("store {:?} is not available", request.store)))
+    }
 }
 
 /// Where and how one upstream attempt is sent.
@@ -110,6 +182,8 @@ pub trait Platform {
     type KeyValue: KeyValue;
     /// The store of cached responses.
     type ResponseCache: ResponseCache;
+    /// The platform's shared counter stores, those of `[stores]`.
+    type Counters: Counters;
 
     /// Returns the clock.
     fn clock(&self) -> &Self::Clock;
@@ -129,6 +203,9 @@ pub trait Platform {
 
     /// Returns the store that `cache` policies keep responses in.
     fn response_cache(&self) -> &Self::ResponseCache;
+    /// Returns the shared counter stores. Every request names its store in
+    /// [`CounterRequest::store`].
+    fn counters(&self) -> &Self::Counters;
 
     /// Returns a random number, used by balancers and for request ids. It need not be
     /// cryptographically strong.

@@ -2,7 +2,7 @@
 //! platform variable.
 
 use gatehouse_core::Gateway;
-use gatehouse_core::config::{Config, ConfigErrors, Format};
+use gatehouse_core::config::{Config, ConfigErrors, Format, check_store_support};
 
 /// Name of the platform variable (Worker var or secret, Spin variable) that replaces
 /// the embedded config with TOML text. Deployments normally leave it unset; it serves
@@ -17,6 +17,18 @@ pub const EMBEDDED_CONFIG_JSON: &str =
 /// config. The embedded config passed the same checks at build time, so only an
 /// override can fail here.
 pub fn build_gateway(override_toml: Option<&str>) -> Result<Gateway, ConfigErrors> {
+    let gateway = parse_gateway(override_toml)?;
+    // NOTE: no shared store is implemented on the edge yet; rate limits count in the
+    // memory of each isolate or component instance.
+    let errors = check_store_support(gateway.config(), "edge platforms", &[]);
+    if errors.is_empty() {
+        Ok(gateway)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn parse_gateway(override_toml: Option<&str>) -> Result<Gateway, ConfigErrors> {
     match override_toml {
         Some(text) => Gateway::from_text(text, Format::Toml),
         None => {
@@ -49,5 +61,13 @@ mod tests {
             errors.0[0].to_string().starts_with("routes[0].upstream: "),
             "{errors}"
         );
+    }
+
+    #[test]
+    fn redis_store_rejected_on_the_edge() {
+        let config = "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n";
+        let errors = build_gateway(Some(config)).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].path, "stores.shared.redis");
     }
 }

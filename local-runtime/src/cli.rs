@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use gatehouse_core::config::Config;
 
 use crate::config_file::{ConfigFileError, load_gateway, summary};
+use crate::counters::NativeCounters;
 use crate::demo::DemoUpstream;
 use crate::key_value_seed;
 use crate::logging::{self, LogFormat};
@@ -138,6 +139,13 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let unsupported = gatehouse_core::config::check_store_support(gateway.config(), "Spin", &[]);
+    if !unsupported.is_empty() {
+        for problem in &unsupported {
+            print_stdout(&problem.to_string());
+        }
+        return ExitCode::from(EXIT_FAILURE);
+    }
     let report = match spin_manifest::check_file(gateway.config(), manifest) {
         Ok(report) => report,
         Err(error) => {
@@ -240,6 +248,15 @@ fn serve(
         } else {
             Vec::new()
         };
+        let counters = match NativeCounters::from_config(&gateway.config().stores) {
+            Ok(counters) => counters,
+            Err(error) => {
+                tracing::error!(%error, "failed to set up the rate-limit stores");
+                print_stderr(&format!("gatehouse: {error}"));
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        };
+        let platform = platform.with_counters(counters);
         let server = match Server::bind(gateway, platform).await {
             Ok(server) => server,
             Err(error) => {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config_file;
+pub mod counters;
 pub mod demo;
 pub mod health_check;
 pub mod key_value_seed;

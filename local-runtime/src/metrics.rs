@@ -260,6 +260,20 @@ impl Metrics {
         registry
     }
 
+    /// Registers the failure counters of the shared rate-limit stores as
+    /// `gatehouse_rate_limit_store_errors_total`.
+    pub fn register_store_errors(&self, errors: crate::counters::StoreErrorMetrics) {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        registry.register(
+            "gatehouse_rate_limit_store_errors",
+            "Failed or timed-out decisions of shared rate-limit stores, by store and reason",
+            errors,
+        );
+    }
+
     /// Counts one finished request from its completed access record.
     pub fn record_request(&self, record: &AccessRecord) {
         let route = label(record.route.as_deref());

@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::ServerName;
 
 use crate::body::NativeBody;
+use crate::counters::NativeCounters;
 
 /// How long an idle pooled upstream connection is kept, the same as hyper-util's
 /// default. An upstream that closes idle connections sooner can race with reuse, and
@@ -40,6 +41,7 @@ pub struct NativePlatform {
     upstream: NativeUpstream,
     key_value: MemoryKeyValue<NativeClock>,
     cache: Arc<MemoryResponseCache>,
+    counters: NativeCounters,
 }
 
 impl Default for NativePlatform {
@@ -49,8 +51,9 @@ impl Default for NativePlatform {
 }
 
 impl NativePlatform {
-    /// Creates a platform with a fresh clock origin, empty connection pools and an
-    /// empty key-value store and an empty response cache of the default sizes.
+    /// Creates a platform with a fresh clock origin, empty connection pools, an empty
+    /// key-value store and response cache of the default sizes, and no shared counter
+    /// stores.
     pub fn new() -> Self {
         Self::default()
     }
@@ -69,6 +72,7 @@ impl NativePlatform {
             cache: Arc::new(MemoryResponseCache::new(
                 ServerConfig::default().cache_max_bytes,
             )),
+            counters: NativeCounters::default(),
         }
     }
 
@@ -89,6 +93,11 @@ impl NativePlatform {
             self.cache.set_max_bytes(max_bytes);
         }
     }
+
+    /// Returns this platform with `counters` as its shared counter stores.
+    pub fn with_counters(self, counters: NativeCounters) -> Self {
+        Self { counters, ..self }
+    }
 }
 
 impl Platform for NativePlatform {
@@ -97,6 +106,7 @@ impl Platform for NativePlatform {
     type Upstream = NativeUpstream;
     type KeyValue = MemoryKeyValue<NativeClock>;
     type ResponseCache = MemoryResponseCache;
+    type Counters = NativeCounters;
 
     fn clock(&self) -> &NativeClock {
         &self.clock
@@ -120,6 +130,10 @@ impl Platform for NativePlatform {
 
     fn chain_body(&self, prefix: Bytes, rest: NativeBody) -> NativeBody {
         NativeBody::wrap(body::Chain::new(prefix, rest))
+    }
+
+    fn counters(&self) -> &NativeCounters {
+        &self.counters
     }
 
     fn random_u64(&self) -> u64 {
@@ -152,6 +166,12 @@ impl Clock for NativeClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_millis() as u64)
+    }
+
+    fn unix_micros(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_micros() as u64)
     }
 
     fn monotonic(&self) -> Duration {

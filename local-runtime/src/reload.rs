@@ -6,12 +6,15 @@
 //! keep their balancer, outlier-detection and retry-budget state
 //! ([`gatehouse_core::Gateway::inherit_state`]).
 
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig, TracingConfig};
+use gatehouse_core::config::{
+    AdminConfig, Config, Format, ListenerConfig, StoreConfig, TracingConfig,
+};
 use serde::Serialize;
 
 use crate::config_file::{gateway_from_text, summary};
@@ -78,6 +81,8 @@ pub struct Reloader {
     bound_admin: Option<AdminConfig>,
     /// The span export settings at start, which a reload cannot change.
     bound_tracing: Option<TracingConfig>,
+    /// The shared rate-limit stores connected at start, which a reload cannot change.
+    bound_stores: BTreeMap<String, StoreConfig>,
     /// Serializes reloads, so that two triggers at once cannot both build on the same
     /// previous gateway, and stores the hash of the file contents read last.
     last_read: Mutex<u64>,
@@ -98,6 +103,7 @@ impl Reloader {
         let bound_listeners = config.listeners.clone();
         let bound_admin = config.admin.clone();
         let bound_tracing = config.tracing.clone();
+        let bound_stores = config.stores.clone();
         // NOTE: the file is read again here rather than passed in, so a change between
         // the first load and this read is taken as already loaded until it changes again.
         let initial_stamp = file_stamp(path);
@@ -110,6 +116,7 @@ impl Reloader {
             bound_listeners,
             bound_admin,
             bound_tracing,
+            bound_stores,
             last_read: Mutex::new(last_read),
             initial_stamp,
             reloaded: Arc::default(),
@@ -241,6 +248,9 @@ impl Reloader {
         }
         if config.tracing != self.bound_tracing {
             settings.push("tracing");
+        }
+        if config.stores != self.bound_stores {
+            settings.push("stores");
         }
         settings
     }

@@ -167,13 +167,15 @@ impl Server {
                 tls: tls.get(&listener.name),
             });
         }
+        let metrics = Metrics::new();
+        metrics.register_store_errors(platform.counters().error_metrics());
         Ok(Self {
             listeners,
             tls: Arc::new(tls),
             state: Arc::new(State {
                 gateway: Arc::new(ArcSwap::from_pointee(gateway)),
                 platform,
-                metrics: Arc::new(Metrics::new()),
+                metrics: Arc::new(metrics),
                 spans,
             }),
         })

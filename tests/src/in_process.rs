@@ -189,6 +189,7 @@ impl Platform for TestPlatform {
     fn chain_body(&self, prefix: Bytes, rest: LocalBody) -> LocalBody {
         LocalBody::boxed(body::Chain::new(prefix, rest))
     }
+    type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &ManualClock {
         &self.clock
@@ -200,6 +201,10 @@ impl Platform for TestPlatform {
 
     fn upstream(&self) -> &SimulatedUpstreams {
         &self.upstream
+    }
+
+    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
+        &gatehouse_core::platform::NoSharedStores
     }
 
     /// Returns the next SplitMix64 number: cheap, well mixed and reproducible.

@@ -309,6 +309,7 @@ fn identity_from(mut claims: CustomClaims) -> Identity {
     Identity {
         subject,
         consumer: None,
+        api_key_id: None,
         scopes,
         groups: Vec::new(),
         claims,

@@ -56,6 +56,9 @@ pub struct Identity {
     pub subject: Option<String>,
     /// The consumer of an API key.
     pub consumer: Option<String>,
+    /// The first 16 hex digits of the SHA-256 of the API key presented, which tells
+    /// one key of a consumer from its others without revealing any key.
+    pub api_key_id: Option<String>,
     /// Granted scopes, from the `scope` (space-separated) or `scp` claim.
     pub scopes: Vec<String>,
     /// Consumer groups.

@@ -184,6 +184,7 @@ impl Platform for TestPlatform {
     fn chain_body(&self, prefix: Bytes, rest: LocalBody) -> LocalBody {
         LocalBody::boxed(Chain::new(prefix, rest))
     }
+    type Counters = crate::platform::NoSharedStores;
 
     fn clock(&self) -> &TestClock {
         &self.clock
@@ -195,6 +196,10 @@ impl Platform for TestPlatform {
 
     fn upstream(&self) -> &FakeUpstream {
         &self.upstream
+    }
+
+    fn counters(&self) -> &crate::platform::NoSharedStores {
+        &crate::platform::NoSharedStores
     }
 
     fn random_u64(&self) -> u64 {
@@ -226,7 +231,8 @@ fn compile_text(
     let config = config::load(text, Format::Toml).unwrap();
     let mut errors = Vec::new();
     let consumers = std::sync::Arc::new(ConsumerTable::compile(&config.consumers, &mut errors));
-    let compiled = crate::policy::compile_policies(&config.policies, &consumers, &mut errors);
+    let compiled =
+        crate::policy::compile_policies(&config.policies, &consumers, &config.stores, &mut errors);
     (compiled, errors)
 }
 

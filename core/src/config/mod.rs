@@ -9,6 +9,7 @@ mod auth;
 mod duration;
 mod key_value;
 mod load;
+mod stores;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,10 @@ pub use duration::ConfigDuration;
 pub use key_value::KeyValueConfig;
 pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
+pub use stores::{
+    CalendarPeriodConfig, OnStoreError, PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig,
+    StoreMode, check_store_support,
+};
 pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub(crate) use tls::{check_listener_tls, check_upstream_tls};
 
@@ -59,6 +64,9 @@ pub struct Config {
     /// Span export of the native runtime. Trace context is propagated without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
+    /// Shared counter stores that `rate_limit` policies name in `store`.
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreConfig>,
 }
 
 /// Tracing settings of the native runtime. Edge platforms ignore them.
@@ -698,20 +706,44 @@ pub struct RateLimitConfig {
     pub algorithm: RateLimitAlgorithm,
     /// Requests (or cost units) allowed per period.
     pub limit: u64,
-    /// The period of the limit.
-    pub period: ConfigDuration,
+    /// The period of the limit; with `quota`, the length of a rolling quota.
+    #[serde(default)]
+    pub period: Option<ConfigDuration>,
+    /// The UTC calendar period of a `quota` that starts again at each period's start.
+    #[serde(default)]
+    pub calendar: Option<CalendarPeriodConfig>,
     /// Largest number of requests admitted at once with `gcra`; defaults to `limit`.
     #[serde(default)]
     pub burst: Option<u64>,
+    /// Limits by plan: an authenticated consumer whose plan (the consumer's `plan`, or
+    /// a JWT's `plan` claim) is listed gets that limit instead of `limit`.
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanLimitConfig>,
     /// The parts of the counter key; the default counts per client address.
     #[serde(default = "default_rate_limit_key")]
     pub key: Vec<RateLimitKey>,
     /// Units one request costs.
     #[serde(default = "default_cost")]
     pub cost: u64,
+    /// Units one request costs on the named routes, instead of `cost`.
+    #[serde(default)]
+    pub route_cost: BTreeMap<String, u64>,
     /// Whether to send the `RateLimit-Policy` and `RateLimit` headers.
     #[serde(default = "default_true")]
     pub headers: bool,
+    /// Name of a shared store from `[stores]`; without it, counters live in the
+    /// gateway's memory, exact within one process.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// How the shared store is used.
+    #[serde(default)]
+    pub mode: StoreMode,
+    /// What to do with a request when the shared store fails or times out.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+    /// Maximum time to wait for the shared store; defaults to the store's `timeout`.
+    #[serde(default)]
+    pub store_timeout: Option<ConfigDuration>,
 }
 
 fn default_rate_limit_key() -> Vec<RateLimitKey> {
@@ -735,6 +767,9 @@ pub enum RateLimitAlgorithm {
     Gcra,
     /// Sliding-window counter: at most about `limit` per sliding `period`.
     SlidingWindow,
+    /// A quota of `limit` per `calendar` period, or per rolling `period`. Exhaustion is
+    /// answered with the `quota-exceeded` problem type.
+    Quota,
 }
 
 /// One part of a rate-limit key.
@@ -748,6 +783,13 @@ pub enum RateLimitKey {
     /// The authenticated subject: the JWT `sub` claim, or the consumer of an API key.
     /// Requests without one (routes without authentication) share one counter.
     Subject,
+    /// The consumer of an API key; requests without one share one counter.
+    Consumer,
+    /// The API key presented, as a short hash, so each key of a consumer counts apart.
+    ApiKey,
+    /// The value of a verified JWT claim, such as `tenant`; strings as they are, other
+    /// values as JSON. Requests without the claim share one counter.
+    Claim(String),
     /// The value of a request header; requests without it share one counter.
     Header(String),
 }

@@ -189,6 +189,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
     check_listeners(config, &mut errors);
     check_tracing(config, &mut errors);
     check_admin(config, &mut errors);
+    check_stores(config, &mut errors);
     let server = compile_server(&config.server, &mut errors);
     config.key_value.check(&mut errors);
 
@@ -200,7 +201,8 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
         .collect();
 
     let consumers = Arc::new(ConsumerTable::compile(&config.consumers, &mut errors));
-    let policies = policy::compile_policies(&config.policies, &consumers, &mut errors);
+    let policies =
+        policy::compile_policies(&config.policies, &consumers, &config.stores, &mut errors);
     let server_policies = resolve_policies(
         &config.server.policies,
         "server.policies",
@@ -215,6 +217,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
         &server_policies,
         &mut errors,
     );
+    check_route_costs(config, &mut errors);
     let table = match RouteTable::build(&config.routes) {
         Ok(table) => Some(table),
         Err(route_errors) => {
@@ -919,5 +922,115 @@ fn undefined_reference<'a>(
         Some(candidate) => error.with_hint(format!("did you mean {candidate:?}?")),
         None if defined.is_empty() => error.with_hint(format!("define it under [{table}.{name}]")),
         None => error.with_hint(format!("defined in [{table}]: {}", defined.join(", "))),
+    }
+}
+
+/// Checks `[stores]`: a Redis URL the runtime can connect to, with no password in it.
+fn check_stores(config: &Config, errors: &mut Vec<ConfigError>) {
+    for (name, store) in &config.stores {
+        let crate::config::StoreConfig::Redis(redis) = store;
+        let path = format!("stores.{name}.redis");
+        if let Err((message, hint)) = check_redis_url(&redis.url) {
+            errors.push(ConfigError::new(format!("{path}.url"), message).with_hint(hint));
+        }
+        if redis.pool_size == 0 || redis.pool_size > 64 {
+            errors.push(
+                ConfigError::new(format!("{path}.pool_size"), "must be from 1 to 64")
+                    .with_hint("each connection is multiplexed, so 1 to 4 is usually enough"),
+            );
+        }
+        if redis.async_max_in_flight == 0 {
+            errors.push(ConfigError::new(
+                format!("{path}.async_max_in_flight"),
+                "must be greater than 0",
+            ));
+        }
+        for (field, duration) in [
+            ("timeout", redis.timeout),
+            ("error_log_interval", redis.error_log_interval),
+        ] {
+            if duration.get().is_zero() {
+                errors.push(ConfigError::new(
+                    format!("{path}.{field}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if redis
+            .password
+            .as_ref()
+            .is_some_and(|password| password.secret.is_empty())
+        {
+            errors.push(
+                ConfigError::new(format!("{path}.password.secret"), "is empty")
+                    .with_hint("name the environment variable that holds the password"),
+            );
+        }
+    }
+}
+
+/// Checks a Redis URL, returning the problem and its fix. The URL is never echoed,
+/// because a rejected one may contain a password.
+fn check_redis_url(url: &str) -> Result<(), (&'static str, &'static str)> {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Err((
+            "must start with redis://",
+            "write redis://HOST:PORT/DB, for example redis://127.0.0.1:6379/0; TLS (rediss://) is not supported",
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            if user_info.contains(':') {
+                return Err((
+                    "contains a password",
+                    "remove it from the URL and set password = { secret = \"NAME\" }, naming an environment variable",
+                ));
+            }
+            host
+        }
+        None => authority,
+    };
+    if host.is_empty() {
+        return Err(("has no host", "write redis://HOST:PORT/DB"));
+    }
+    Ok(())
+}
+
+/// Checks that the routes of every `route_cost` exist.
+fn check_route_costs(config: &Config, errors: &mut Vec<ConfigError>) {
+    let route_names: Vec<String> = config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            route
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("routes[{index}]"))
+        })
+        .collect();
+    for (policy, settings) in &config.policies {
+        let crate::config::PolicyConfig::RateLimit(limit) = settings else {
+            continue;
+        };
+        for route in limit.route_cost.keys() {
+            if route_names.contains(route) {
+                continue;
+            }
+            let hint = match crate::config::closest_name(route, &route_names) {
+                Some(close) => format!("did you mean {close:?}?"),
+                None => {
+                    "name a route by its name, or routes[INDEX] for a route without one".to_owned()
+                }
+            };
+            errors.push(
+                ConfigError::new(
+                    format!("policies.{policy}.rate_limit.route_cost.{route}"),
+                    format!("route {route:?} is not defined"),
+                )
+                .with_hint(hint),
+            );
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::forward::{self, Downstream};
 use crate::health::ActiveStatus;
 use crate::platform::{Clock, Platform};
 use crate::policy::CorsPolicy;
-use crate::policy::rate_limit::KeySource;
+use crate::policy::rate_limit::{KeySource, Stores};
 use crate::respond::problem_response;
 use crate::route::RequestView;
 use crate::trace::TraceContext;
@@ -505,22 +505,21 @@ impl Gateway {
             .fold(server.max_body_bytes, u64::min);
         let request = limit_request_body(request, body_limit, platform);
         if !route.policies.rate_limits.is_empty() {
-            let now_micros = platform.clock().monotonic().as_micros() as u64;
             let source = KeySource {
                 request: &request,
                 client_ip,
                 route: &route.name,
-                subject: authenticated
+                identity: authenticated
                     .as_ref()
-                    .and_then(|authenticated| authenticated.identity.subject.as_deref()),
+                    .map(|authenticated| &authenticated.identity),
+            };
+            let stores = Stores {
+                local: &self.compiled.counters,
+                shared: platform.counters(),
+                now_unix_micros: platform.clock().unix_micros(),
             };
             for policy in &route.policies.rate_limits {
-                policy.check(
-                    &source,
-                    &self.compiled.counters,
-                    now_micros,
-                    &mut extras.headers,
-                )?;
+                policy.check(&source, &stores, &mut extras.headers).await?;
             }
         }
 

@@ -62,6 +62,17 @@ impl GcraLimit {
         self.burst
     }
 
+    /// Returns the interval between requests at the sustained rate, in microseconds.
+    pub fn emission_micros(&self) -> u64 {
+        self.emission_micros
+    }
+
+    /// Returns how far the TAT may run ahead of now, in microseconds
+    /// (`burst * emission`).
+    pub fn tolerance_micros(&self) -> u64 {
+        self.tolerance_micros
+    }
+
     /// Decides a request of `cost` units at `now_micros` for a key whose stored TAT is
     /// `tat_micros` (0 for a key never seen). Returns the decision and the TAT to
     /// store, which is unchanged when the request is rejected.

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 
+use super::Limit;
 use super::gcra::{Decision, GcraLimit};
+use super::quota::QuotaState;
 use super::window::{WindowLimit, WindowState};
 
 /// Shard count; a power of two well above the core counts this store is shared by.
@@ -19,6 +21,7 @@ const SHARDS: usize = 64;
 enum State {
     Gcra { tat: u64 },
     Window(WindowState),
+    Quota(QuotaState),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +66,24 @@ impl MemoryCounters {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             max_keys_per_shard: max_keys.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Decides a request of `cost` for `key` under `limit` at `now_micros`, the
+    /// caller's clock reading in microseconds.
+    pub fn decide(&self, key: &str, limit: &Limit, cost: u64, now_micros: u64) -> Decision {
+        match limit {
+            Limit::Gcra(limit) => self.gcra(key, limit, cost, now_micros),
+            Limit::Window(limit) => self.window(key, limit, cost, now_micros),
+            Limit::Calendar(quota) => self.update(key, now_micros, |state| {
+                let usage = match state {
+                    Some(State::Quota(usage)) => usage,
+                    _ => QuotaState::default(),
+                };
+                let (decision, usage) = quota.decide(usage, now_micros, cost);
+                let expires_at = quota.period().bounds(usage.period_start).1;
+                (decision, State::Quota(usage), expires_at)
+            }),
         }
     }
 

@@ -43,19 +43,27 @@ impl WindowLimit {
         self.limit
     }
 
+    /// Returns the window length in microseconds.
+    pub fn window_micros(&self) -> u64 {
+        self.window_micros
+    }
+
     /// Returns the window length.
     pub fn window(&self) -> Duration {
         Duration::from_micros(self.window_micros)
     }
 
     /// Decides a request of `cost` units at `now_micros` and returns the state to
-    /// store, which only rolls the windows forward when the request is rejected.
+    /// store, which only rolls the windows forward when the request is rejected. A
+    /// time before the stored window counts as its start, so a clock that stepped
+    /// back never clears the counts.
     pub fn decide(
         &self,
         state: WindowState,
         now_micros: u64,
         cost: u64,
     ) -> (Decision, WindowState) {
+        let now_micros = now_micros.max(state.window_start);
         let state = self.roll(state, now_micros);
         let elapsed = now_micros - state.window_start;
         let remaining_share = self.window_micros - elapsed;
@@ -192,6 +200,14 @@ mod tests {
         let early = send(&limit, &mut state, 2 * SECOND, 100);
         assert_eq!(late, 100);
         assert_eq!(early, 0);
+    }
+
+    #[test]
+    fn clock_step_back_keeps_counts() {
+        let limit = per_second(2);
+        let mut state = WindowState::default();
+        send(&limit, &mut state, 7 * SECOND, 2);
+        assert_eq!(send(&limit, &mut state, 3 * SECOND, 1), 0);
     }
 
     #[test]

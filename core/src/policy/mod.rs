@@ -115,6 +115,7 @@ impl PolicySet {
 pub(crate) fn compile_policies(
     policies: &BTreeMap<String, PolicyConfig>,
     consumers: &Arc<ConsumerTable>,
+    stores: &BTreeMap<String, crate::config::StoreConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> BTreeMap<String, CompiledPolicy> {
     policies
@@ -122,7 +123,7 @@ pub(crate) fn compile_policies(
         .map(|(name, policy)| {
             (
                 name.clone(),
-                compile_policy(name, policy, consumers, errors),
+                compile_policy(name, policy, consumers, stores, errors),
             )
         })
         .collect()
@@ -132,6 +133,7 @@ fn compile_policy(
     name: &str,
     policy: &PolicyConfig,
     consumers: &Arc<ConsumerTable>,
+    stores: &BTreeMap<String, crate::config::StoreConfig>,
     errors: &mut Vec<ConfigError>,
 ) -> CompiledPolicy {
     match policy {
@@ -168,9 +170,15 @@ fn compile_policy(
         PolicyConfig::Validate(validate) => CompiledPolicy::Validate(Arc::new(
             ValidatePolicy::compile(validate, &format!("policies.{name}.validate"), errors),
         )),
-        PolicyConfig::RateLimit(limit) => CompiledPolicy::RateLimit(Arc::new(
-            RateLimitPolicy::compile(name, limit, &format!("policies.{name}.rate_limit"), errors),
-        )),
+        PolicyConfig::RateLimit(limit) => {
+            CompiledPolicy::RateLimit(Arc::new(RateLimitPolicy::compile(
+                name,
+                limit,
+                stores,
+                &format!("policies.{name}.rate_limit"),
+                errors,
+            )))
+        }
         PolicyConfig::Jwt(jwt) => CompiledPolicy::Authenticate(Authenticator::Jwt(Arc::new(
             JwtPolicy::compile(jwt, &format!("policies.{name}.jwt"), errors),
         ))),

@@ -79,6 +79,7 @@ impl Platform for WorkerPlatform {
         self.key_value.as_ref()
     }
     type ResponseCache = MemoryResponseCache;
+    type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &WorkerClock {
         &self.clock
@@ -98,6 +99,10 @@ impl Platform for WorkerPlatform {
 
     fn chain_body(&self, prefix: Bytes, rest: WorkerBody) -> WorkerBody {
         WorkerBody::boxed(body::Chain::new(prefix, rest))
+    }
+
+    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
+        &gatehouse_core::platform::NoSharedStores
     }
 
     fn random_u64(&self) -> u64 {

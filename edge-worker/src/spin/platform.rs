@@ -130,6 +130,7 @@ impl Platform for SpinPlatform {
     type Upstream = SpinUpstream;
     type KeyValue = SpinKeyValue;
     type ResponseCache = MemoryResponseCache;
+    type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
@@ -173,6 +174,10 @@ impl Platform for SpinPlatform {
             bytes: Some(bytes),
             too_large,
         }
+    }
+
+    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
+        &gatehouse_core::platform::NoSharedStores
     }
 
     fn random_u64(&self) -> u64 {

@@ -1,0 +1,441 @@
+//! The native runtime's shared counter stores: Redis, with a local tier in front.
+//!
+//! Each decision is one Lua script ([`decide.lua`](decide.lua)) run with `EVALSHA`;
+//! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
+//! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
+//! have to agree. Connections are multiplexed, so concurrent decisions on one
+//! connection are pipelined.
+//!
+//! The local tier remembers, per key, the store's last answer:
+//!
+//! - `strict`: a key the store rejected is rejected locally until the store's
+//!   `retry_after` has passed, without a round trip. Admissions always wait for the
+//!   store, so the count is exact.
+//! - `async`: a request is admitted at once when the store's last answer left more
+//!   units than this gateway has in flight for the key and fewer than
+//!   `async_max_in_flight` requests are in flight; the script then runs in the
+//!   background. Otherwise the request waits for the store as in `strict` mode.
+
+mod local;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use gatehouse_core::config::{RedisStoreConfig, StoreConfig, StoreMode};
+use gatehouse_core::limit::{CalendarPeriod, Decision, Limit};
+use gatehouse_core::platform::{CounterRequest, Counters};
+use gatehouse_core::{Error, ErrorKind, ErrorSource};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
+
+use local::{LocalTier, Ticket};
+
+/// Labels of `gatehouse_rate_limit_store_errors_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    /// The store's name in `[stores]`.
+    pub store: String,
+    /// `timeout`, `connection` or `script`.
+    pub reason: &'static str,
+}
+
+/// Failures of shared stores, by store and reason, for the metrics endpoint.
+pub type StoreErrorMetrics = Family<StoreErrorLabels, Counter>;
+
+/// The shared stores of one process, by name, built once from the config at start.
+#[derive(Debug, Default)]
+pub struct NativeCounters {
+    stores: HashMap<String, Arc<RedisStore>>,
+    /// The config the stores were built from, to tell a reload that changes them.
+    config: BTreeMap<String, StoreConfig>,
+    errors: StoreErrorMetrics,
+}
+
+impl NativeCounters {
+    /// Builds the stores of `config`. Connections open on first use, so a store that
+    /// is down at start does not stop the gateway. Passwords are read from the
+    /// environment now; a missing one is an error naming the variable.
+    pub fn from_config(config: &BTreeMap<String, StoreConfig>) -> Result<Self, String> {
+        let errors = StoreErrorMetrics::default();
+        let mut stores = HashMap::new();
+        for (name, store) in config {
+            let StoreConfig::Redis(redis) = store;
+            let store = RedisStore::new(name, redis, errors.clone())?;
+            stores.insert(name.clone(), Arc::new(store));
+        }
+        Ok(Self {
+            stores,
+            config: config.clone(),
+            errors,
+        })
+    }
+
+    /// Returns the config the stores were built from.
+    pub fn config(&self) -> &BTreeMap<String, StoreConfig> {
+        &self.config
+    }
+
+    /// Returns the store failure counters, to register with the metrics registry.
+    pub fn error_metrics(&self) -> StoreErrorMetrics {
+        self.errors.clone()
+    }
+}
+
+impl Counters for NativeCounters {
+    async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        match self.stores.get(request.store) {
+            Some(store) => store.decide(request).await,
+            None => Err(unavailable(format!(
+                "store {:?} is not running; stores change only on restart",
+                request.store
+            ))),
+        }
+    }
+}
+
+/// One Redis store: a fixed pool of multiplexed connections and the local tier.
+pub struct RedisStore {
+    name: String,
+    client: Client,
+    connections: Vec<Slot>,
+    next: AtomicUsize,
+    connection_timeout: Duration,
+    script: Script,
+    local: Arc<LocalTier>,
+    max_in_flight: u32,
+    log: ErrorLog,
+}
+
+impl fmt::Debug for RedisStore {
+    // Written by hand so the client, whose connection info contains the password, is
+    // never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("name", &self.name)
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    connection: ArcSwapOption<MultiplexedConnection>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// The cause of a failed store call, for the metric label and the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    Connection,
+    Script,
+}
+
+impl Failure {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::Script => "script",
+        }
+    }
+}
+
+impl RedisStore {
+    fn new(
+        name: &str,
+        config: &RedisStoreConfig,
+        errors: StoreErrorMetrics,
+    ) -> Result<Self, String> {
+        // The URL was checked to carry no password, so it may appear in this message.
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|error| format!("store {name:?}: invalid url {:?}: {error}", config.url))?;
+        let mut settings = info.redis_settings().clone();
+        if let Some(password) = &config.password {
+            let value = std::env::var(&password.secret).map_err(|_| {
+                format!(
+                    "store {name:?}: the password variable {:?} is not set",
+                    password.secret
+                )
+            })?;
+            settings = settings.set_password(value);
+        }
+        if let Some(username) = &config.username {
+            settings = settings.set_username(username);
+        }
+        let client = Client::open(info.set_redis_settings(settings))
+            .map_err(|error| format!("store {name:?}: {error}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            client,
+            connections: (0..config.pool_size.max(1))
+                .map(|_| Slot::default())
+                .collect(),
+            next: AtomicUsize::new(0),
+            connection_timeout: config.timeout.get(),
+            script: Script::new(include_str!("decide.lua")),
+            local: Arc::new(LocalTier::default()),
+            max_in_flight: config.async_max_in_flight.max(1),
+            log: ErrorLog::new(name, config.error_log_interval.get(), errors),
+        })
+    }
+
+    /// Decides `request` in the mode it names; see the module documentation.
+    pub async fn decide(self: &Arc<Self>, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        let now = Instant::now();
+        if let Some(rejection) = self.local.blocked(request.key, request.cost, now) {
+            return Ok(rejection);
+        }
+        if request.mode == StoreMode::Async {
+            let admitted = self
+                .local
+                .try_admit(request.key, request.cost, self.max_in_flight, now);
+            if let Some((decision, ticket)) = admitted {
+                self.decide_in_background(request, ticket);
+                return Ok(decision);
+            }
+        }
+        let ticket = self.local.start(request.key, request.cost);
+        let result = self.call(request).await;
+        self.local
+            .finish(ticket, result.as_ref().ok(), Instant::now());
+        result
+    }
+
+    fn decide_in_background(self: &Arc<Self>, request: &CounterRequest<'_>, ticket: Ticket) {
+        let store = Arc::clone(self);
+        let key = request.key.to_owned();
+        let limit = *request.limit;
+        let (cost, timeout, now) = (request.cost, request.timeout, request.now_unix_micros);
+        let name = request.store.to_owned();
+        tokio::spawn(async move {
+            let request = CounterRequest {
+                store: &name,
+                key: &key,
+                limit: &limit,
+                cost,
+                mode: StoreMode::Async,
+                timeout,
+                now_unix_micros: now,
+            };
+            let result = store.call(&request).await;
+            store
+                .local
+                .finish(ticket, result.as_ref().ok(), Instant::now());
+        });
+    }
+
+    /// Runs the script once, within `request.timeout`, connecting first if needed.
+    async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        let slot =
+            &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
+        let outcome = tokio::time::timeout(request.timeout, async {
+            let mut connection = self
+                .connection(slot)
+                .await
+                .map_err(|error| (Failure::Connection, error))?;
+            let mut invocation = self.script.key(redis_key(request));
+            push_arguments(&mut invocation, request.limit, request.cost);
+            let reply: Vec<i64> =
+                invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|error| {
+                        let failure = if error.is_timeout() {
+                            Failure::Timeout
+                        } else if error.is_io_error()
+                            || error.is_connection_dropped()
+                            || error.is_unrecoverable_error()
+                        {
+                            // The next call opens a fresh connection.
+                            slot.connection.store(None);
+                            Failure::Connection
+                        } else {
+                            Failure::Script
+                        };
+                        (failure, error)
+                    })?;
+            Ok(reply)
+        })
+        .await;
+        let reply = match outcome {
+            Ok(Ok(reply)) => reply,
+            Ok(Err((failure, error))) => {
+                self.log.record(failure, Some(&error));
+                return Err(unavailable(format!("store {:?}: {error}", self.name)));
+            }
+            Err(_) => {
+                self.log.record(Failure::Timeout, None);
+                return Err(unavailable(format!(
+                    "store {:?} did not answer within {:?}",
+                    self.name, request.timeout
+                )));
+            }
+        };
+        decision_from(&reply).ok_or_else(|| {
+            self.log.record(Failure::Script, None);
+            unavailable(format!(
+                "store {:?} returned an unexpected reply",
+                self.name
+            ))
+        })
+    }
+
+    async fn connection(&self, slot: &Slot) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((*connection).clone());
+        }
+        // One task connects per slot while the others wait for its result.
+        let _connecting = slot.connecting.lock().await;
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((*connection).clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(None);
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        slot.connection.store(Some(Arc::new(connection.clone())));
+        Ok(connection)
+    }
+}
+
+/// Prefixes the key with the algorithm, so a policy whose algorithm changed in a new
+/// config never reads a value of another shape.
+fn redis_key(request: &CounterRequest<'_>) -> String {
+    let algorithm = match request.limit {
+        Limit::Gcra(_) => "gcra",
+        Limit::Window(_) => "window",
+        Limit::Calendar(_) => "calendar",
+    };
+    format!("gatehouse:{algorithm}:{}", request.key)
+}
+
+fn push_arguments(invocation: &mut redis::ScriptInvocation<'_>, limit: &Limit, cost: u64) {
+    match limit {
+        Limit::Gcra(gcra) => {
+            invocation
+                .arg("gcra")
+                .arg(cost)
+                .arg(gcra.emission_micros())
+                .arg(gcra.tolerance_micros())
+                .arg(gcra.burst());
+        }
+        Limit::Window(window) => {
+            invocation
+                .arg("window")
+                .arg(cost)
+                .arg(window.limit())
+                .arg(window.window_micros());
+        }
+        Limit::Calendar(quota) => {
+            let period = match quota.period() {
+                CalendarPeriod::Minute => "minute",
+                CalendarPeriod::Hour => "hour",
+                CalendarPeriod::Day => "day",
+                CalendarPeriod::Month => "month",
+            };
+            invocation
+                .arg("calendar")
+                .arg(cost)
+                .arg(quota.limit())
+                .arg(period);
+        }
+    }
+}
+
+fn decision_from(reply: &[i64]) -> Option<Decision> {
+    let [allowed, remaining, retry_after, reset_after] = *reply else {
+        return None;
+    };
+    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
+    Some(Decision {
+        allowed: allowed == 1,
+        remaining: u64::try_from(remaining).unwrap_or(0),
+        retry_after: micros(retry_after),
+        reset_after: micros(reset_after),
+    })
+}
+
+fn unavailable(cause: String) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        ErrorSource::Platform,
+        "the rate-limit store is unavailable",
+    )
+    .with_cause(cause)
+}
+
+/// Counts every store failure and logs at most one warning per interval, with the
+/// number of failures since the last one.
+struct ErrorLog {
+    store: String,
+    interval_micros: u64,
+    origin: Instant,
+    /// Microseconds after `origin` when the next warning may be logged.
+    next_log: AtomicU64,
+    suppressed: AtomicU64,
+    errors: StoreErrorMetrics,
+}
+
+impl ErrorLog {
+    fn new(store: &str, interval: Duration, errors: StoreErrorMetrics) -> Self {
+        Self {
+            store: store.to_owned(),
+            interval_micros: interval.as_micros() as u64,
+            origin: Instant::now(),
+            next_log: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            errors,
+        }
+    }
+
+    fn record(&self, failure: Failure, error: Option<&redis::RedisError>) {
+        self.errors
+            .get_or_create(&StoreErrorLabels {
+                store: self.store.clone(),
+                reason: failure.label(),
+            })
+            .inc();
+        let now = self.origin.elapsed().as_micros() as u64;
+        let due = self.next_log.load(Ordering::Relaxed);
+        let claimed = now >= due
+            && self
+                .next_log
+                .compare_exchange(
+                    due,
+                    now + self.interval_micros,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if !claimed {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        // The redis crate's errors name the server address but never the password.
+        let error = error
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "no answer in time".to_owned());
+        tracing::warn!(
+            store = %self.store,
+            reason = failure.label(),
+            %error,
+            failures_not_logged = suppressed,
+            "rate-limit store failed; policies apply on_store_error"
+        );
+    }
+}
