@@ -4,18 +4,17 @@
 //! Requests already running keep the gateway they started with, because each one
 //! keeps its own `Arc` of it. Upstreams whose endpoints and settings did not change
 //! keep their balancer, outlier-detection and retry-budget state
-//! ([`Gateway::inherit_state`]).
+//! ([`gatehouse_core::Gateway::inherit_state`]).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gatehouse_core::Gateway;
 use gatehouse_core::config::{AdminConfig, Config, Format, ListenerConfig};
 use serde::Serialize;
 
-use crate::config_file::summary;
+use crate::config_file::{gateway_from_text, summary};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::server::SharedGateway;
 
@@ -168,9 +167,10 @@ impl Reloader {
         })?;
         let format = Format::from_file_name(&self.path.to_string_lossy());
         let previous = self.gateway.load_full();
-        let mut gateway = Gateway::from_text(text, format).map_err(|errors| ReloadError {
-            problems: errors.0.iter().map(ToString::to_string).collect(),
-        })?;
+        let mut gateway =
+            gateway_from_text(text, format, &self.path).map_err(|errors| ReloadError {
+                problems: errors.0.iter().map(ToString::to_string).collect(),
+            })?;
         let state_kept = gateway
             .inherit_state(&previous)
             .iter()
@@ -257,6 +257,7 @@ fn unix_seconds() -> f64 {
 #[cfg(test)]
 mod tests {
     use arc_swap::ArcSwap;
+    use gatehouse_core::Gateway;
 
     use super::*;
 
