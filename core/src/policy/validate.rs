@@ -23,6 +23,7 @@ pub struct ValidatePolicy {
 }
 
 /// A JSON Schema compiled once, when the config is loaded.
+#[cfg(feature = "json-schema")]
 struct CompiledSchema {
     schemas: boon::Schemas,
     index: boon::SchemaIndex,
@@ -34,6 +35,26 @@ impl fmt::Debug for CompiledSchema {
     }
 }
 
+/// A JSON Schema, in a build without JSON Schema support: it never compiles.
+#[cfg(not(feature = "json-schema"))]
+struct CompiledSchema;
+
+#[cfg(not(feature = "json-schema"))]
+impl CompiledSchema {
+    fn compile(_schema: &serde_json::Value, _location: &str) -> Result<Self, String> {
+        Err(
+            "this build of gatehouse has no JSON Schema support, which the Cloudflare \
+             Worker leaves out to stay within its size limit"
+                .to_owned(),
+        )
+    }
+
+    fn check(&self, _value: &serde_json::Value) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "json-schema")]
 impl CompiledSchema {
     /// Compiles `schema` in the draft its `$schema` names, or else draft 2020-12.
     /// References may point only inside the schema: no loader reads files or URLs.
@@ -72,8 +93,10 @@ impl CompiledSchema {
 
 /// A loader that loads nothing, so that a `$ref` to a file or URL is a config error
 /// instead of a read or a request at load time.
+#[cfg(feature = "json-schema")]
 struct NoLoader;
 
+#[cfg(feature = "json-schema")]
 impl boon::UrlLoader for NoLoader {
     fn load(&self, url: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
         Err(format!(
