@@ -1,8 +1,19 @@
-//! Header changes from `transform` policies, compiled once and applied per request.
+//! Header, query and JSON body changes from `transform` policies, compiled once and
+//! applied per request.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue,
+    TRANSFER_ENCODING,
+};
+use serde_json::Value;
 
-use crate::config::{ConfigError, HeaderChanges, QueryChanges};
+use crate::body::{ReadBody, read_up_to, request_read_error};
+use crate::config::{ConfigError, HeaderChanges, JsonBodyChanges, QueryChanges};
+use crate::error::Error;
+use crate::platform::Platform;
+
+/// Largest body that JSON body changes rewrite when the policy sets no limit.
+pub const DEFAULT_BODY_CHANGE_BYTES: u64 = 1024 * 1024;
 
 /// Header changes with names and values already validated.
 #[derive(Debug, Clone, Default)]
@@ -217,6 +228,254 @@ fn header_name(name: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<
     }
 }
 
+/// JSON body changes with their pointers parsed, and the largest body they rewrite.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledBodyChanges {
+    remove: Vec<Vec<String>>,
+    set: Vec<(Vec<String>, Value)>,
+    max_bytes: u64,
+}
+
+impl CompiledBodyChanges {
+    /// Parses the pointers of `changes`, reporting each invalid one under `path`.
+    pub fn compile(
+        changes: &JsonBodyChanges,
+        max_bytes: Option<u64>,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
+        let mut compiled = Self {
+            max_bytes: max_bytes.unwrap_or(DEFAULT_BODY_CHANGE_BYTES),
+            ..Self::default()
+        };
+        for (index, pointer) in changes.remove.iter().enumerate() {
+            let entry_path = format!("{path}.remove[{index}]");
+            if let Some(tokens) = pointer_tokens(pointer, &entry_path, errors) {
+                compiled.remove.push(tokens);
+            }
+        }
+        for (pointer, value) in &changes.set {
+            let entry_path = format!("{path}.set.{pointer:?}");
+            if let Some(tokens) = pointer_tokens(pointer, &entry_path, errors) {
+                compiled.set.push((tokens, value.clone()));
+            }
+        }
+        compiled
+    }
+
+    /// Returns whether there is nothing to change.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty()
+    }
+
+    /// Applies the changes to `document`: removals, then sets.
+    pub fn apply(&self, document: &mut Value) {
+        for tokens in &self.remove {
+            remove_field(document, tokens);
+        }
+        for (tokens, value) in &self.set {
+            set_field(document, tokens, value.clone());
+        }
+    }
+}
+
+/// Parses a JSON pointer (RFC 6901) into its unescaped reference tokens. The empty
+/// pointer, the whole document, is rejected: a transform edits fields.
+fn pointer_tokens(pointer: &str, path: &str, errors: &mut Vec<ConfigError>) -> Option<Vec<String>> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        errors.push(
+            ConfigError::new(path, format!("invalid JSON pointer {pointer:?}"))
+                .with_hint("start the pointer with '/', such as \"/user/id\""),
+        );
+        return None;
+    };
+    let mut tokens = Vec::new();
+    for token in rest.split('/') {
+        let mut unescaped = String::with_capacity(token.len());
+        let mut chars = token.chars();
+        while let Some(c) = chars.next() {
+            if c != '~' {
+                unescaped.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('0') => unescaped.push('~'),
+                Some('1') => unescaped.push('/'),
+                _ => {
+                    errors.push(
+                        ConfigError::new(path, format!("invalid JSON pointer {pointer:?}"))
+                            .with_hint("write '~' as \"~0\" and '/' inside a name as \"~1\""),
+                    );
+                    return None;
+                }
+            }
+        }
+        tokens.push(unescaped);
+    }
+    Some(tokens)
+}
+
+/// Returns the array index a pointer token names, if it is one (no sign, no leading
+/// zero).
+fn array_index(token: &str) -> Option<usize> {
+    let digits = token.bytes().all(|byte| byte.is_ascii_digit());
+    if token.is_empty() || !digits || (token.len() > 1 && token.starts_with('0')) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+fn remove_field(document: &mut Value, tokens: &[String]) {
+    let Some((last, parents)) = tokens.split_last() else {
+        return;
+    };
+    let mut current = document;
+    for token in parents {
+        let next = match current {
+            Value::Object(map) => map.get_mut(token),
+            Value::Array(items) => array_index(token).and_then(|index| items.get_mut(index)),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return;
+        };
+        current = next;
+    }
+    match current {
+        Value::Object(map) => {
+            map.remove(last);
+        }
+        Value::Array(items) => {
+            if let Some(index) = array_index(last).filter(|index| *index < items.len()) {
+                items.remove(index);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sets the field at `tokens`, creating missing parent objects. A parent that is a
+/// scalar, or an array index out of range, leaves the document unchanged. A last
+/// token of `-` appends to an array.
+fn set_field(document: &mut Value, tokens: &[String], value: Value) {
+    let Some((last, parents)) = tokens.split_last() else {
+        return;
+    };
+    let mut current = document;
+    for token in parents {
+        let next = match current {
+            Value::Object(map) => Some(
+                map.entry(token.clone())
+                    .or_insert_with(|| Value::Object(serde_json::Map::new())),
+            ),
+            Value::Array(items) => array_index(token).and_then(|index| items.get_mut(index)),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return;
+        };
+        current = next;
+    }
+    match current {
+        Value::Object(map) => {
+            map.insert(last.clone(), value);
+        }
+        Value::Array(items) => {
+            if last == "-" {
+                items.push(value);
+            } else if let Some(index) = array_index(last) {
+                if let Some(item) = items.get_mut(index) {
+                    *item = value;
+                } else if index == items.len() {
+                    items.push(value);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The message a body belongs to, for classifying a body that fails while read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyDirection {
+    Request,
+    Response,
+}
+
+/// Returns whether `headers` describe an uncompressed JSON body: `application/json` or
+/// a `+json` media type, without `Content-Encoding`.
+fn is_plain_json(headers: &HeaderMap) -> bool {
+    let encoded = headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|value| !value.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let media_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    !encoded
+        && media_type.is_some_and(|media_type| {
+            media_type == "application/json"
+                || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+        })
+}
+
+/// Applies `changes` to a JSON body and fixes `Content-Length`.
+///
+/// A body that is not declared as uncompressed JSON, that does not parse, or that is
+/// larger than the smallest `max_body_bytes` of `changes` passes unchanged. A larger
+/// body is given back whole, streaming on after the part that was read.
+pub(crate) async fn rewrite_json_body<P: Platform>(
+    platform: &P,
+    headers: &mut HeaderMap,
+    body: P::Body,
+    changes: &[std::sync::Arc<CompiledBodyChanges>],
+    direction: BodyDirection,
+) -> Result<P::Body, Error> {
+    use http_body::Body as _;
+
+    if changes.is_empty() || body.is_end_stream() || !is_plain_json(headers) {
+        return Ok(body);
+    }
+    let max_bytes = changes
+        .iter()
+        .map(|change| change.max_bytes)
+        .min()
+        .unwrap_or(DEFAULT_BODY_CHANGE_BYTES);
+    let max_bytes = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+    let read = read_up_to(body, max_bytes)
+        .await
+        .map_err(|error| match direction {
+            BodyDirection::Request => request_read_error(error),
+            BodyDirection::Response => {
+                Error::bad_gateway("the upstream's response body broke off").with_cause(error)
+            }
+        })?;
+    let bytes = match read {
+        ReadBody::Complete(bytes) => bytes,
+        ReadBody::Partial { prefix, rest } => return Ok(platform.chain_body(prefix, rest)),
+    };
+    let Ok(mut document) = serde_json::from_slice::<Value>(&bytes) else {
+        return Ok(P::Body::from(bytes));
+    };
+    for change in changes {
+        change.apply(&mut document);
+    }
+    let rewritten = match serde_json::to_vec(&document) {
+        Ok(rewritten) => bytes::Bytes::from(rewritten),
+        Err(_) => return Ok(P::Body::from(bytes)),
+    };
+    headers.remove(TRANSFER_ENCODING);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+    Ok(P::Body::from(rewritten))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -305,5 +564,67 @@ mod tests {
         CompiledHeaderChanges::compile(&changes, "p", &mut errors);
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["p.remove[0]", "p.set.x-ok"]);
+    }
+
+    fn body_changes(remove: &[&str], set: &[(&str, Value)]) -> CompiledBodyChanges {
+        let config = JsonBodyChanges {
+            remove: remove.iter().map(|pointer| (*pointer).to_owned()).collect(),
+            set: set
+                .iter()
+                .map(|(pointer, value)| ((*pointer).to_owned(), value.clone()))
+                .collect(),
+        };
+        let mut errors = Vec::new();
+        let compiled = CompiledBodyChanges::compile(&config, None, "t", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        compiled
+    }
+
+    #[test]
+    fn body_changes_remove_then_set() {
+        let changes = body_changes(
+            &["/secret", "/items/0", "/missing/field"],
+            &[
+                ("/source", serde_json::json!("gateway")),
+                ("/meta/version", serde_json::json!(2)),
+                ("/items/-", serde_json::json!("c")),
+                ("/a~1b", serde_json::json!(true)),
+            ],
+        );
+        let mut document = serde_json::json!({
+            "secret": "x",
+            "items": ["a", "b"],
+            "source": "client"
+        });
+        changes.apply(&mut document);
+        assert_eq!(
+            document,
+            serde_json::json!({
+                "items": ["b", "c"],
+                "source": "gateway",
+                "meta": { "version": 2 },
+                "a/b": true
+            })
+        );
+    }
+
+    #[test]
+    fn body_changes_skip_scalar_parents() {
+        let changes = body_changes(&[], &[("/name/first", serde_json::json!("x"))]);
+        let mut document = serde_json::json!({ "name": "pen" });
+        changes.apply(&mut document);
+        assert_eq!(document, serde_json::json!({ "name": "pen" }));
+    }
+
+    #[test]
+    fn body_changes_report_invalid_pointers() {
+        let config = JsonBodyChanges {
+            remove: vec!["secret".to_owned(), "/a~2".to_owned()],
+            set: BTreeMap::from([(String::new(), serde_json::json!(1))]),
+        };
+        let mut errors = Vec::new();
+        CompiledBodyChanges::compile(&config, None, "t", &mut errors);
+        let paths: Vec<&str> = errors.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(paths, ["t.remove[0]", "t.remove[1]", "t.set.\"\""]);
     }
 }

@@ -51,13 +51,24 @@ pub fn load_gateway(path: &Path) -> Result<Gateway, ConfigFileError> {
         source,
     })?;
     let format = Format::from_file_name(&path.to_string_lossy());
-    gateway_from_text(&text, format).map_err(ConfigFileError::Invalid)
+    gateway_from_text(&text, format, path).map_err(ConfigFileError::Invalid)
 }
 
-/// Compiles a config document into a gateway and reads the TLS files it names,
-/// collecting the problems of both.
-pub fn gateway_from_text(text: &str, format: Format) -> Result<Gateway, Vec<ConfigError>> {
-    match Gateway::from_text(text, format) {
+/// Compiles the config text of the file at `path` into a gateway, reading the files it
+/// names (JSON Schemas relative to the config file's folder, TLS certificates) and
+/// collecting the problems of all of them.
+pub fn gateway_from_text(
+    text: &str,
+    format: Format,
+    path: &Path,
+) -> Result<Gateway, Vec<ConfigError>> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let read_file = |file: &str| {
+        let file_path = folder.join(file);
+        std::fs::read_to_string(&file_path)
+            .map_err(|error| format!("failed to read {}: {error}", file_path.display()))
+    };
+    match Gateway::from_text_with_files(text, format, &read_file) {
         Ok(gateway) => {
             let problems = tls::check_files(gateway.config());
             if problems.is_empty() {
@@ -100,6 +111,68 @@ fn count(n: usize, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temporary_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temporary directory");
+        dir
+    }
+
+    const SCHEMA_CONFIG: &str = r#"
+        [policies.order.validate]
+        json_schema_file = "schemas/order.json"
+    "#;
+
+    #[test]
+    fn schema_file_read_beside_config() {
+        let dir = temporary_dir("schema-file");
+        std::fs::create_dir_all(dir.join("schemas")).expect("create schema folder");
+        std::fs::write(dir.join("schemas/order.json"), r#"{"type":"object"}"#)
+            .expect("write schema");
+        let config = dir.join("gatehouse.toml");
+        std::fs::write(&config, SCHEMA_CONFIG).expect("write config");
+        let loaded = load_gateway(&config);
+        std::fs::remove_dir_all(&dir).expect("remove temporary directory");
+        assert!(
+            loaded.is_ok(),
+            "{:?}",
+            loaded.err().map(|error| error.problems())
+        );
+    }
+
+    #[test]
+    fn schema_file_problems_named() {
+        let dir = temporary_dir("schema-file-missing");
+        let config = dir.join("gatehouse.toml");
+        std::fs::write(&config, SCHEMA_CONFIG).expect("write config");
+        let missing = load_gateway(&config).expect_err("the schema file is missing");
+        std::fs::create_dir_all(dir.join("schemas")).expect("create schema folder");
+        std::fs::write(dir.join("schemas/order.json"), "{").expect("write schema");
+        let invalid = load_gateway(&config).expect_err("the schema file is not JSON");
+        std::fs::remove_dir_all(&dir).expect("remove temporary directory");
+
+        let missing = missing.problems();
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].starts_with("policies.order.validate.json_schema_file: failed to read"),
+            "{missing:?}"
+        );
+        let invalid = invalid.problems();
+        assert_eq!(invalid.len(), 1, "{invalid:?}");
+        assert!(invalid[0].contains("is not valid JSON"), "{invalid:?}");
+    }
+
+    #[test]
+    fn schema_file_needs_files() {
+        let errors = Gateway::from_text(SCHEMA_CONFIG, Format::Toml)
+            .expect_err("without files the schema cannot be read");
+        let problems: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("cannot be read on this platform"),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn count_uses_plural() {

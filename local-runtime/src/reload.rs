@@ -198,9 +198,10 @@ impl Reloader {
         })?;
         let format = Format::from_file_name(&self.path.to_string_lossy());
         let previous = self.gateway.load_full();
-        let mut gateway = gateway_from_text(text, format).map_err(|errors| ReloadError {
-            problems: errors.iter().map(ToString::to_string).collect(),
-        })?;
+        let mut gateway =
+            gateway_from_text(text, format, &self.path).map_err(|errors| ReloadError {
+                problems: errors.iter().map(ToString::to_string).collect(),
+            })?;
         let state_kept = gateway
             .inherit_state(&previous)
             .iter()

@@ -148,6 +148,28 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
             exchange.body.len()
         ));
     }
+    if let Some(expected) = &expect.body {
+        let actual = String::from_utf8_lossy(&exchange.body);
+        if !same_body(expected, &actual) {
+            differences.push(format!(
+                "response body: expected {expected:?}, actual {actual:?}"
+            ));
+        }
+    }
+    if let Some(expected) = &expect.problem_detail_contains {
+        let detail = serde_json::from_slice::<Value>(&exchange.body)
+            .ok()
+            .and_then(|body| body["detail"].as_str().map(str::to_owned));
+        if !detail
+            .as_deref()
+            .is_some_and(|detail| detail.contains(expected))
+        {
+            differences.push(format!(
+                "problem detail: expected text {expected:?}, actual {}",
+                describe(detail.as_deref())
+            ));
+        }
+    }
     if let Some(expected) = &expect.upstream
         && echo.upstream.as_ref() != Some(expected)
     {
@@ -162,7 +184,8 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
         || expect.upstream_query.is_some()
         || !expect.upstream_headers.is_empty()
         || !expect.upstream_headers_absent.is_empty()
-        || !expect.upstream_header_formats.is_empty();
+        || !expect.upstream_header_formats.is_empty()
+        || expect.upstream_body.is_some();
     if !needs_echo {
         return differences;
     }
@@ -191,6 +214,14 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
             ));
         }
     }
+    if let Some(expected) = &expect.upstream_body {
+        let actual = body["body"].as_str().unwrap_or_default();
+        if !same_body(expected, actual) {
+            differences.push(format!(
+                "upstream body: expected {expected:?}, actual {actual:?}"
+            ));
+        }
+    }
     check_headers(
         "upstream request header",
         &expect.upstream_headers,
@@ -200,6 +231,17 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
         &mut differences,
     );
     differences
+}
+
+/// Compares bodies as JSON values when `expected` is JSON, so key order and spacing
+/// do not matter, and as text otherwise.
+fn same_body(expected: &str, actual: &str) -> bool {
+    match serde_json::from_str::<Value>(expected) {
+        Ok(expected) => {
+            serde_json::from_str::<Value>(actual).is_ok_and(|actual| actual == expected)
+        }
+        Err(_) => expected == actual,
+    }
 }
 
 fn check_headers(

@@ -205,6 +205,12 @@ pub struct Expect {
     pub header_formats: BTreeMap<String, ValueFormat>,
     /// The `type` of an `application/problem+json` body.
     pub problem_type: Option<String>,
+    /// Text that the `detail` of an `application/problem+json` body must contain.
+    pub problem_detail_contains: Option<String>,
+    /// The response body: equal as JSON when this text is JSON, else byte for byte.
+    pub body: Option<String>,
+    /// The body the upstream received, compared like `body`.
+    pub upstream_body: Option<String>,
     /// The test upstream that answered.
     pub upstream: Option<String>,
     /// The path the upstream received, without the query.

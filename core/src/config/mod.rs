@@ -852,6 +852,25 @@ pub struct TransformConfig {
     pub response: HeaderChanges,
     /// Query parameter changes to the request before it is forwarded.
     pub query: QueryChanges,
+    /// Field changes to a JSON request body before it is forwarded.
+    pub request_body: JsonBodyChanges,
+    /// Field changes to a JSON response body before it is returned.
+    pub response_body: JsonBodyChanges,
+    /// Largest body, in bytes, that `request_body` and `response_body` rewrite; a
+    /// larger body passes unchanged. Defaults to 1 MiB.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Field edits of a JSON body, by JSON pointer (RFC 6901), applied in the order
+/// remove, set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct JsonBodyChanges {
+    /// Pointers of fields to remove; a missing field is left alone.
+    pub remove: Vec<String>,
+    /// Fields to set, from pointer to JSON value, creating missing parent objects.
+    pub set: BTreeMap<String, serde_json::Value>,
 }
 
 /// Header edits, applied in the order rename, remove, set, add.
@@ -893,6 +912,57 @@ pub struct ValidateConfig {
     pub require_headers: Vec<String>,
     /// Query parameters every request must carry; a missing one is rejected with 400.
     pub require_query: Vec<String>,
-    /// Largest request body, checked against `Content-Length`; larger is 413.
+    /// Largest request body, checked against `Content-Length` and, for bodies of
+    /// unknown length, while the body streams; larger is 413.
     pub max_body_bytes: Option<u64>,
+    /// JSON Schema that a request body must satisfy. A body that is not JSON or does
+    /// not match is rejected with 400 naming the failing location. The body is read
+    /// into memory first, up to `max_body_bytes` or `server.max_body_bytes`.
+    pub json_schema: Option<serde_json::Value>,
+    /// Path of a JSON file with the schema, relative to the config file, instead of
+    /// `json_schema`. The native runtime reads it when the config loads; the edge
+    /// targets, which have no files, need `json_schema`.
+    pub json_schema_file: Option<String>,
+}
+
+impl Config {
+    /// Reads the files the config names (`json_schema_file` of `validate` policies)
+    /// with `read_file`, which takes the path as written and returns the file's text,
+    /// and puts their contents in place. Returns a problem for each file that cannot
+    /// be read or parsed.
+    pub fn read_files(
+        &mut self,
+        read_file: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for (name, policy) in &mut self.policies {
+            let PolicyConfig::Validate(validate) = policy else {
+                continue;
+            };
+            let Some(file) = &validate.json_schema_file else {
+                continue;
+            };
+            let path = format!("policies.{name}.validate.json_schema_file");
+            if validate.json_schema.is_some() {
+                errors.push(
+                    ConfigError::new(path, "both json_schema and json_schema_file are set")
+                        .with_hint("keep one of them"),
+                );
+                continue;
+            }
+            let parsed = read_file(file).and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|error| format!("{file} is not valid JSON: {error}"))
+            });
+            match parsed {
+                Ok(schema) => validate.json_schema = Some(schema),
+                Err(problem) => {
+                    errors.push(ConfigError::new(path, problem));
+                    // Reported here, so compiling does not report the missing schema again.
+                    validate.json_schema_file = None;
+                }
+            }
+        }
+        errors
+    }
 }

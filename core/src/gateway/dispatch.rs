@@ -23,6 +23,7 @@ use crate::locality::Scope;
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use crate::retry;
 use crate::trace;
+use crate::transform;
 
 /// The decisions of the earlier phases about a request that is about to be forwarded.
 pub(crate) struct Outgoing<'a> {
@@ -195,6 +196,19 @@ pub(crate) async fn proxy<P: Platform>(
     }
     let mut response = result?;
     prepare_response(gateway, &mut response, outgoing.route);
+    let changes = &outgoing.route.policies.response_body_changes;
+    if !changes.is_empty() {
+        let (mut parts, body) = response.into_parts();
+        let body = transform::rewrite_json_body(
+            platform,
+            &mut parts.headers,
+            body,
+            changes,
+            transform::BodyDirection::Response,
+        )
+        .await?;
+        response = Response::from_parts(parts, body);
+    }
     Ok(response)
 }
 

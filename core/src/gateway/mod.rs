@@ -20,11 +20,12 @@ use crate::error::Error;
 use crate::forward::{self, Downstream};
 use crate::health::ActiveStatus;
 use crate::platform::{Clock, Platform};
-use crate::policy::CorsPolicy;
 use crate::policy::rate_limit::{KeySource, Stores};
+use crate::policy::{CorsPolicy, validate};
 use crate::respond::problem_response;
 use crate::route::RequestView;
 use crate::trace::TraceContext;
+use crate::transform;
 pub use cache::BackgroundTask;
 use compile::Compiled;
 
@@ -195,11 +196,26 @@ impl Gateway {
 
     /// Parses and compiles a config document, reporting every problem at once: unknown
     /// keys and problems of meaning together, so one `gatehouse check` shows them all.
+    /// A config that names files (`json_schema_file`) needs
+    /// [`Gateway::from_text_with_files`].
     pub fn from_text(text: &str, format: Format) -> Result<Self, ConfigErrors> {
+        Self::from_text_with_files(text, format, &|file| {
+            Err(format!("{file} cannot be read on this platform"))
+        })
+    }
+
+    /// Parses and compiles a config document like [`Gateway::from_text`], reading the
+    /// files it names with `read_file` (see [`Config::read_files`]).
+    pub fn from_text_with_files(
+        text: &str,
+        format: Format,
+        read_file: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Self, ConfigErrors> {
         let (config, mut errors) = config::parse(text, format);
-        let Some(config) = config else {
+        let Some(mut config) = config else {
             return Err(ConfigErrors(errors));
         };
+        errors.extend(config.read_files(read_file));
         match compile::compile(&config) {
             Ok(compiled) if errors.is_empty() => Ok(Self { config, compiled }),
             Ok(_) => Err(ConfigErrors(errors)),
@@ -504,6 +520,20 @@ impl Gateway {
             .filter_map(|policy| policy.max_body_bytes())
             .fold(server.max_body_bytes, u64::min);
         let request = limit_request_body(request, body_limit, platform);
+        let mut request =
+            validate::check_json_body::<P>(&route.policies.validate, request, body_limit).await?;
+        if !route.policies.request_body_changes.is_empty() {
+            let (mut parts, body) = request.into_parts();
+            let body = transform::rewrite_json_body(
+                platform,
+                &mut parts.headers,
+                body,
+                &route.policies.request_body_changes,
+                transform::BodyDirection::Request,
+            )
+            .await?;
+            request = Request::from_parts(parts, body);
+        }
         if !route.policies.rate_limits.is_empty() {
             let source = KeySource {
                 request: &request,

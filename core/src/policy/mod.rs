@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::auth::{ApiKeyPolicy, Authenticator, AuthorizePolicy, ConsumerTable, JwtPolicy};
 use crate::cache::CachePolicy;
 use crate::config::{ConfigError, PolicyConfig};
-use crate::transform::{CompiledHeaderChanges, CompiledQueryChanges};
+use crate::transform::{CompiledBodyChanges, CompiledHeaderChanges, CompiledQueryChanges};
 pub use cors::CorsPolicy;
 pub use ip::IpPolicy;
 pub use rate_limit::RateLimitPolicy;
@@ -31,6 +31,8 @@ pub(crate) enum CompiledPolicy {
         request: Arc<CompiledHeaderChanges>,
         response: Arc<CompiledHeaderChanges>,
         query: Arc<CompiledQueryChanges>,
+        request_body: Arc<CompiledBodyChanges>,
+        response_body: Arc<CompiledBodyChanges>,
     },
     Ip(Arc<IpPolicy>),
     Cors(Arc<CorsPolicy>),
@@ -54,6 +56,8 @@ pub(crate) struct PolicySet {
     pub request_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub response_changes: Vec<Arc<CompiledHeaderChanges>>,
     pub cache: Option<Arc<CachePolicy>>,
+    pub request_body_changes: Vec<Arc<CompiledBodyChanges>>,
+    pub response_body_changes: Vec<Arc<CompiledBodyChanges>>,
 }
 
 impl PolicySet {
@@ -65,7 +69,15 @@ impl PolicySet {
                 request,
                 response,
                 query,
+                request_body,
+                response_body,
             } => {
+                if !request_body.is_empty() {
+                    self.request_body_changes.push(Arc::clone(request_body));
+                }
+                if !response_body.is_empty() {
+                    self.response_body_changes.push(Arc::clone(response_body));
+                }
                 if !query.is_empty() {
                     self.query_changes.push(Arc::clone(query));
                 }
@@ -151,10 +163,30 @@ fn compile_policy(
             );
             let query =
                 CompiledQueryChanges::compile(&transform.query, &format!("{path}.query"), errors);
+            if transform.max_body_bytes == Some(0) {
+                errors.push(ConfigError::new(
+                    format!("{path}.max_body_bytes"),
+                    "must be greater than 0",
+                ));
+            }
+            let request_body = CompiledBodyChanges::compile(
+                &transform.request_body,
+                transform.max_body_bytes,
+                &format!("{path}.request_body"),
+                errors,
+            );
+            let response_body = CompiledBodyChanges::compile(
+                &transform.response_body,
+                transform.max_body_bytes,
+                &format!("{path}.response_body"),
+                errors,
+            );
             CompiledPolicy::Transform {
                 request: Arc::new(request),
                 response: Arc::new(response),
                 query: Arc::new(query),
+                request_body: Arc::new(request_body),
+                response_body: Arc::new(response_body),
             }
         }
         PolicyConfig::Ip(ip) => CompiledPolicy::Ip(Arc::new(IpPolicy::compile(

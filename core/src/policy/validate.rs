@@ -1,10 +1,16 @@
 //! The `validate` policy: request checks before the upstream sees the request.
 
+use std::fmt;
+use std::sync::Arc;
+
 use http::Request;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, TRANSFER_ENCODING};
+use http_body::Body as _;
 
+use crate::body::{ReadBody, read_up_to, request_read_error};
 use crate::config::{ConfigError, ValidateConfig};
 use crate::error::{Error, ErrorKind, ErrorSource};
+use crate::platform::Platform;
 
 /// A compiled `validate` policy.
 #[derive(Debug, Clone, Default)]
@@ -13,6 +19,91 @@ pub struct ValidatePolicy {
     require_headers: Vec<HeaderName>,
     require_query: Vec<String>,
     max_body_bytes: Option<u64>,
+    json_schema: Option<Arc<CompiledSchema>>,
+}
+
+/// A JSON Schema compiled once, when the config is loaded.
+#[cfg(feature = "json-schema")]
+struct CompiledSchema {
+    schemas: boon::Schemas,
+    index: boon::SchemaIndex,
+}
+
+impl fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledSchema").finish_non_exhaustive()
+    }
+}
+
+/// A JSON Schema, in a build without JSON Schema support: it never compiles.
+#[cfg(not(feature = "json-schema"))]
+struct CompiledSchema;
+
+#[cfg(not(feature = "json-schema"))]
+impl CompiledSchema {
+    fn compile(_schema: &serde_json::Value, _location: &str) -> Result<Self, String> {
+        Err(
+            "this build of gatehouse has no JSON Schema support, which the Cloudflare \
+             Worker leaves out to stay within its size limit"
+                .to_owned(),
+        )
+    }
+
+    fn check(&self, _value: &serde_json::Value) -> Result<(), (String, String)> {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "json-schema")]
+impl CompiledSchema {
+    /// Compiles `schema` in the draft its `$schema` names, or else draft 2020-12.
+    /// References may point only inside the schema: no loader reads files or URLs.
+    fn compile(schema: &serde_json::Value, location: &str) -> Result<Self, String> {
+        let mut compiler = boon::Compiler::new();
+        compiler.set_default_draft(boon::Draft::V2020_12);
+        // A gateway checks input, so `format` (email, date-time, uuid, ...) is an
+        // assertion in every draft, not only in draft 7 and earlier.
+        compiler.enable_format_assertions();
+        compiler.use_loader(Box::new(NoLoader));
+        let mut schemas = boon::Schemas::new();
+        compiler
+            .add_resource(location, schema.clone())
+            .map_err(|error| error.to_string())?;
+        let index = compiler
+            .compile(location, &mut schemas)
+            .map_err(|error| format!("{error:#}"))?;
+        Ok(Self { schemas, index })
+    }
+
+    /// Checks `value`, returning the JSON pointer of the first failing location and
+    /// the reason.
+    fn check(&self, value: &serde_json::Value) -> Result<(), (String, String)> {
+        let Err(error) = self.schemas.validate(value, self.index) else {
+            return Ok(());
+        };
+        // The top error only reports that validation failed. The first leaf of its
+        // causes names the keyword that failed and where.
+        let mut leaf = &error;
+        while let Some(cause) = leaf.causes.first() {
+            leaf = cause;
+        }
+        Err((leaf.instance_location.to_string(), leaf.kind.to_string()))
+    }
+}
+
+/// A loader that loads nothing, so that a `$ref` to a file or URL is a config error
+/// instead of a read or a request at load time.
+#[cfg(feature = "json-schema")]
+struct NoLoader;
+
+#[cfg(feature = "json-schema")]
+impl boon::UrlLoader for NoLoader {
+    fn load(&self, url: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        Err(format!(
+            "{url} is not part of the schema; only references inside the schema are supported"
+        )
+        .into())
+    }
 }
 
 impl ValidatePolicy {
@@ -60,12 +151,43 @@ impl ValidatePolicy {
                     .with_hint("to reject every body, use content_types = [] with a method condition instead"),
             );
         }
+        if config.json_schema_file.is_some() && config.json_schema.is_none() {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.json_schema_file"),
+                    "schema files are read only by the native runtime when it loads a config file",
+                )
+                .with_hint("put the schema inline with json_schema"),
+            );
+        }
+        let json_schema = config.json_schema.as_ref().and_then(|schema| {
+            let location = format!("urn:gatehouse:{path}.json_schema");
+            match CompiledSchema::compile(schema, &location) {
+                Ok(compiled) => Some(Arc::new(compiled)),
+                Err(problem) => {
+                    errors.push(
+                        ConfigError::new(
+                            format!("{path}.json_schema"),
+                            format!("invalid JSON Schema: {problem}"),
+                        )
+                        .with_hint("write a JSON Schema (draft 2020-12 unless $schema names another) whose $ref values point inside it"),
+                    );
+                    None
+                }
+            }
+        });
         Self {
             content_types,
             require_headers,
             require_query: config.require_query.clone(),
             max_body_bytes: config.max_body_bytes,
+            json_schema,
         }
+    }
+
+    /// Returns whether this policy checks the request body against a JSON Schema.
+    pub fn has_json_schema(&self) -> bool {
+        self.json_schema.is_some()
     }
 
     /// Returns the largest request body this policy accepts, in bytes.
@@ -145,6 +267,52 @@ impl ValidatePolicy {
         }
         Ok(())
     }
+}
+
+/// Reads the request body, up to `limit` bytes, and checks it against the JSON Schema
+/// of each policy that has one. Returns the request with the body rebuilt from the
+/// bytes read. A request without a body is not checked.
+pub(crate) async fn check_json_body<P: Platform>(
+    policies: &[Arc<ValidatePolicy>],
+    request: Request<P::Body>,
+    limit: u64,
+) -> Result<Request<P::Body>, Error> {
+    let has_schema = policies.iter().any(|policy| policy.has_json_schema());
+    if !has_schema || request.body().is_end_stream() {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let max_bytes = usize::try_from(limit).unwrap_or(usize::MAX);
+    let bytes = match read_up_to(body, max_bytes)
+        .await
+        .map_err(request_read_error)?
+    {
+        ReadBody::Complete(bytes) => bytes,
+        ReadBody::Partial { .. } => {
+            return Err(crate::body::BodyTooLarge { limit }.to_error());
+        }
+    };
+    if !bytes.is_empty() {
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|error| {
+            Error::bad_request(format!("the request body is not valid JSON: {error}"))
+        })?;
+        let schemas = policies
+            .iter()
+            .filter_map(|policy| policy.json_schema.as_deref());
+        for schema in schemas {
+            if let Err((location, reason)) = schema.check(&value) {
+                let location = if location.is_empty() {
+                    "the document root".to_owned()
+                } else {
+                    format!("{location:?}")
+                };
+                return Err(Error::bad_request(format!(
+                    "the request body does not match the JSON Schema at {location}: {reason}"
+                )));
+            }
+        }
+    }
+    Ok(Request::from_parts(parts, P::Body::from(bytes)))
 }
 
 /// Returns whether `text` is an HTTP token (RFC 9110, section 5.6.2).
@@ -233,6 +401,49 @@ mod tests {
         assert!(strict.check(&request).is_ok());
     }
 
+    fn schema_policy(schema: serde_json::Value) -> ValidatePolicy {
+        policy(ValidateConfig {
+            json_schema: Some(schema),
+            ..ValidateConfig::default()
+        })
+    }
+
+    #[test]
+    fn json_schema_names_failing_location() {
+        let policy = schema_policy(serde_json::json!({
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": { "type": "string" },
+                "items": { "type": "array", "items": { "type": "integer" } }
+            }
+        }));
+        let schema = policy.json_schema.as_deref().expect("the schema compiles");
+        assert!(schema.check(&serde_json::json!({ "name": "pen" })).is_ok());
+        let (location, reason) = schema
+            .check(&serde_json::json!({ "name": "pen", "items": [1, "two"] }))
+            .unwrap_err();
+        assert_eq!(location, "/items/1");
+        assert!(reason.contains("string"), "{reason}");
+        let (location, reason) = schema.check(&serde_json::json!({})).unwrap_err();
+        assert_eq!(location, "");
+        assert!(reason.contains("name"), "{reason}");
+    }
+
+    #[test]
+    fn json_schema_follows_local_references() {
+        let policy = schema_policy(serde_json::json!({
+            "$defs": { "price": { "type": "number", "minimum": 0 } },
+            "properties": { "price": { "$ref": "#/$defs/price" } }
+        }));
+        let schema = policy.json_schema.as_deref().expect("the schema compiles");
+        assert!(schema.check(&serde_json::json!({ "price": 3 })).is_ok());
+        let (location, _) = schema
+            .check(&serde_json::json!({ "price": -1 }))
+            .unwrap_err();
+        assert_eq!(location, "/price");
+    }
+
     #[test]
     fn invalid_config_reported() {
         let config = ValidateConfig {
@@ -240,6 +451,10 @@ mod tests {
             require_headers: vec!["bad header".into()],
             require_query: vec![String::new()],
             max_body_bytes: Some(0),
+            json_schema: Some(
+                serde_json::json!({ "type": "object", "$ref": "https://example.com/s.json" }),
+            ),
+            json_schema_file: None,
         };
         let mut errors = Vec::new();
         ValidatePolicy::compile(&config, "p", &mut errors);
@@ -250,7 +465,8 @@ mod tests {
                 "p.content_types[0]",
                 "p.require_headers[0]",
                 "p.require_query[0]",
-                "p.max_body_bytes"
+                "p.max_body_bytes",
+                "p.json_schema"
             ]
         );
     }
