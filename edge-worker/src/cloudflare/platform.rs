@@ -61,7 +61,7 @@ impl Default for WorkerPlatform {
     fn default() -> Self {
         Self {
             clock: WorkerClock::default(),
-            upstream: WorkerUpstream::default(),
+            upstream: WorkerUpstream,
             random: RefCell::default(),
             key_value: None,
             cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),

@@ -102,8 +102,8 @@ impl SpinPlatform {
     // entries between requests.
     pub fn new() -> Self {
         Self {
-            clock: WasiClock::default(),
-            upstream: SpinUpstream::default(),
+            clock: WasiClock,
+            upstream: SpinUpstream,
             key_value: None,
             cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
         }
