@@ -153,13 +153,10 @@ impl HostStore for RequestState {
         Ok(store)
     }
 
-    fn get(
-        &mut self,
-        store: Resource<OpenStore>,
-        key: String,
-    ) -> Result<Option<Vec<u8>>, Error> {
+    fn get(&mut self, store: Resource<OpenStore>, key: String) -> Result<Option<Vec<u8>>, Error> {
         let label = self.store_label(&store)?;
-        self.key_value.with_store(&label, |entries| entries.get(&key).cloned())
+        self.key_value
+            .with_store(&label, |entries| entries.get(&key).cloned())
     }
 
     fn set(
@@ -174,32 +171,23 @@ impl HostStore for RequestState {
         })
     }
 
-    fn delete(
-        &mut self,
-        store: Resource<OpenStore>,
-        key: String,
-    ) -> Result<(), Error> {
+    fn delete(&mut self, store: Resource<OpenStore>, key: String) -> Result<(), Error> {
         let label = self.store_label(&store)?;
         self.key_value.with_store(&label, |entries| {
             entries.remove(&key);
         })
     }
 
-    fn exists(
-        &mut self,
-        store: Resource<OpenStore>,
-        key: String,
-    ) -> Result<bool, Error> {
+    fn exists(&mut self, store: Resource<OpenStore>, key: String) -> Result<bool, Error> {
         let label = self.store_label(&store)?;
-        self.key_value.with_store(&label, |entries| entries.contains_key(&key))
+        self.key_value
+            .with_store(&label, |entries| entries.contains_key(&key))
     }
 
-    fn get_keys(
-        &mut self,
-        store: Resource<OpenStore>,
-    ) -> Result<Vec<String>, Error> {
+    fn get_keys(&mut self, store: Resource<OpenStore>) -> Result<Vec<String>, Error> {
         let label = self.store_label(&store)?;
-        self.key_value.with_store(&label, |entries| entries.keys().cloned().collect())
+        self.key_value
+            .with_store(&label, |entries| entries.keys().cloned().collect())
     }
 
     fn drop(&mut self, store: Resource<OpenStore>) -> wasmtime::Result<()> {
