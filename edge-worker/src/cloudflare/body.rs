@@ -63,6 +63,12 @@ impl WorkerBody {
         Self(Kind::Boxed(Box::pin(body.map_err(Into::into))))
     }
 
+    /// Returns whether the body streams through WebAssembly, as a limited or chained
+    /// body does, rather than passing on as bytes or an untouched JavaScript stream.
+    pub fn is_read_in_rust(&self) -> bool {
+        matches!(self.0, Kind::Reading(_) | Kind::Boxed(_))
+    }
+
     /// Converts the body into a value that `new Request(...)` and `new Response(...)`
     /// accept, or `None` for a null body.
     pub fn into_js(self) -> Option<JsValue> {

@@ -203,6 +203,7 @@ impl Upstream for WorkerUpstream {
             ));
         }
 
+        let request = buffer_request_body(request).await?;
         let (abort, signal) = AbortOnDrop::new().map_err(|cause| {
             Error::internal("the runtime could not create an AbortController")
                 .with_cause(js_message(&cause))
@@ -413,4 +414,24 @@ fn log_failure(target: &UpstreamTarget<'_>, error: &Error, cause: &str) {
         target.authority,
         error.kind().slug()
     );
+}
+
+/// Reads a request body that streams through WebAssembly (a limited or chained body)
+/// into memory before it is sent.
+///
+/// workerd does not fail `fetch` when the stream of a request body errors: it ends the
+/// upstream request early, so a body stopped at its size limit would reach the
+/// upstream as if it were whole. Reading it first turns that limit into a 413 before
+/// anything is sent.
+// NOTE: a chained body has no limit of its own, so it is held in memory whole.
+async fn buffer_request_body(request: Request<WorkerBody>) -> Result<Request<WorkerBody>, Error> {
+    if !request.body().is_read_in_rust() {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(gatehouse_core::body::request_read_error)?
+        .to_bytes();
+    Ok(Request::from_parts(parts, WorkerBody::from(bytes)))
 }
