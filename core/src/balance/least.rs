@@ -26,6 +26,16 @@ impl InFlight {
             .map_or(0, |count| count.load(Ordering::Relaxed))
     }
 
+    /// Adds one to the count of endpoint `index` if it still equals `expected`, and
+    /// returns whether it did.
+    fn increment_from(&self, index: usize, expected: u64) -> bool {
+        self.counts.get(index).is_some_and(|count| {
+            count
+                .compare_exchange(expected, expected + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
     pub(crate) fn increment(&self, index: usize) {
         if let Some(count) = self.counts.get(index) {
             count.fetch_add(1, Ordering::Relaxed);
@@ -69,24 +79,53 @@ impl LeastOutstanding {
     /// tied with it, each replaces it with probability weight / (sum of tied weights
     /// so far), which leaves every tied endpoint chosen in proportion to its weight.
     pub(crate) fn pick(&self, random: u64, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        self.scan(random, eligible).map(|(index, _)| index)
+    }
+
+    /// Picks like [`LeastOutstanding::pick`] and counts the pick as in flight in the
+    /// same step.
+    ///
+    /// Two threads that scan at the same moment would otherwise both see the same
+    /// endpoint idle and both send to it. The count is raised only if it still holds
+    /// the value the scan saw; when another thread raised it first, the scan runs
+    /// again. After a few lost races the pick is counted regardless, so a burst on many
+    /// threads cannot keep one request scanning.
+    pub(crate) fn claim(&self, random: u64, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+        const SCANS: u32 = 4;
+        let mut index = None;
+        for scan in 0..SCANS {
+            let (picked, seen) = self.scan(random.rotate_left(8 * scan), eligible)?;
+            if self.in_flight.increment_from(picked, seen) {
+                return Some(picked);
+            }
+            index = Some(picked);
+        }
+        let index = index?;
+        self.in_flight.increment(index);
+        Some(index)
+    }
+
+    /// Returns the picked endpoint and the in-flight count the scan saw for it.
+    fn scan(&self, random: u64, eligible: &dyn Fn(usize) -> bool) -> Option<(usize, u64)> {
         let mut rng = SplitMix64::new(random);
-        let mut best: Option<usize> = None;
+        let mut best: Option<(usize, u64)> = None;
         let mut tied_weight = 0u64;
         for index in (0..self.weights.len()).filter(|index| eligible(*index)) {
             let weight = self.weights.weight(index);
+            let count = self.in_flight.get(index);
             let comparison = match best {
                 None => Comparison::Less,
-                Some(best) => self.compare_load(index, best),
+                Some((best, best_count)) => self.compare_load(index, count, best, best_count),
             };
             match comparison {
                 Comparison::Less => {
-                    best = Some(index);
+                    best = Some((index, count));
                     tied_weight = weight;
                 }
                 Comparison::Equal => {
                     tied_weight = tied_weight.saturating_add(weight);
                     if rng.below(tied_weight) < weight {
-                        best = Some(index);
+                        best = Some((index, count));
                     }
                 }
                 Comparison::Greater => {}
@@ -97,11 +136,15 @@ impl LeastOutstanding {
 
     /// Compares in-flight count per unit of weight by cross-multiplying, which is
     /// exact because a `u64` times a `u64` fits in a `u128`.
-    fn compare_load(&self, left: usize, right: usize) -> Comparison {
-        let left_load =
-            u128::from(self.in_flight.get(left)) * u128::from(self.weights.weight(right));
-        let right_load =
-            u128::from(self.in_flight.get(right)) * u128::from(self.weights.weight(left));
+    fn compare_load(
+        &self,
+        left: usize,
+        left_count: u64,
+        right: usize,
+        right_count: u64,
+    ) -> Comparison {
+        let left_load = u128::from(left_count) * u128::from(self.weights.weight(right));
+        let right_load = u128::from(right_count) * u128::from(self.weights.weight(left));
         left_load.cmp(&right_load)
     }
 }

@@ -156,12 +156,43 @@ impl Balancer {
         }
     }
 
+    /// Picks an eligible endpoint and records that a request to it started, as one
+    /// step, or returns `None` when no endpoint is eligible.
+    ///
+    /// Least outstanding requests counts the request in the same atomic step as the
+    /// pick, so concurrent requests on different threads see each other and spread
+    /// out. Dropping the claim without [`Claim::finish`] takes the count back.
+    pub fn claim(&self, input: &PickInput<'_>) -> Option<Claim<'_>> {
+        let index = match &self.algorithm {
+            Algorithm::LeastOutstanding(least) => least.claim(input.random, input.eligible)?,
+            _ => {
+                let index = self.pick(input)?;
+                self.on_start(index);
+                index
+            }
+        };
+        Some(Claim {
+            balancer: self,
+            index,
+            open: true,
+        })
+    }
+
     /// Records that a request to endpoint `index` started. Indexes out of range are
     /// ignored.
     pub fn on_start(&self, index: usize) {
         match &self.algorithm {
             Algorithm::LeastOutstanding(least) => least.in_flight().increment(index),
             Algorithm::P2cEwma(p2c) => p2c.in_flight().increment(index),
+            _ => {}
+        }
+    }
+
+    /// Takes back a start whose request was never sent.
+    fn release(&self, index: usize) {
+        match &self.algorithm {
+            Algorithm::LeastOutstanding(least) => least.in_flight().decrement(index),
+            Algorithm::P2cEwma(p2c) => p2c.in_flight().decrement(index),
             _ => {}
         }
     }
@@ -177,6 +208,39 @@ impl Balancer {
                 p2c.record(index, latency, now);
             }
             _ => {}
+        }
+    }
+}
+
+/// A request counted as started on one endpoint, from [`Balancer::claim`].
+#[derive(Debug)]
+pub struct Claim<'b> {
+    balancer: &'b Balancer,
+    index: usize,
+    /// Whether the start is still counted, so that drop must take it back.
+    open: bool,
+}
+
+impl Claim<'_> {
+    /// Index of the claimed endpoint.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Records that the request finished `latency` after it started, as
+    /// [`Balancer::on_finish`] does. Later calls do nothing.
+    pub fn finish(&mut self, latency: Duration, now: Duration) {
+        if std::mem::take(&mut self.open) {
+            self.balancer.on_finish(self.index, latency, now);
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    /// Takes back the start of a request that was never sent, without a latency sample.
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.open) {
+            self.balancer.release(self.index);
         }
     }
 }

@@ -385,6 +385,77 @@ fn least_outstanding_unmatched_finish_keeps_zero() {
 }
 
 #[test]
+fn least_outstanding_claims_spread_simultaneous_requests() {
+    // Four threads claim at the same moment and hold their claims. Each sees the
+    // others' claims, so every endpoint gets exactly one, whatever the interleaving.
+    const THREADS: usize = 4;
+    for round in 0..300_u64 {
+        let balancer = build(BalancerKind::LeastOutstanding, &[1; THREADS]);
+        let barrier = std::sync::Barrier::new(THREADS);
+        let claimed: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS as u64)
+                .map(|thread| {
+                    let balancer = &balancer;
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let claim = balancer
+                            .claim(&PickInput {
+                                hash: None,
+                                random: round * 31 + thread,
+                                now: Duration::ZERO,
+                                eligible: &every_endpoint,
+                            })
+                            .expect("every endpoint is eligible");
+                        let index = claim.index();
+                        // Hold the claim until every thread has claimed.
+                        barrier.wait();
+                        index
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("claiming thread"))
+                .collect()
+        });
+        let mut sorted = claimed.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..THREADS).collect::<Vec<_>>(), "round {round}");
+    }
+}
+
+#[test]
+fn dropped_claim_takes_back_its_start() {
+    let balancer = build(BalancerKind::LeastOutstanding, &[1, 1]);
+    let input = PickInput {
+        hash: None,
+        random: 3,
+        now: Duration::ZERO,
+        eligible: &every_endpoint,
+    };
+    let mut sent = balancer.claim(&input).expect("eligible");
+    let unsent = balancer.claim(&input).expect("eligible");
+    assert_ne!(sent.index(), unsent.index());
+    let unsent_index = unsent.index();
+    drop(unsent);
+    // The unsent claim no longer counts, so its endpoint is the idle one.
+    for random in 0..50 {
+        assert_eq!(pick(&balancer, random, Duration::ZERO), Some(unsent_index));
+    }
+    sent.finish(Duration::from_millis(1), Duration::ZERO);
+    sent.finish(Duration::from_millis(1), Duration::ZERO);
+    drop(sent);
+    let picks: Vec<Option<usize>> = (0..50)
+        .map(|random| pick(&balancer, random, Duration::ZERO))
+        .collect();
+    assert!(
+        picks.contains(&Some(0)) && picks.contains(&Some(1)),
+        "{picks:?}"
+    );
+}
+
+#[test]
 fn least_outstanding_follows_weights_sequentially() {
     let weights = [1, 2, 3, 4];
     let balancer = build(BalancerKind::LeastOutstanding, &weights);

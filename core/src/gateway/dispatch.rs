@@ -13,7 +13,7 @@ use http::{Request, Response, Uri, Version};
 use super::compile::{CompiledRoute, CompiledUpstream};
 use super::{AccessRecord, AttemptSpan, Gateway};
 use crate::auth::{self, Authenticated};
-use crate::balance::PickInput;
+use crate::balance::{Claim, PickInput};
 use crate::circuit::{CircuitState, Permit, Rejection, Slot};
 use crate::config::{HashOn, UpstreamProtocol};
 use crate::error::{Error, ErrorKind};
@@ -89,9 +89,10 @@ pub(crate) async fn proxy<P: Platform>(
     let mut request = Some(request);
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0;
-    let (mut index, mut permit) = pick(&tried, started)?;
+    let (mut claim, mut permit) = pick(&tried, started)?;
     let result = loop {
         let now = clock.monotonic();
+        let index = claim.index();
         let endpoint = &upstream.endpoints[index];
         access.endpoint = Some(endpoint.authority.clone());
 
@@ -123,11 +124,10 @@ pub(crate) async fn proxy<P: Platform>(
             record.context.apply(attempt.headers_mut(), span_id);
         }
 
-        upstream.balancer.on_start(index);
         let result = send_with_deadline(platform, attempt, &target, deadline).await;
         let finished_at = clock.monotonic();
         let latency = finished_at.saturating_sub(now);
-        upstream.balancer.on_finish(index, latency, finished_at);
+        claim.finish(latency, finished_at);
         access.upstream_micros = Some(latency.as_micros() as u64);
         if let Some(record) = &mut access.trace {
             record.attempts.push(AttemptSpan {
@@ -175,7 +175,7 @@ pub(crate) async fn proxy<P: Platform>(
         let Some((next, wait)) = next else {
             break result;
         };
-        (index, permit) = next;
+        (claim, permit) = next;
         clock.sleep(wait).await;
     };
     let finished_at = clock.monotonic();
@@ -274,7 +274,7 @@ fn pick_endpoint<'u>(
     random: u64,
     now: Duration,
     local_zone: Option<&str>,
-) -> Result<(usize, Permit<'u>), Error> {
+) -> Result<(Claim<'u>, Permit<'u>), Error> {
     let count = upstream.endpoints.len();
     let healthy = |index: usize| {
         !upstream.outlier.is_ejected(index, now) && !upstream.active[index].is_unhealthy()
@@ -299,7 +299,7 @@ fn pick_endpoint<'u>(
             // Fn`, which is not `Send`, so keeping it across an await would make the
             // dispatch future not `Send`, and the native runtime's HTTP/2 server
             // requires `Send`.
-            picked = upstream.balancer.pick(&PickInput {
+            picked = upstream.balancer.claim(&PickInput {
                 hash,
                 random: random.rotate_left(16 * round as u32),
                 now,
@@ -315,12 +315,13 @@ fn pick_endpoint<'u>(
                 break;
             }
         }
-        let Some(index) = picked else {
+        let Some(claim) = picked else {
             break;
         };
-        match upstream.circuits[index].admit(now) {
-            Ok(permit) => return Ok((index, permit)),
-            Err(_) => refused.push(index),
+        match upstream.circuits[claim.index()].admit(now) {
+            Ok(permit) => return Ok((claim, permit)),
+            // Dropping the claim takes back its start.
+            Err(_) => refused.push(claim.index()),
         }
     }
     let open: Vec<Duration> = (0..count)
@@ -621,7 +622,7 @@ mod tests {
         (0..count)
             .map(|draw| {
                 let random = draw.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                let (index, permit) = pick_endpoint(
+                let (claim, permit) = pick_endpoint(
                     upstream,
                     Some(random.rotate_left(7)),
                     &[],
@@ -631,7 +632,7 @@ mod tests {
                 )
                 .expect("an endpoint is available");
                 drop(permit);
-                index
+                claim.index()
             })
             .collect()
     }
@@ -692,6 +693,7 @@ mod tests {
         let upstream = &gateway.compiled.upstreams[0];
         let now = Duration::from_secs(1);
         let (first, permit) = pick_endpoint(upstream, None, &[], 1, now, None).expect("closed");
+        let first = first.index();
         record_outcome::<()>(
             upstream,
             first,
@@ -701,6 +703,7 @@ mod tests {
         );
         // The other endpoint still admits requests.
         let (second, permit) = pick_endpoint(upstream, None, &[], 1, now, None).expect("closed");
+        let second = second.index();
         assert_ne!(first, second);
         record_outcome::<()>(
             upstream,
