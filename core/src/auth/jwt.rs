@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::credential::{self, Found, Source};
 use super::jwks::JwksSource;
 use super::keys::{ALG_NAMES, Alg, CustomClaims, KeyFamily, PublicKey, VerifyingKey, verify};
+use super::verified::VerifiedTokens;
 use super::{Authenticated, Identity, ambiguous_credentials, unauthorized};
 use crate::config::{ConfigError, JwtConfig, JwtKeyConfig};
 use crate::error::Error;
@@ -62,6 +63,9 @@ pub struct JwtPolicy {
     required_claims: Vec<String>,
     forward_token: bool,
     identity_headers: bool,
+    /// Tokens whose signature was checked, or `None` when the cache is off.
+    verified: Option<VerifiedTokens>,
+    verified_max_age: Duration,
 }
 
 impl JwtPolicy {
@@ -122,6 +126,8 @@ impl JwtPolicy {
             required_claims: config.required_claims.clone(),
             forward_token: config.forward_token,
             identity_headers: config.identity_headers,
+            verified: VerifiedTokens::new(config.verified_cache.max_tokens),
+            verified_max_age: config.verified_cache.max_age.get(),
         }
     }
 
@@ -163,11 +169,25 @@ impl JwtPolicy {
     }
 
     /// Verifies `token`: algorithm, key, signature, then claims.
+    ///
+    /// A token found in the cache of verified tokens skips the first three; its claims
+    /// are checked again, because time has passed since.
     pub async fn verify_token<P: Platform>(
         &self,
         token: &str,
         platform: &P,
     ) -> Result<Identity, Error> {
+        let now_ms = platform.clock().unix_millis();
+        let digest = self
+            .verified
+            .as_ref()
+            .map(|_| VerifiedTokens::digest(token));
+        if let (Some(cache), Some(digest)) = (&self.verified, &digest)
+            && let Some(claims) = cache.get(digest, now_ms)
+        {
+            self.check_claims(&claims, now_ms)?;
+            return Ok(identity_from(claims.custom.clone()));
+        }
         let invalid = |detail| unauthorized(SCHEME, Some("invalid_token"), detail);
         let untrusted =
             UntrustedToken::new(token).map_err(|_| invalid("the token is not a valid JWT"))?;
@@ -219,7 +239,18 @@ impl JwtPolicy {
             });
         };
         let (_, claims) = token.into_parts();
-        self.check_claims(&claims, platform.clock().unix_millis())?;
+        self.check_claims(&claims, now_ms)?;
+        if let (Some(cache), Some(digest)) = (&self.verified, digest) {
+            let max_age = u64::try_from(self.verified_max_age.as_millis()).unwrap_or(u64::MAX);
+            let mut deadline = now_ms.saturating_add(max_age);
+            if let Some(expiration) = claims.expiration {
+                let expiration = u64::try_from(expiration.timestamp_millis()).unwrap_or(0);
+                deadline = deadline.min(expiration);
+            }
+            let claims = std::sync::Arc::new(claims);
+            cache.insert(digest, std::sync::Arc::clone(&claims), now_ms, deadline);
+            return Ok(identity_from(claims.custom.clone()));
+        }
         Ok(identity_from(claims.custom))
     }
 

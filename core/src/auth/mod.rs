@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod keys;
 #[cfg(test)]
 mod tests;
+mod verified;
 
 use std::sync::Arc;
 

@@ -826,3 +826,69 @@ fn debug_output_names_secret_only() {
     let secret = keys()["hmac_secret"].as_str().unwrap().to_owned();
     assert!(!text.contains(&secret), "{text}");
 }
+
+fn hmac_policy(cache: &str) -> Authenticator {
+    authenticator(&format!(
+        r#"
+        [policies.auth.jwt]
+        keys = [{{ alg = "HS256", secret = "{SECRET_NAME}" }}]
+        leeway = "0s"
+        verified_cache = {cache}
+        "#
+    ))
+}
+
+#[test]
+fn verified_token_skips_signature_check_until_max_age() {
+    let mut platform = TestPlatform::new();
+    let policy = hmac_policy(r#"{ max_tokens = 100, max_age = "30s" }"#);
+    let token = hs256(json!({ "sub": "alice" }));
+    assert!(run(&policy, &bearer(&token), &platform).is_ok());
+    // With the secret changed, only the cache can still accept the token.
+    platform
+        .secrets
+        .insert(SECRET_NAME.to_owned(), "another secret".to_owned());
+    let identity = run(&policy, &bearer(&token), &platform).expect("served from the cache");
+    assert_eq!(identity.identity.subject.as_deref(), Some("alice"));
+    platform.advance(30);
+    let error = run(&policy, &bearer(&token), &platform).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unauthorized);
+}
+
+#[test]
+fn verified_cache_off_checks_every_signature() {
+    let mut platform = TestPlatform::new();
+    let policy = hmac_policy("{ max_tokens = 0 }");
+    let token = hs256(json!({ "sub": "alice" }));
+    assert!(run(&policy, &bearer(&token), &platform).is_ok());
+    platform
+        .secrets
+        .insert(SECRET_NAME.to_owned(), "another secret".to_owned());
+    assert!(run(&policy, &bearer(&token), &platform).is_err());
+}
+
+#[test]
+fn cached_token_is_not_accepted_past_exp() {
+    let platform = TestPlatform::new();
+    let policy = hmac_policy(r#"{ max_age = "1h" }"#);
+    let now_secs = platform.clock.unix_millis() / 1000;
+    let token = hs256(json!({ "sub": "alice", "exp": now_secs + 10 }));
+    assert!(run(&policy, &bearer(&token), &platform).is_ok());
+    platform.advance(9);
+    assert!(run(&policy, &bearer(&token), &platform).is_ok());
+    platform.advance(1);
+    let error = run(&policy, &bearer(&token), &platform).unwrap_err();
+    assert!(error.detail().contains("expired"), "{}", error.detail());
+}
+
+#[test]
+fn cached_token_claims_are_checked_again() {
+    let platform = TestPlatform::new();
+    let policy = hmac_policy(r#"{ max_age = "1h" }"#);
+    let now_secs = platform.clock.unix_millis() / 1000;
+    // Not valid yet: rejected, so never cached, and accepted once its time comes.
+    let token = hs256(json!({ "sub": "alice", "nbf": now_secs + 5 }));
+    assert!(run(&policy, &bearer(&token), &platform).is_err());
+    platform.advance(5);
+    assert!(run(&policy, &bearer(&token), &platform).is_ok());
+}

@@ -85,6 +85,36 @@ pub struct JwtConfig {
     /// Whether the identity is sent upstream in `x-auth-subject`, `x-auth-consumer`,
     /// `x-auth-scopes` and `x-auth-groups`.
     pub identity_headers: bool,
+    /// The cache of tokens whose signature was already checked.
+    pub verified_cache: VerifiedCacheConfig,
+}
+
+/// Settings of a `jwt` policy's cache of verified tokens.
+///
+/// A token seen again within `max_age` skips its signature check; its claims (`exp`,
+/// `nbf`, `iss`, `aud`, required claims) are still checked on every request, and an
+/// entry never outlives the token's `exp`. Only tokens that passed the signature check
+/// enter, so a client sending random tokens cannot push valid ones out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct VerifiedCacheConfig {
+    /// Most tokens kept per policy; 0 turns the cache off.
+    pub max_tokens: usize,
+    /// How long a verified token is trusted without a new signature check. It bounds
+    /// how long a token stays accepted after its key was removed from the JWKS or its
+    /// HMAC secret was changed.
+    pub max_age: ConfigDuration,
+}
+
+/// Keeps 10,000 tokens for up to 60 seconds.
+impl Default for VerifiedCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_tokens: 10_000,
+            max_age: ConfigDuration::from_millis(60_000),
+        }
+    }
 }
 
 /// Accepts only `Authorization: Bearer` by default, allows 60 seconds of clock skew,
@@ -101,6 +131,7 @@ impl Default for JwtConfig {
             required_claims: Vec::new(),
             forward_token: true,
             identity_headers: true,
+            verified_cache: VerifiedCacheConfig::default(),
         }
     }
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{
     ApiKeyConfig, AuthorizeConfig, ConsumerConfig, JwksConfig, JwtConfig, JwtKeyConfig, OneOrMany,
-    TokenSource,
+    TokenSource, VerifiedCacheConfig,
 };
 pub use duration::ConfigDuration;
 pub use key_value::KeyValueConfig;
