@@ -52,3 +52,5 @@ pub fn endpoints(count: usize) -> Vec<(String, u32)> {
         })
         .collect()
 }
+
+pub mod platform;

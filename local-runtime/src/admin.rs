@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use bytes::Bytes;
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::cache::key as cache_key;
+use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::Clock;
 use gatehouse_core::platform::ResponseCache;
 use gatehouse_core::respond::{PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX};
@@ -72,6 +73,8 @@ pub struct AdminState {
     pub clock: NativeClock,
     /// The response cache, for purges and its metrics.
     pub cache: Arc<MemoryResponseCache>,
+    /// The in-memory key-value store, whose entries `/key-value/KEY` reads and writes.
+    pub key_value: Arc<MemoryKeyValue<NativeClock>>,
     /// Reloads the config file.
     pub reloader: Arc<Reloader>,
     /// The state `/readyz` reports.
@@ -129,9 +132,16 @@ impl AdminListener {
     }
 }
 
+/// The paths of the admin listener, listed in its 404 response.
+const ADMIN_PATHS: &str = "the admin listener serves /healthz, /readyz, /metrics, /config, \
+     POST /reload, POST /cache/purge and GET, PUT or DELETE /key-value/KEY";
+
 async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    if let Some(key) = path.strip_prefix(KEY_VALUE_PATH) {
+        return key_value(&state, key, request).await;
+    }
     let expected = match path.as_str() {
         "/healthz" | "/readyz" | "/metrics" | "/config" => Method::GET,
         "/reload" | "/cache/purge" => Method::POST,
@@ -140,7 +150,7 @@ async fn respond(state: Arc<AdminState>, request: Request<Incoming>) -> Response
                 StatusCode::NOT_FOUND,
                 "not-found",
                 "Not Found",
-                "the admin listener serves /healthz, /readyz, /metrics, /config, POST /reload and POST /cache/purge",
+                ADMIN_PATHS,
                 None,
             );
         }
@@ -327,6 +337,153 @@ async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             )
         }
     }
+}
+
+/// Path prefix of the key-value entries; the rest of the path is the key,
+/// percent-decoded.
+const KEY_VALUE_PATH: &str = "/key-value/";
+
+/// Maximum key length, in bytes: the limit of Workers KV, so that entries written here can
+/// be copied to the edge unchanged.
+const MAX_KEY_BYTES: usize = 512;
+
+/// Maximum value size, in bytes. Consumer records and endpoint lists are far smaller.
+const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Reads (`GET`), writes (`PUT`, with an optional `?ttl=SECONDS`) or removes
+/// (`DELETE`) one entry of the in-memory key-value store, such as the consumer record
+/// of an API key under `api-key:SHA256`.
+///
+/// Values are never logged, because they may be credentials or consumer data.
+async fn key_value(
+    state: &AdminState,
+    encoded_key: &str,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let bad_request = |detail: &str| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad Request",
+            detail,
+            None,
+        )
+    };
+    let key = match percent_encoding::percent_decode_str(encoded_key).decode_utf8() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_KEY_BYTES => key.into_owned(),
+        Ok(key) if key.is_empty() => {
+            return bad_request("the path names no key; use /key-value/KEY");
+        }
+        Ok(_) => {
+            return bad_request(&format!("the key is longer than {MAX_KEY_BYTES} bytes"));
+        }
+        Err(_) => return bad_request("the key is not UTF-8 after percent-decoding"),
+    };
+    let method = request.method().clone();
+    match method {
+        Method::GET | Method::HEAD => match state.key_value.lookup(&key) {
+            Some(value) => {
+                let mut response = Response::new(Full::new(value));
+                let headers = response.headers_mut();
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            None => problem(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not Found",
+                &format!("the key-value store has no entry {key:?}"),
+                None,
+            ),
+        },
+        Method::PUT => {
+            let ttl = match ttl_of(request.uri().query()) {
+                Ok(ttl) => ttl,
+                Err(detail) => return bad_request(&detail),
+            };
+            let value = match Limited::new(request.into_body(), MAX_VALUE_BYTES)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => {
+                    return problem(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload-too-large",
+                        "Payload Too Large",
+                        &format!("the value is unreadable or larger than {MAX_VALUE_BYTES} bytes"),
+                        None,
+                    );
+                }
+            };
+            let bytes = value.len();
+            match state.key_value.insert(&key, value, ttl) {
+                Ok(()) => {
+                    tracing::info!(key = %key, bytes, "stored a key-value entry");
+                    json_response(
+                        StatusCode::OK,
+                        "application/json",
+                        &json!({ "status": "stored", "key": key, "bytes": bytes }),
+                    )
+                }
+                Err(error) => problem(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "store-full",
+                    "Insufficient Storage",
+                    error.detail(),
+                    None,
+                ),
+            }
+        }
+        Method::DELETE => {
+            let existed = state.key_value.lookup(&key).is_some();
+            state.key_value.remove(&key);
+            tracing::info!(key = %key, existed, "removed a key-value entry");
+            json_response(
+                StatusCode::OK,
+                "application/json",
+                &json!({ "status": "removed", "key": key, "existed": existed }),
+            )
+        }
+        _ => {
+            let mut response = problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method Not Allowed",
+                &format!("{KEY_VALUE_PATH}KEY accepts GET, HEAD, PUT and DELETE"),
+                None,
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD, PUT, DELETE"));
+            response
+        }
+    }
+}
+
+/// Reads the optional `ttl=SECONDS` query parameter of a key-value write.
+fn ttl_of(query: Option<&str>) -> Result<Option<std::time::Duration>, String> {
+    let mut ttl = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name != "ttl" {
+            return Err(format!(
+                "unknown query parameter {name:?}; a write accepts only ttl=SECONDS"
+            ));
+        }
+        match value.parse::<u64>() {
+            Ok(seconds) if seconds > 0 => ttl = Some(std::time::Duration::from_secs(seconds)),
+            _ => {
+                return Err(format!(
+                    "ttl must be a whole number of seconds above 0, not {value:?}"
+                ));
+            }
+        }
+    }
+    Ok(ttl)
 }
 
 fn problem(

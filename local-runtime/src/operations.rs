@@ -57,6 +57,7 @@ pub async fn serve(
             metrics,
             clock: server.clock(),
             cache: server.response_cache(),
+            key_value: server.key_value(),
             reloader: Arc::clone(&reloader),
             readiness: Arc::clone(&readiness),
         });

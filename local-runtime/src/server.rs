@@ -33,6 +33,7 @@ use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
 use crate::tls::{ListenerTls, TlsListeners};
 use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::key_value::MemoryKeyValue;
 
 /// Maximum time a client may take to send a request head. It bounds connections that
 /// open and then trickle bytes, and matches hyper's default.
@@ -199,6 +200,11 @@ impl Server {
     /// Returns the metrics that every request served here is recorded in.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.state.metrics)
+    }
+
+    /// Returns the platform's in-memory key-value store.
+    pub fn key_value(&self) -> Arc<MemoryKeyValue<NativeClock>> {
+        self.state.platform.shared_key_value()
     }
 
     /// Returns the platform's response cache.

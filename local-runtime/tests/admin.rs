@@ -578,3 +578,98 @@ upstream = "slow"
     })
     .await;
 }
+
+fn key_value_request(method: Method, url: String, body: &'static str) -> Request<NativeBody> {
+    Request::builder()
+        .method(method)
+        .uri(url)
+        .body(NativeBody::from(Bytes::from_static(body.as_bytes())))
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn key_value_entries_add_and_remove_api_keys() {
+    bounded(async {
+        let demo = demo_upstream().await;
+        let gatehouse = Gatehouse::start(&config_with_admin(&format!(
+            r#"
+[upstreams.api]
+endpoints = [{{ address = "{demo}" }}]
+
+[policies.keys.api_key]
+key_value_prefix = "api-key:"
+
+[[routes]]
+upstream = "api"
+policies = ["keys"]
+"#,
+            demo = demo.address()
+        )));
+        let admin = gatehouse.admin_address();
+        let client = http1_client();
+        // SHA-256 of "stored-key-1"; the key itself never reaches the admin listener.
+        let entry = format!(
+            "http://{admin}/key-value/api-key%3A5c055e78747d3ccc90a52a8336311578fd292156d9c5d628dee02b2717f1288c"
+        );
+        let call = || {
+            let request = Request::get(gatehouse.url("/data"))
+                .header("x-api-key", "stored-key-1")
+                .body(NativeBody::empty())
+                .expect("valid request");
+            send(&client, request)
+        };
+
+        let (parts, _) = call().await;
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+
+        let record = r#"{ "name": "initech", "plan": "free", "note": "value-marker-7" }"#;
+        let (parts, body) = send(&client, key_value_request(Method::PUT, entry.clone(), record)).await;
+        assert_eq!(parts.status, StatusCode::OK, "{body:?}");
+        assert_eq!(json(&body)["bytes"], record.len());
+        let (parts, body) = send(&client, get(entry.clone())).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(body, Bytes::from_static(record.as_bytes()));
+        let (parts, _) = call().await;
+        assert_eq!(parts.status, StatusCode::OK);
+
+        let (parts, body) = send(&client, key_value_request(Method::DELETE, entry.clone(), "")).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(json(&body)["existed"], true);
+        let (parts, _) = send(&client, get(entry.clone())).await;
+        assert_eq!(parts.status, StatusCode::NOT_FOUND);
+        let (parts, _) = call().await;
+        assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+
+        // Bad writes are refused with a reason and change nothing.
+        for (url, status, detail) in [
+            (format!("{entry}?ttl=soon"), StatusCode::BAD_REQUEST, "ttl must be"),
+            (format!("{entry}?ttl=0"), StatusCode::BAD_REQUEST, "ttl must be"),
+            (format!("{entry}?expires=1"), StatusCode::BAD_REQUEST, "unknown query parameter"),
+            (format!("http://{admin}/key-value/"), StatusCode::BAD_REQUEST, "names no key"),
+            (format!("http://{admin}/key-value/%FF"), StatusCode::BAD_REQUEST, "not UTF-8"),
+        ] {
+            let (parts, body) = send(&client, key_value_request(Method::PUT, url.clone(), record)).await;
+            assert_eq!(parts.status, status, "{url}");
+            let problem = json(&body);
+            assert!(
+                problem["detail"].as_str().is_some_and(|text| text.contains(detail)),
+                "{url}: {problem}"
+            );
+        }
+        let (parts, _) = send(&client, get(entry.clone())).await;
+        assert_eq!(parts.status, StatusCode::NOT_FOUND);
+
+        let oversized: &'static str = Box::leak("x".repeat(1024 * 1024 + 1).into_boxed_str());
+        let (parts, _) = send(&client, key_value_request(Method::PUT, entry.clone(), oversized)).await;
+        assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (parts, _) = send(&client, key_value_request(Method::POST, entry, record)).await;
+        assert_eq!(parts.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(parts.headers["allow"], "GET, HEAD, PUT, DELETE");
+
+        // The log names the key and the size of a write, never the value.
+        let log = gatehouse.stderr();
+        assert!(log.contains("stored a key-value entry"), "{log}");
+        assert!(!log.contains("value-marker-7"), "a value reached the log: {log}");
+    })
+    .await;
+}

@@ -167,7 +167,7 @@ mod tests {
     }
 
     #[test]
-    fn zero_tokens_turns_the_cache_off() {
+    fn zero_tokens_disables_cache() {
         assert!(VerifiedTokens::new(0).is_none());
     }
 
