@@ -280,8 +280,29 @@ upstream = "half"
         // The client's pool keeps its connection to the gateway open.
         let open = sample(&metrics, "gatehouse_connections_open", &[]).expect("gauge exists");
         assert!(open >= 1.0, "{open}");
+
+        assert_metrics_documented(&metrics);
     })
     .await;
+}
+
+/// Checks that every metric family of `scrape` has a row in docs/operations.md.
+fn assert_metrics_documented(scrape: &Scrape) {
+    let docs_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md");
+    let docs = std::fs::read_to_string(&docs_path).expect("docs/operations.md is readable");
+    assert!(scrape.docs.len() >= 10, "{:?}", scrape.docs.keys());
+    // Counters are declared without the `_total` suffix that their samples carry.
+    let undocumented: Vec<&String> = scrape
+        .docs
+        .keys()
+        .filter(|family| {
+            !docs.contains(&format!("`{family}`")) && !docs.contains(&format!("`{family}_total`"))
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "metrics missing from the table in docs/operations.md: {undocumented:?}"
+    );
 }
 
 #[tokio::test]
