@@ -40,10 +40,21 @@ impl Launcher for SpinLauncher {
     }
 
     fn launch(&self, config: &str) -> Result<GatewayProcess, String> {
+        self.launch_with_secrets(config, &BTreeMap::new())
+    }
+
+    /// Passes `secrets` as Spin variables, named in lowercase as the Spin adapter
+    /// reads them.
+    fn launch_with_secrets(
+        &self,
+        config: &str,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<GatewayProcess, String> {
         let mut command = Command::new(&self.host);
         command
             .arg("--listen")
             .arg("127.0.0.1:0")
+            .args(variable_args(secrets))
             .arg(&self.component)
             .env(CONFIG_ENV, config);
         GatewayProcess::spawn(command, READY_PREFIX, Vec::new())
@@ -61,12 +72,6 @@ impl Launcher for SpinLauncher {
         if key_value.is_empty() {
             return self.launch_with_secrets(config, secrets);
         }
-        if !secrets.is_empty() {
-            return Err(
-                "the spin target cannot pass platform secrets yet; skip this scenario there"
-                    .to_owned(),
-            );
-        }
         let seed = temporary_path("json");
         let text = serde_json::to_string(key_value)
             .map_err(|error| format!("failed to write the key-value seed: {error}"))?;
@@ -78,10 +83,24 @@ impl Launcher for SpinLauncher {
             .arg("127.0.0.1:0")
             .arg("--key-value-seed")
             .arg(&seed)
+            .args(variable_args(secrets))
             .arg(&self.component)
             .env(CONFIG_ENV, config);
         GatewayProcess::spawn(command, READY_PREFIX, vec![seed])
     }
+}
+
+/// Returns `--var name=value` arguments of the test host for `secrets`.
+fn variable_args(secrets: &BTreeMap<String, String>) -> Vec<String> {
+    secrets
+        .iter()
+        .flat_map(|(name, value)| {
+            [
+                "--var".to_owned(),
+                format!("{}={value}", name.to_ascii_lowercase()),
+            ]
+        })
+        .collect()
 }
 
 #[cfg(test)]

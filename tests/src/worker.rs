@@ -208,18 +208,13 @@ impl Launcher for WorkerLauncher {
         secrets: &BTreeMap<String, String>,
         key_value: &BTreeMap<String, String>,
     ) -> Result<GatewayProcess, String> {
-        if !secrets.is_empty() {
-            return Err(
-                "the worker target cannot pass platform secrets yet; skip this scenario there"
-                    .to_owned(),
-            );
-        }
         // One folder per scenario: wrangler keeps its bundle and local state next to
         // the config, and the whole folder is removed when the process is dropped.
         let dir = temporary_path("worker");
         std::fs::create_dir_all(&dir)
             .map_err(|error| format!("failed to create {}: {error}", dir.display()))?;
         let prepared = self.write_config(&dir, config).and_then(|config_path| {
+            write_dev_vars(&dir, secrets)?;
             if !key_value.is_empty() {
                 self.seed_key_value(&dir, &config_path, key_value)?;
             }
@@ -245,4 +240,25 @@ impl Launcher for WorkerLauncher {
             .arg(dir.join("state"));
         GatewayProcess::spawn_with_timeout(command, READY_PREFIX, vec![dir], WRANGLER_START_TIMEOUT)
     }
+}
+
+/// Writes `secrets` to `.dev.vars` next to the wrangler config, where `wrangler dev`
+/// reads the secrets of a local run, as `NAME="VALUE"` lines.
+fn write_dev_vars(dir: &Path, secrets: &BTreeMap<String, String>) -> Result<(), String> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for (name, value) in secrets {
+        if value.contains(['"', '\\', '\n']) {
+            return Err(format!(
+                "secret {name:?} contains a quote, backslash or line break, which .dev.vars \
+                 cannot carry unchanged"
+            ));
+        }
+        text.push_str(&format!("{name}=\"{value}\"\n"));
+    }
+    let path = dir.join(".dev.vars");
+    std::fs::write(&path, text)
+        .map_err(|error| format!("failed to write {}: {error}", path.display()))
 }

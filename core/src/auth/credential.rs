@@ -98,9 +98,8 @@ pub(crate) fn find(sources: &[Source], headers: &HeaderMap, query: Option<&str>)
     for source in sources {
         match source {
             Source::Bearer => {
-                for value in headers.get_all(AUTHORIZATION) {
-                    let text = value.to_str().unwrap_or_default();
-                    let Some((scheme, token)) = text.split_once(' ') else {
+                for credentials in header_elements(headers, &AUTHORIZATION) {
+                    let Some((scheme, token)) = credentials.split_once(' ') else {
                         continue;
                     };
                     if scheme.eq_ignore_ascii_case("bearer") {
@@ -109,8 +108,8 @@ pub(crate) fn find(sources: &[Source], headers: &HeaderMap, query: Option<&str>)
                 }
             }
             Source::Header(name) => {
-                for value in headers.get_all(name) {
-                    add(value.to_str().unwrap_or_default().trim().to_owned(), source);
+                for value in header_elements(headers, name) {
+                    add(value.to_owned(), source);
                 }
             }
             Source::Cookie(name) => {
@@ -140,6 +139,21 @@ pub(crate) fn find(sources: &[Source], headers: &HeaderMap, query: Option<&str>)
         }
     }
     found
+}
+
+/// Returns the comma-separated elements of every `name` field line, trimmed.
+///
+/// Runtimes and proxies may join repeated field lines into one value with commas, as
+/// the Workers runtime does, so two credentials can arrive as `Bearer a, Bearer b`.
+/// Splitting makes them count as two. Bearer tokens cannot contain commas (RFC 6750
+/// allows letters, digits and `-._~+/=` only), and neither can API keys here.
+fn header_elements<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or_default().split(','))
+        .map(str::trim)
+        .filter(|element| !element.is_empty())
 }
 
 /// Decodes `%XX` escapes. `+` is kept, because API keys and tokens are base64url or

@@ -892,3 +892,36 @@ fn cached_token_claims_are_checked_again() {
     platform.advance(5);
     assert!(run(&policy, &bearer(&token), &platform).is_ok());
 }
+
+#[test]
+fn joined_authorization_values_count_as_two_tokens() {
+    let platform = TestPlatform::new();
+    let policy = authenticator(&static_keys_policy());
+    let token = token("hs256");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        format!("Bearer {token}, Bearer {token}").parse().unwrap(),
+    );
+    let error = run(&policy, &headers, &platform).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BadRequest, "{}", error.detail());
+}
+
+#[test]
+fn joined_api_key_values_count_as_two_keys() {
+    let platform = TestPlatform::new();
+    let policy = authenticator(
+        r#"
+        [consumers.acme]
+        api_key_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+
+        [policies.auth.api_key]
+        "#,
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("x-api-key", "foo, foo".parse().unwrap());
+    let error = run(&policy, &headers, &platform).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BadRequest, "{}", error.detail());
+    headers.insert("x-api-key", "foo".parse().unwrap());
+    assert!(run(&policy, &headers, &platform).is_ok());
+}

@@ -52,7 +52,7 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     ISOLATE.with(|cell| {
         Rc::clone(cell.get_or_init(|| {
             let gateway = gateway_from_env(env);
-            let platform = WorkerPlatform::with_key_value(key_value_from_env(env, &gateway));
+            let platform = WorkerPlatform::new(key_value_from_env(env, &gateway), env.clone());
             Rc::new(Isolate { gateway, platform })
         }))
     })

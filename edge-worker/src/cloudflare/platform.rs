@@ -15,7 +15,7 @@ use http::{Request, Response, StatusCode};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use worker::Delay;
+use worker::{Delay, Env};
 
 use super::body::{BodyFailure, WorkerBody, js_message};
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
@@ -41,6 +41,8 @@ pub struct WorkerPlatform {
     upstream: WorkerUpstream,
     random: RefCell<Vec<u64>>,
     key_value: Option<WorkerKeyValue>,
+    /// The Worker's bindings, where its secrets are.
+    env: Option<Env>,
     /// Responses cached by this isolate alone.
     // NOTE: other isolates and locations keep their own entries; a store on the
     // Cache API would share them within a location.
@@ -48,10 +50,12 @@ pub struct WorkerPlatform {
 }
 
 impl WorkerPlatform {
-    /// Creates the platform with the Workers KV namespace `key_value`, if bound.
-    pub fn with_key_value(key_value: Option<WorkerKeyValue>) -> Self {
+    /// Creates the platform with the Workers KV namespace `key_value`, if bound, and
+    /// the secrets of `env`.
+    pub fn new(key_value: Option<WorkerKeyValue>, env: Env) -> Self {
         Self {
             key_value,
+            env: Some(env),
             ..Self::default()
         }
     }
@@ -64,6 +68,7 @@ impl Default for WorkerPlatform {
             upstream: WorkerUpstream,
             random: RefCell::default(),
             key_value: None,
+            env: None,
             cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
         }
     }
@@ -77,6 +82,12 @@ impl Platform for WorkerPlatform {
 
     fn key_value(&self) -> Option<&WorkerKeyValue> {
         self.key_value.as_ref()
+    }
+
+    /// Reads a Worker secret, or a text variable of the same name, from the bindings.
+    fn secret(&self, name: &str) -> Option<String> {
+        let secret = self.env.as_ref()?.secret(name).ok()?;
+        Some(secret.to_string())
     }
     type ResponseCache = MemoryResponseCache;
     type Counters = gatehouse_core::platform::NoSharedStores;

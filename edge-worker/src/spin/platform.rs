@@ -2,12 +2,13 @@
 //! Spin's outbound HTTP.
 
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::SinkExt;
+use futures::future::{Either, select};
+use futures::{SinkExt, StreamExt};
 use gatehouse_core::body::BodyTooLarge;
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::ServerConfig;
@@ -134,6 +135,12 @@ impl Platform for SpinPlatform {
 
     fn clock(&self) -> &WasiClock {
         &self.clock
+    }
+
+    /// Reads the Spin variable of the secret's name in lowercase, the only case Spin
+    /// variable names allow: secret `JWT_KEY` is variable `jwt_key`.
+    fn secret(&self, name: &str) -> Option<String> {
+        spin_sdk::variables::get(&name.to_ascii_lowercase()).ok()
     }
 
     fn response_cache(&self) -> &MemoryResponseCache {
@@ -345,6 +352,101 @@ impl Upstream for SpinUpstream {
         *converted.headers_mut() = headers;
         Ok(converted)
     }
+
+    async fn fetch(
+        &self,
+        request: Request<Bytes>,
+        timeout: Duration,
+        max_body_bytes: usize,
+    ) -> Result<Response<Bytes>, Error> {
+        let host = request.uri().host().unwrap_or_default().to_owned();
+        let exchange = pin!(fetch_whole(request, max_body_bytes));
+        let timer = pin!(WasiClock.sleep(timeout));
+        match select(exchange, timer).await {
+            Either::Left((Ok(response), _)) => Ok(response),
+            Either::Left((Err(cause), _)) => {
+                // The host may be internal, so it goes to the log and not to clients.
+                eprintln!("gatehouse: gateway request failed: host {host:?}, cause {cause}");
+                Err(
+                    Error::bad_gateway("a request the gateway made on its own behalf failed")
+                        .with_cause(cause),
+                )
+            }
+            Either::Right(((), _)) => Err(Error::gateway_timeout(format!(
+                "a request the gateway made on its own behalf did not complete within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+}
+
+/// Sends a gateway-originated request to its absolute URI and reads the whole
+/// response, the body bounded by `max_body_bytes`. Errors are plain messages for the
+/// caller to classify.
+async fn fetch_whole(
+    request: Request<Bytes>,
+    max_body_bytes: usize,
+) -> Result<Response<Bytes>, String> {
+    let (parts, body) = request.into_parts();
+    let scheme = match parts.uri.scheme_str() {
+        Some("https") => Scheme::Https,
+        Some("http") => Scheme::Http,
+        _ => {
+            return Err(format!(
+                "{} is not an absolute http or https URI",
+                parts.uri
+            ));
+        }
+    };
+    let authority = parts
+        .uri
+        .authority()
+        .ok_or_else(|| format!("{} names no host", parts.uri))?;
+    let path = parts.uri.path_and_query().map_or("/", |path| path.as_str());
+    let outgoing = OutgoingRequest::new(fields(&parts.headers));
+    let configured = outgoing
+        .set_method(&Method::from(parts.method.clone()))
+        .is_ok()
+        && outgoing.set_scheme(Some(&scheme)).is_ok()
+        && outgoing.set_authority(Some(authority.as_str())).is_ok()
+        && outgoing.set_path_with_query(Some(path)).is_ok();
+    if !configured {
+        return Err(format!("{} is not a valid request target", parts.uri));
+    }
+    let mut body_sink = outgoing.take_body();
+    let write_body = async move {
+        let written = if body.is_empty() {
+            Ok(())
+        } else {
+            body_sink.send(body.to_vec()).await
+        };
+        // Dropping the sink finishes the body.
+        drop(body_sink);
+        written
+    };
+    let (response, written) = futures::join!(
+        spin_sdk::http::send::<_, IncomingResponse>(outgoing),
+        write_body
+    );
+    let response = response.map_err(|error| format!("{error:?}"))?;
+    written.map_err(|error| format!("failed to send the request body: {error:?}"))?;
+
+    let status = StatusCode::from_u16(response.status())
+        .map_err(|_| format!("invalid status code {}", response.status()))?;
+    let headers = header_map(&response.headers());
+    let mut stream = response.take_body_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| format!("failed to read the body: {error:?}"))?;
+        if bytes.len() + chunk.len() > max_body_bytes {
+            return Err(format!("the body is larger than {max_body_bytes} bytes"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut converted = Response::new(Bytes::from(bytes));
+    *converted.status_mut() = status;
+    *converted.headers_mut() = headers;
+    Ok(converted)
 }
 
 /// Turns an outbound HTTP failure into the core's classification. Details name the
