@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::process::{GatewayProcess, Launcher, temporary_path};
 
@@ -15,6 +16,11 @@ pub const READY_PREFIX: &str = "gatehouse-spin-host: serving ";
 /// Environment variable through which the host receives the Spin variable
 /// `gatehouse_config`, as with Spin's environment variable provider.
 pub const CONFIG_ENV: &str = "SPIN_VARIABLE_GATEHOUSE_CONFIG";
+
+/// Time for the host to become ready. The first start after a build compiles the
+/// component, which takes several seconds on a busy machine; later starts load the
+/// compiled copy.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts the host with the prebuilt component, passing each scenario's config in the
 /// `gatehouse_config` Spin variable.
@@ -57,7 +63,7 @@ impl Launcher for SpinLauncher {
             .args(variable_args(secrets))
             .arg(&self.component)
             .env(CONFIG_ENV, config);
-        GatewayProcess::spawn(command, READY_PREFIX, Vec::new())
+        GatewayProcess::spawn_with_timeout(command, READY_PREFIX, Vec::new(), START_TIMEOUT)
     }
 
     /// Writes `key_value` to a seed file that the host loads into its `default`
@@ -86,7 +92,7 @@ impl Launcher for SpinLauncher {
             .args(variable_args(secrets))
             .arg(&self.component)
             .env(CONFIG_ENV, config);
-        GatewayProcess::spawn(command, READY_PREFIX, vec![seed])
+        GatewayProcess::spawn_with_timeout(command, READY_PREFIX, vec![seed], START_TIMEOUT)
     }
 }
 
