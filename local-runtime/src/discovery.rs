@@ -116,8 +116,8 @@ fn resolve_path(config_path: &Path, file: &str) -> PathBuf {
     config_path.parent().unwrap_or(Path::new(".")).join(file)
 }
 
-/// Builds the resolver of `[resolver]`. Its cache is off, because each task keeps
-/// an answer for its TTL clamped to the upstream's bounds and must then see the
+/// Builds the resolver of `[resolver]`. Its cache is off, because each task keeps a
+/// response for its TTL clamped to the upstream's bounds and must then see the
 /// name server's current records.
 pub fn build_resolver(config: &ResolverConfig) -> Result<TokioResolver, ResolveError> {
     let (hickory_config, mut options) = if config.nameservers.is_empty() {

@@ -396,7 +396,7 @@ async fn dns_records_change_under_load() {
             "{served:?}"
         );
 
-        // A name server that stops answering also keeps the last good set.
+        // A name server that stops responding also keeps the last good set.
         dns.stop().await;
         let failures = wait_for_metric(
             &client,

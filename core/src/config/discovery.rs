@@ -33,10 +33,10 @@ pub struct DiscoveryConfig {
     pub key_value: Option<String>,
     /// Shortest time a DNS answer is kept, whatever its TTL.
     pub min_ttl: ConfigDuration,
-    /// Longest time a DNS answer is kept, whatever its TTL, and the time between two
-    /// lookups after a failure.
+    /// Longest time a DNS answer is kept, whatever its TTL.
     pub max_ttl: ConfigDuration,
-    /// Time between two reads of `file` or `key_value`.
+    /// Time between two checks of `file` or reads of `key_value`, and the wait before
+    /// a failed DNS lookup is tried again.
     pub interval: ConfigDuration,
     /// Whether an empty result replaces the endpoints, leaving the upstream with none.
     /// When false, an empty result is treated as a failure and the last set serves.
