@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigDuration, ConfigError, EndpointConfig};
 
-/// Where an upstream's endpoints come from, and how often they are read again.
+/// The source of an upstream's endpoints and how often it is read again.
 ///
 /// Exactly one source is set. The endpoints listed in `endpoints` serve until the
 /// first successful read, and a failed read keeps the last good set.
@@ -31,9 +31,9 @@ pub struct DiscoveryConfig {
     /// `{"endpoints": [...]}`, read again every `interval`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_value: Option<String>,
-    /// Shortest time a DNS answer is kept, whatever its TTL.
+    /// Minimum time a DNS response is kept, whatever its TTL.
     pub min_ttl: ConfigDuration,
-    /// Longest time a DNS answer is kept, whatever its TTL.
+    /// Maximum time a DNS response is kept, whatever its TTL.
     pub max_ttl: ConfigDuration,
     /// Time between two checks of `file` or reads of `key_value`, and the wait before
     /// a failed DNS lookup is tried again.
@@ -172,8 +172,9 @@ impl DiscoveryConfig {
 #[serde(default)]
 #[schemars(deny_unknown_fields)]
 pub struct ResolverConfig {
-    /// Name servers as `IP:PORT`, asked over UDP with TCP for truncated answers. When
-    /// empty, the system's resolver settings (`/etc/resolv.conf`) are used.
+    /// Name servers as `IP:PORT`, queried over UDP, and over TCP for truncated
+    /// responses. When empty, the system's resolver settings (`/etc/resolv.conf`) are
+    /// used.
     pub nameservers: Vec<String>,
     /// Maximum time for one query; 5 s when absent.
     #[serde(skip_serializing_if = "Option::is_none")]

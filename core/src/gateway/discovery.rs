@@ -120,7 +120,7 @@ pub enum DiscoveryRead {
         endpoints: usize,
     },
     /// The entry was missing, invalid or empty, or the store failed, so the last set
-    /// keeps serving. The text says why, without the entry's value.
+    /// keeps serving. The text contains the reason, without the entry's value.
     Failed(String),
 }
 
