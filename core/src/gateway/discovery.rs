@@ -76,6 +76,9 @@ impl Gateway {
     /// gateway finish on it. Fails, leaving this gateway as it is, when a new
     /// endpoint is invalid (such as a bad address or a duplicate) or an upstream is
     /// not found.
+    ///
+    /// NOTE: the whole config is compiled again, so state outside the upstreams that
+    /// a reload also resets, such as JWKS keys fetched by `jwt` policies, starts over.
     pub fn with_endpoints(
         &self,
         changes: &BTreeMap<String, Vec<EndpointConfig>>,
