@@ -1,6 +1,7 @@
 //! Service discovery of the native runtime: one background task per upstream with a
-//! `discovery` table, reading its endpoints from DNS (A/AAAA or SRV records) or a file
-//! and putting each changed set into service through the [`Reloader`].
+//! `discovery` table, reading its endpoints from DNS (A/AAAA or SRV records), a file
+//! or the in-memory key-value store and putting each changed set into service through
+//! the [`Reloader`].
 //!
 //! A read that fails, or returns no endpoints while `allow_empty` is false, keeps the
 //! last good set serving. It is logged and counted in
@@ -18,6 +19,8 @@ use gatehouse_core::config::{
     DiscoveryConfig, DiscoverySource, EndpointConfig, Format, ResolverConfig,
 };
 use gatehouse_core::discovery::{check_discovered, parse_endpoint_list};
+use gatehouse_core::key_value::MemoryKeyValue;
+use gatehouse_core::platform::KeyValue;
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfigGroup, ResolverConfig as HickoryConfig, ResolverOpts,
 };
@@ -26,17 +29,21 @@ use hickory_resolver::{ResolveError, TokioResolver};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Metrics;
+use crate::platform::NativeClock;
 use crate::reload::Reloader;
+
+/// The native runtime's key-value store.
+type Store = Arc<MemoryKeyValue<NativeClock>>;
 
 /// Maximum time for one DNS query when `resolver.timeout` is absent.
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs discovery for the serving config until dropped, restarting it after each
 /// reload of the config file.
-pub async fn supervise(reloader: Arc<Reloader>, metrics: Arc<Metrics>) {
+pub async fn supervise(reloader: Arc<Reloader>, metrics: Arc<Metrics>, key_value: Store) {
     let config_reloaded = reloader.config_reloaded();
     loop {
-        let tasks = start(&reloader, &metrics);
+        let tasks = start(&reloader, &metrics, &key_value);
         if !tasks.is_empty() {
             tracing::debug!(upstreams = tasks.len(), "service discovery started");
         }
@@ -48,7 +55,11 @@ pub async fn supervise(reloader: Arc<Reloader>, metrics: Arc<Metrics>) {
 }
 
 /// Starts one task per discovered upstream of the serving gateway.
-fn start(reloader: &Arc<Reloader>, metrics: &Arc<Metrics>) -> Vec<JoinHandle<()>> {
+fn start(
+    reloader: &Arc<Reloader>,
+    metrics: &Arc<Metrics>,
+    key_value: &Store,
+) -> Vec<JoinHandle<()>> {
     let gateway = reloader.gateway().load_full();
     let resolver_config = &gateway.config().resolver;
     let mut resolver = None;
@@ -61,21 +72,13 @@ fn start(reloader: &Arc<Reloader>, metrics: &Arc<Metrics>) -> Vec<JoinHandle<()>
             },
             Some(DiscoverySource::Srv(name)) => Source::Srv(name.to_owned()),
             Some(DiscoverySource::File(file)) => Source::File(resolve_path(reloader.path(), file)),
-            Some(DiscoverySource::KeyValue(_)) => {
-                // NOTE: the native runtime reads key_value sources only through the
-                // core's per-request reader, which it does not run yet.
-                tracing::error!(
-                    upstream = name,
-                    "discovery.key_value is read only on the edge platforms; the native \
-                     runtime serves the upstream's static endpoints"
-                );
-                metrics.record_discovery_failure(name);
-                continue;
+            Some(DiscoverySource::KeyValue(key)) => {
+                Source::KeyValue(key.to_owned(), Arc::clone(key_value))
             }
             None => continue,
         };
         let resolver = match (&source, &resolver) {
-            (Source::File(_), _) => None,
+            (Source::File(_) | Source::KeyValue(..), _) => None,
             (_, Some(resolver)) => Some(Arc::clone(resolver)),
             (_, None) => match build_resolver(resolver_config) {
                 Ok(built) => {
@@ -109,6 +112,7 @@ enum Source {
     Dns { host: String, port: u16 },
     Srv(String),
     File(PathBuf),
+    KeyValue(String, Store),
 }
 
 /// Resolves a file name of the config relative to the config file's folder.
@@ -186,21 +190,28 @@ impl UpstreamDiscovery {
                     }
                     interval
                 }
+                Source::KeyValue(..) => {
+                    self.read_and_apply().await;
+                    interval
+                }
                 Source::Dns { .. } | Source::Srv(_) => self.read_and_apply_dns().await,
             };
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// Reads a file source and applies it, returning whether it was applied.
+    /// Reads a file or key-value source and applies it, returning whether it was
+    /// applied.
     async fn read_and_apply(&self) -> bool {
-        let result = match &self.source {
-            Source::File(path) => read_file(path).map(|endpoints| Read {
-                endpoints,
-                valid_for: None,
-            }),
+        let endpoints = match &self.source {
+            Source::File(path) => read_file(path),
+            Source::KeyValue(key, store) => read_key(store, key).await,
             _ => return false,
         };
+        let result = endpoints.map(|endpoints| Read {
+            endpoints,
+            valid_for: None,
+        });
         self.apply(result).await.is_some()
     }
 
@@ -213,7 +224,7 @@ impl UpstreamDiscovery {
         let result = match &self.source {
             Source::Dns { host, port } => lookup_addresses(resolver, host, *port).await,
             Source::Srv(name) => lookup_srv(resolver, name).await,
-            Source::File(_) => return self.discovery.interval.get(),
+            Source::File(_) | Source::KeyValue(..) => return self.discovery.interval.get(),
         };
         let result = result.map(|(endpoints, ttl)| Read {
             endpoints,
@@ -293,6 +304,18 @@ fn read_file(path: &Path) -> Result<Vec<EndpointConfig>, String> {
         .map_err(|error| format!("failed to read {}: {error}", path.display()))?;
     let format = Format::from_file_name(&path.to_string_lossy());
     parse_endpoint_list(&text, format).map_err(|problem| format!("{}: {problem}", path.display()))
+}
+
+/// Reads the endpoints from `key` of the key-value store, as JSON.
+async fn read_key(store: &Store, key: &str) -> Result<Vec<EndpointConfig>, String> {
+    let value = store
+        .get(key)
+        .await
+        .map_err(|error| format!("reading key {key:?} failed: {error}"))?
+        .ok_or_else(|| format!("key {key:?} not found"))?;
+    let text =
+        std::str::from_utf8(&value).map_err(|_| format!("key {key:?} is not valid UTF-8"))?;
+    parse_endpoint_list(text, Format::Json).map_err(|problem| format!("key {key:?}: {problem}"))
 }
 
 /// Returns the time left until `valid_until`.

@@ -66,6 +66,7 @@ pub async fn serve(
     tasks.push(tokio::spawn(crate::discovery::supervise(
         Arc::clone(&reloader),
         server.metrics(),
+        server.key_value(),
     )));
     tasks.push(tokio::spawn(crate::health_check::supervise(
         server.gateway(),

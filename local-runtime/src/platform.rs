@@ -39,7 +39,7 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 pub struct NativePlatform {
     clock: NativeClock,
     upstream: NativeUpstream,
-    key_value: MemoryKeyValue<NativeClock>,
+    key_value: Arc<MemoryKeyValue<NativeClock>>,
     cache: Arc<MemoryResponseCache>,
     counters: NativeCounters,
 }
@@ -68,7 +68,7 @@ impl NativePlatform {
         Self {
             clock,
             upstream: NativeUpstream::default(),
-            key_value: MemoryKeyValue::new(clock, config.memory_max_entries),
+            key_value: Arc::new(MemoryKeyValue::new(clock, config.memory_max_entries)),
             cache: Arc::new(MemoryResponseCache::new(
                 ServerConfig::default().cache_max_bytes,
             )),
@@ -79,6 +79,11 @@ impl NativePlatform {
     /// Returns the in-memory key-value store, for loading entries at start.
     pub fn memory_key_value(&self) -> &MemoryKeyValue<NativeClock> {
         &self.key_value
+    }
+
+    /// Returns the in-memory key-value store, for `key_value` discovery.
+    pub fn shared_key_value(&self) -> Arc<MemoryKeyValue<NativeClock>> {
+        Arc::clone(&self.key_value)
     }
 
     /// Returns the response cache, for purges and metrics outside the pipeline.
@@ -121,7 +126,7 @@ impl Platform for NativePlatform {
     }
 
     fn key_value(&self) -> Option<&MemoryKeyValue<NativeClock>> {
-        Some(&self.key_value)
+        Some(&*self.key_value)
     }
 
     fn limit_body(&self, body: NativeBody, max_bytes: u64) -> NativeBody {

@@ -33,6 +33,7 @@ use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
 use crate::tls::{ListenerTls, TlsListeners};
 use gatehouse_core::cache::MemoryResponseCache;
+use gatehouse_core::key_value::MemoryKeyValue;
 
 /// Maximum time a client may take to send a request head. It bounds connections that
 /// open and then trickle bytes, and matches hyper's default.
@@ -204,6 +205,11 @@ impl Server {
     /// Returns the platform's response cache.
     pub fn response_cache(&self) -> Arc<MemoryResponseCache> {
         self.state.platform.shared_response_cache()
+    }
+
+    /// Returns the platform's key-value store.
+    pub fn key_value(&self) -> Arc<MemoryKeyValue<NativeClock>> {
+        self.state.platform.shared_key_value()
     }
 
     /// Returns the clock whose monotonic time the gateway's health state uses.

@@ -632,3 +632,45 @@ async fn endpoint_file_rewritten_under_load() {
     .await
     .expect("test finished within 60 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_entry_replaces_endpoints() {
+    bounded(async {
+        let configured = named_upstream("127.0.0.1:0".parse().unwrap(), "configured").await;
+        let stored = named_upstream("127.0.0.1:0".parse().unwrap(), "stored").await;
+        let config = gateway_config(
+            &format!(
+                "endpoints = [{{ address = \"{configured}\" }}]\n\
+                 discovery = {{ key_value = \"upstreams/api\", interval = \"100ms\" }}"
+            ),
+            "",
+        );
+        let seed = serde_json::json!({
+            "upstreams/api": { "endpoints": [{ "address": stored.to_string() }] }
+        })
+        .to_string();
+        let gatehouse = Gatehouse::start_with_files(
+            &config,
+            &[("seed.json", &seed)],
+            &["--key-value-seed", "seed.json"],
+        );
+        let admin = gatehouse.admin_address();
+        let client = http1_client();
+
+        let updates = wait_for_metric(
+            &client,
+            admin,
+            "gatehouse_discovery_updates_total",
+            1.0,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(updates, 1.0);
+        for _ in 0..5 {
+            let (parts, body) = send(&client, get(gatehouse.url("/"))).await;
+            assert_eq!(parts.status, StatusCode::OK);
+            assert_eq!(&body[..], b"stored");
+        }
+    })
+    .await;
+}
