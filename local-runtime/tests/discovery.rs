@@ -112,6 +112,11 @@ impl DnsServer {
 /// An upstream that responds 200 with its name, on a given address.
 async fn named_upstream(address: SocketAddr, name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind(address).await.expect("bind upstream");
+    serve_named(listener, name)
+}
+
+/// Serves the named upstream on a bound listener and returns its address.
+fn serve_named(listener: TcpListener, name: &'static str) -> SocketAddr {
     let address = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -137,20 +142,17 @@ async fn upstreams_on_one_port(hosts: &[(u8, &'static str)]) -> u16 {
         let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind probe");
         let port = probe.local_addr().expect("local address").port();
         drop(probe);
+        // The probe's port may be taken on another address meanwhile, so the
+        // listeners are kept and served only once every address is bound.
         let mut listeners = Vec::new();
-        for (host, _) in hosts {
+        for (host, name) in hosts {
             match TcpListener::bind((Ipv4Addr::new(127, 0, 0, *host), port)).await {
-                Ok(listener) => listeners.push(listener),
+                Ok(listener) => listeners.push((listener, *name)),
                 Err(_) => continue 'attempt,
             }
         }
-        drop(listeners);
-        for (host, name) in hosts {
-            named_upstream(
-                SocketAddr::from((Ipv4Addr::new(127, 0, 0, *host), port)),
-                name,
-            )
-            .await;
+        for (listener, name) in listeners {
+            serve_named(listener, name);
         }
         return port;
     }
