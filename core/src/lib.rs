@@ -12,6 +12,13 @@ pub mod cache;
 pub mod circuit;
 pub mod client_ip;
 pub mod config;
+/// Endpoints read from DNS, files and the key-value store while the gateway runs.
+pub mod discovery {
+    pub use crate::gateway::discovery::{
+        DiscoveryRead, KeyValueDiscovery, MAX_DISCOVERED_ENDPOINTS, check_discovered,
+        parse_endpoint_list,
+    };
+}
 pub mod error;
 pub mod forward;
 mod gateway;

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config_file;
 pub mod counters;
 pub mod demo;
+pub mod discovery;
 pub mod health_check;
 pub mod key_value_seed;
 pub mod logging;

@@ -99,6 +99,9 @@ pub struct Metrics {
     circuit_rejections: Family<UpstreamLabels, Counter>,
     health_checks: Family<CheckLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    discovery_updates: Family<UpstreamLabels, Counter>,
+    discovery_failures: Family<UpstreamLabels, Counter>,
+    discovery_endpoints: Family<UpstreamLabels, Gauge>,
     last_reload_success: Gauge<f64, AtomicU64>,
     connections_open: Gauge,
     cache_responses: Family<CacheLabels, Counter>,
@@ -134,6 +137,9 @@ impl Metrics {
             circuit_rejections: Family::default(),
             health_checks: Family::default(),
             reloads: Family::default(),
+            discovery_updates: Family::default(),
+            discovery_failures: Family::default(),
+            discovery_endpoints: Family::default(),
             last_reload_success: Gauge::default(),
             connections_open: Gauge::default(),
             cache_responses: Family::default(),
@@ -152,6 +158,21 @@ impl Metrics {
     fn register_all(&self) -> Registry {
         let mut registry = Registry::default();
         // Counter names get `_total` appended by the encoder.
+        registry.register(
+            "gatehouse_discovery_updates",
+            "Changed endpoint sets of discovered upstreams put into service, by upstream",
+            self.discovery_updates.clone(),
+        );
+        registry.register(
+            "gatehouse_discovery_failures",
+            "Failed reads of discovery sources, by upstream; the last good set keeps serving",
+            self.discovery_failures.clone(),
+        );
+        registry.register(
+            "gatehouse_discovery_endpoints",
+            "Endpoints in the last good set of each discovered upstream",
+            self.discovery_endpoints.clone(),
+        );
         registry.register(
             "gatehouse_requests",
             "Requests completed, by route, upstream and response status",
@@ -353,6 +374,27 @@ impl Metrics {
         if result == ReloadResult::Success {
             self.set_last_load(unix_seconds);
         }
+    }
+
+    /// Counts a changed endpoint set of `upstream` put into service, with `endpoints`
+    /// endpoints.
+    pub fn record_discovery_update(&self, upstream: &str, endpoints: usize) {
+        let labels = UpstreamLabels {
+            upstream: upstream.to_owned(),
+        };
+        self.discovery_updates.get_or_create(&labels).inc();
+        self.discovery_endpoints
+            .get_or_create(&labels)
+            .set(i64::try_from(endpoints).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a failed read of the discovery source of `upstream`.
+    pub fn record_discovery_failure(&self, upstream: &str) {
+        self.discovery_failures
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.to_owned(),
+            })
+            .inc();
     }
 
     /// Sets the time of the last successful config load, such as the one at start.

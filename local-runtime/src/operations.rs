@@ -64,6 +64,11 @@ pub async fn serve(
         tasks.push(tokio::spawn(listener.serve(state)));
     }
     tasks.push(tokio::spawn(Arc::clone(&reloader).watch()));
+    tasks.push(tokio::spawn(crate::discovery::supervise(
+        Arc::clone(&reloader),
+        server.metrics(),
+        server.key_value(),
+    )));
     tasks.push(tokio::spawn(crate::health_check::supervise(
         server.gateway(),
         server.metrics(),

@@ -82,7 +82,7 @@ impl NativePlatform {
     }
 
     /// Returns the in-memory key-value store, shared with the admin listener, which
-    /// reads and writes its entries.
+    /// reads and writes its entries, and with `key_value` discovery.
     pub fn shared_key_value(&self) -> Arc<MemoryKeyValue<NativeClock>> {
         Arc::clone(&self.key_value)
     }
@@ -127,7 +127,7 @@ impl Platform for NativePlatform {
     }
 
     fn key_value(&self) -> Option<&MemoryKeyValue<NativeClock>> {
-        Some(&self.key_value)
+        Some(&*self.key_value)
     }
 
     fn limit_body(&self, body: NativeBody, max_bytes: u64) -> NativeBody {

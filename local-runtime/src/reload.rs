@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gatehouse_core::config::{
-    AdminConfig, Config, Format, ListenerConfig, StoreConfig, TracingConfig,
+    AdminConfig, Config, DiscoveryConfig, EndpointConfig, Format, ListenerConfig, StoreConfig,
+    TracingConfig,
 };
 use serde::Serialize;
 
@@ -88,9 +89,17 @@ pub struct Reloader {
     last_read: Mutex<u64>,
     /// The file's stamp when the gateway was built from it, where the watch starts.
     initial_stamp: Option<(SystemTime, u64)>,
-    /// Notified after each successful reload, so that background work tied to the
-    /// config, such as active health checks, restarts from the new one.
+    /// Notified after each successful reload and each change of a discovered endpoint
+    /// set, so that background work tied to the endpoints, such as active health
+    /// checks, restarts from the new gateway.
     reloaded: Arc<tokio::sync::Notify>,
+    /// Notified after each successful reload of the file only, so that discovery
+    /// restarts with the sources of the new config.
+    config_reloaded: Arc<tokio::sync::Notify>,
+    /// The last good endpoint set of each discovered upstream, with the discovery
+    /// settings it was read under. A reloaded config gets the sets whose settings it
+    /// did not change, so a reload does not fall back to the file's endpoints.
+    discovered: Mutex<BTreeMap<String, (DiscoveryConfig, Vec<EndpointConfig>)>>,
     /// The certificates of the TLS listeners, reloaded with the config.
     tls: Option<Arc<TlsListeners>>,
 }
@@ -120,6 +129,8 @@ impl Reloader {
             last_read: Mutex::new(last_read),
             initial_stamp,
             reloaded: Arc::default(),
+            config_reloaded: Arc::default(),
+            discovered: Mutex::default(),
             tls: None,
         }
     }
@@ -128,6 +139,104 @@ impl Reloader {
     /// notification for a waiter that is not waiting yet.
     pub fn reloaded(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.reloaded)
+    }
+
+    /// Returns the notification sent after each successful reload of the file, but not
+    /// after changes of discovered endpoints.
+    pub fn config_reloaded(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.config_reloaded)
+    }
+
+    /// Returns the serving gateway.
+    pub fn gateway(&self) -> &SharedGateway {
+        &self.gateway
+    }
+
+    /// Returns the config file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Puts a discovered endpoint set of `upstream` into service, read under the
+    /// settings `discovery`, and returns whether the serving endpoints changed.
+    ///
+    /// The serving gateway is rebuilt with the set ([`gatehouse_core::Gateway::with_endpoints`]),
+    /// so endpoints that stay keep their state and requests in flight finish on the
+    /// old gateway. A set read under settings the serving config no longer has is
+    /// ignored, because its source was replaced by a reload. Fails when the set is
+    /// invalid, such as a duplicate address, leaving the serving gateway as it is.
+    pub fn apply_discovered(
+        &self,
+        upstream: &str,
+        discovery: &DiscoveryConfig,
+        endpoints: Vec<EndpointConfig>,
+    ) -> Result<bool, String> {
+        // Serialized with reloads, so that neither builds on a gateway the other is
+        // about to replace.
+        let _swap = self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.gateway.load_full();
+        let Some(config) = current.config().upstreams.get(upstream) else {
+            return Ok(false);
+        };
+        if config.discovery.as_ref() != Some(discovery) {
+            return Ok(false);
+        }
+        let changed = config.endpoints != endpoints;
+        if changed {
+            let changes = BTreeMap::from([(upstream.to_owned(), endpoints.clone())]);
+            let next = current.with_endpoints(&changes).map_err(|errors| {
+                errors
+                    .0
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+            self.gateway.store(Arc::new(next));
+            self.reloaded.notify_one();
+        }
+        self.discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(upstream.to_owned(), (discovery.clone(), endpoints));
+        Ok(changed)
+    }
+
+    /// Gives `gateway` the discovered sets whose discovery settings it kept.
+    fn with_discovered(&self, gateway: gatehouse_core::Gateway) -> gatehouse_core::Gateway {
+        let mut discovered = self
+            .discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        discovered.retain(|name, (discovery, _)| {
+            gateway
+                .config()
+                .upstreams
+                .get(name)
+                .is_some_and(|upstream| upstream.discovery.as_ref() == Some(discovery))
+        });
+        if discovered.is_empty() {
+            return gateway;
+        }
+        let changes = discovered
+            .iter()
+            .map(|(name, (_, endpoints))| (name.clone(), endpoints.clone()))
+            .collect();
+        match gateway.with_endpoints(&changes) {
+            Ok(with_sets) => with_sets,
+            Err(errors) => {
+                tracing::warn!(
+                    problems = %errors,
+                    "discovered endpoints do not fit the reloaded config; its own endpoints \
+                     serve until discovery reads the sources again"
+                );
+                discovered.clear();
+                gateway
+            }
+        }
     }
 
     /// Reloads the certificates of `tls` with every config reload.
@@ -198,10 +307,11 @@ impl Reloader {
         })?;
         let format = Format::from_file_name(&self.path.to_string_lossy());
         let previous = self.gateway.load_full();
-        let mut gateway =
+        let gateway =
             gateway_from_text(text, format, &self.path).map_err(|errors| ReloadError {
                 problems: errors.iter().map(ToString::to_string).collect(),
             })?;
+        let mut gateway = self.with_discovered(gateway);
         let state_kept = gateway
             .inherit_state(&previous)
             .iter()
@@ -222,6 +332,7 @@ impl Reloader {
         }
         self.gateway.store(Arc::new(gateway));
         self.reloaded.notify_one();
+        self.config_reloaded.notify_one();
         Ok(summary)
     }
 

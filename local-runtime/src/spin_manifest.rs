@@ -164,6 +164,27 @@ pub fn stateful_balancer_warnings(config: &Config) -> Vec<String> {
         .collect()
 }
 
+/// Lists the upstreams with a `discovery` table, which a Spin component does not
+/// read: it serves their static `endpoints`, if any.
+pub fn discovery_warnings(config: &Config) -> Vec<String> {
+    config
+        .upstreams
+        .iter()
+        .filter(|(_, upstream)| upstream.discovery.is_some())
+        .map(|(name, upstream)| {
+            let serves = if upstream.endpoints.is_empty() {
+                "has no endpoints and answers 503"
+            } else {
+                "serves its endpoints list"
+            };
+            format!(
+                "upstreams.{name}.discovery: Spin does not read discovery sources, so the \
+                 upstream {serves}"
+            )
+        })
+        .collect()
+}
+
 /// Lists the failure-handling settings a Spin component cannot apply: active health
 /// checks, which need background tasks, and circuit breakers, whose state a new
 /// instance per request loses.

@@ -270,3 +270,71 @@ async fn sigterm_finishes_inflight_request() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_every_request() {
+    const IN_FLIGHT: usize = 50;
+    const UPSTREAM_DELAY: Duration = Duration::from_millis(2_000);
+
+    bounded(async {
+        let (address, mut requests) = slow_upstream(UPSTREAM_DELAY).await;
+        let mut gateway = Gatehouse::start(&config_for(&address.to_string(), ""));
+        let listener = gateway.address;
+
+        // Each request on its own connection, so every connection is busy at SIGTERM.
+        let in_flight: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let request = Request::get(gateway.url("/slow"))
+                    .body(NativeBody::empty())
+                    .expect("valid request");
+                tokio::spawn(async move { send(&http1_client(), request).await })
+            })
+            .collect();
+        for _ in 0..IN_FLIGHT {
+            requests
+                .recv()
+                .await
+                .expect("upstream received the request");
+        }
+        let signalled = std::time::Instant::now();
+        gateway.terminate();
+
+        // The listener closes at once, while the requests are still running.
+        let mut refused = false;
+        while signalled.elapsed() < UPSTREAM_DELAY / 2 {
+            if tokio::net::TcpStream::connect(listener).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused, "new connections still accepted after SIGTERM");
+        assert!(
+            in_flight.iter().all(|task| !task.is_finished()),
+            "a request finished before the upstream answered"
+        );
+
+        for task in in_flight {
+            let (head, body) = task.await.expect("request task");
+            assert_eq!(head.status, StatusCode::OK);
+            assert_eq!(&body[..], b"slow");
+        }
+
+        let (status, stderr) = tokio::task::spawn_blocking(move || {
+            // The drain timeout is 30 s; the requests need about 2 s of it.
+            let status = gateway.wait_for_exit(Duration::from_secs(10));
+            (status, gateway.stderr())
+        })
+        .await
+        .expect("wait task");
+        let status = status.unwrap_or_else(|| panic!("gatehouse did not exit; stderr:\n{stderr}"));
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let served = stderr
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|record| record["path"] == "/slow" && record["status"] == 200)
+            .count();
+        assert_eq!(served, IN_FLIGHT, "{stderr}");
+    })
+    .await;
+}

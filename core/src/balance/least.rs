@@ -1,21 +1,35 @@
 //! In-flight request counts and the least-outstanding-requests algorithm.
 
 use std::cmp::Ordering as Comparison;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::random::SplitMix64;
 use super::weights::WeightTable;
 
 /// Number of requests in flight to each endpoint, kept by `on_start` and `on_finish`.
+///
+/// Each count is shared through `Arc`, so that a balancer built for a changed endpoint
+/// list can take over the count of an endpoint that stayed, and requests started on
+/// the old balancer still take themselves off it when they finish.
 #[derive(Debug)]
 pub(crate) struct InFlight {
-    counts: Vec<AtomicU64>,
+    counts: Vec<Arc<AtomicU64>>,
 }
 
 impl InFlight {
     pub(crate) fn new(count: usize) -> Self {
         Self {
-            counts: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..count).map(|_| Arc::default()).collect(),
+        }
+    }
+
+    /// Shares the count of endpoint `old_index` of `old` as the count of `index`.
+    pub(crate) fn share(&mut self, index: usize, old: &InFlight, old_index: usize) {
+        if let (Some(count), Some(old_count)) =
+            (self.counts.get_mut(index), old.counts.get(old_index))
+        {
+            *count = Arc::clone(old_count);
         }
     }
 
@@ -73,6 +87,10 @@ impl LeastOutstanding {
 
     pub(crate) fn in_flight(&self) -> &InFlight {
         &self.in_flight
+    }
+
+    pub(crate) fn in_flight_mut(&mut self) -> &mut InFlight {
+        &mut self.in_flight
     }
 
     /// Scans every endpoint once, keeping the least loaded so far. Among endpoints

@@ -178,6 +178,39 @@ impl Balancer {
         })
     }
 
+    /// Returns the requests in flight to endpoint `index`, for algorithms that count
+    /// them (least outstanding requests and P2C), or `None` for the others.
+    pub fn in_flight(&self, index: usize) -> Option<u64> {
+        match &self.algorithm {
+            Algorithm::LeastOutstanding(least) => Some(least.in_flight().get(index)),
+            Algorithm::P2cEwma(p2c) => Some(p2c.in_flight().get(index)),
+            _ => None,
+        }
+    }
+
+    /// Takes over the per-endpoint state of endpoint `old_index` of `old` for endpoint
+    /// `index`: the in-flight count of least outstanding requests, and the in-flight
+    /// count and latency estimate of P2C. Both balancers must use the same algorithm;
+    /// otherwise, and for algorithms without per-endpoint state, nothing changes.
+    ///
+    /// The state is shared, not copied, so requests still running on `old` update it
+    /// when they finish. Returns whether any state was taken over.
+    pub fn share_endpoint(&mut self, index: usize, old: &Balancer, old_index: usize) -> bool {
+        match (&mut self.algorithm, &old.algorithm) {
+            (Algorithm::LeastOutstanding(least), Algorithm::LeastOutstanding(old)) => {
+                least
+                    .in_flight_mut()
+                    .share(index, old.in_flight(), old_index);
+                true
+            }
+            (Algorithm::P2cEwma(p2c), Algorithm::P2cEwma(old)) => {
+                p2c.share_endpoint(index, old, old_index);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records that a request to endpoint `index` started. Indexes out of range are
     /// ignored.
     pub fn on_start(&self, index: usize) {

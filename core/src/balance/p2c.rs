@@ -1,5 +1,6 @@
 //! Power of two choices over a peak EWMA latency estimate.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -100,7 +101,8 @@ fn to_nanos(time: Duration) -> u64 {
 pub(crate) struct PowerOfTwoChoices {
     weights: WeightTable,
     in_flight: InFlight,
-    estimates: Vec<LatencyEstimate>,
+    /// Shared through `Arc` like the in-flight counts, for the same reason.
+    estimates: Vec<Arc<LatencyEstimate>>,
 }
 
 impl PowerOfTwoChoices {
@@ -109,12 +111,25 @@ impl PowerOfTwoChoices {
         Self {
             weights,
             in_flight: InFlight::new(count),
-            estimates: (0..count).map(|_| LatencyEstimate::new()).collect(),
+            estimates: (0..count)
+                .map(|_| Arc::new(LatencyEstimate::new()))
+                .collect(),
         }
     }
 
     pub(crate) fn in_flight(&self) -> &InFlight {
         &self.in_flight
+    }
+
+    /// Shares the in-flight count and latency estimate of endpoint `old_index` of
+    /// `old` as those of `index`.
+    pub(crate) fn share_endpoint(&mut self, index: usize, old: &Self, old_index: usize) {
+        self.in_flight.share(index, &old.in_flight, old_index);
+        if let (Some(estimate), Some(old_estimate)) =
+            (self.estimates.get_mut(index), old.estimates.get(old_index))
+        {
+            *estimate = Arc::clone(old_estimate);
+        }
     }
 
     /// Picks the cheaper of two drawn endpoints, or the only eligible one. The pick

@@ -6,6 +6,7 @@
 //! `routes[2].match.path_prefix: must start with '/'`.
 
 mod auth;
+mod discovery;
 mod duration;
 mod key_value;
 mod load;
@@ -21,6 +22,7 @@ pub use auth::{
     ApiKeyConfig, AuthorizeConfig, ConsumerConfig, JwksConfig, JwtConfig, JwtKeyConfig, OneOrMany,
     TokenSource, VerifiedCacheConfig,
 };
+pub use discovery::{DiscoveryConfig, DiscoverySource, EndpointList, ResolverConfig};
 pub use duration::ConfigDuration;
 pub use key_value::KeyValueConfig;
 pub(crate) use load::closest_name;
@@ -67,6 +69,9 @@ pub struct Config {
     /// Shared counter stores that `rate_limit` policies name in `store`.
     #[serde(default)]
     pub stores: BTreeMap<String, StoreConfig>,
+    /// The DNS resolver of `dns` and `srv` discovery (native runtime).
+    #[serde(default)]
+    pub resolver: ResolverConfig,
 }
 
 /// Tracing settings of the native runtime. Edge platforms ignore them.
@@ -204,8 +209,14 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The servers of this upstream.
+    /// The servers of this upstream. With `discovery`, they serve until the first
+    /// successful read of the source, and may be empty.
+    #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// Reads the endpoints from DNS, a file or the key-value store and follows their
+    /// changes; the endpoints are only those of `endpoints` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryConfig>,
     /// The algorithm that picks an endpoint for each request.
     #[serde(default)]
     pub balancer: BalancerKind,

@@ -110,6 +110,20 @@ impl CompiledUpstream {
                 outlier.share_endpoint(index, &old.outlier, old_index);
                 inherited = true;
             }
+            // In-flight counts and latency estimates, likewise on a fresh balancer.
+            if config.balancer == old_config.balancer
+                && let Some(balancer) = Arc::get_mut(&mut self.balancer)
+                && balancer.share_endpoint(index, &old.balancer, old_index)
+            {
+                inherited = true;
+            }
+        }
+        // The budget's balance depends only on these two settings.
+        if config.retries.budget_percent == old_config.retries.budget_percent
+            && config.retries.min_retries_per_second == old_config.retries.min_retries_per_second
+        {
+            self.budget = Arc::clone(&old.budget);
+            inherited = true;
         }
         if config.circuit == old_config.circuit {
             self.breaker = Arc::clone(&old.breaker);
@@ -139,13 +153,6 @@ impl CompiledUpstream {
         }
         if config.outlier == old_config.outlier {
             self.outlier = Arc::clone(&old.outlier);
-            inherited = true;
-        }
-        // The budget's balance depends only on these two settings.
-        if config.retries.budget_percent == old_config.retries.budget_percent
-            && config.retries.min_retries_per_second == old_config.retries.min_retries_per_second
-        {
-            self.budget = Arc::clone(&old.budget);
             inherited = true;
         }
         inherited
@@ -192,6 +199,7 @@ pub(crate) fn compile(config: &Config) -> Result<Compiled, Vec<ConfigError>> {
     check_stores(config, &mut errors);
     let server = compile_server(&config.server, &mut errors);
     config.key_value.check(&mut errors);
+    config.resolver.check(&mut errors);
 
     let upstream_names: Vec<&String> = config.upstreams.keys().collect();
     let upstreams: Vec<CompiledUpstream> = config
@@ -413,13 +421,16 @@ fn compile_upstream(
     errors: &mut Vec<ConfigError>,
 ) -> CompiledUpstream {
     let path = format!("upstreams.{name}");
-    if upstream.endpoints.is_empty() {
+    if let Some(discovery) = &upstream.discovery {
+        discovery.check(&format!("{path}.discovery"), errors);
+    }
+    if upstream.endpoints.is_empty() && upstream.discovery.is_none() {
         errors.push(
             ConfigError::new(
                 format!("{path}.endpoints"),
                 "must list at least one endpoint",
             )
-            .with_hint("add endpoints = [{ address = \"127.0.0.1:9001\" }]"),
+            .with_hint("add endpoints = [{ address = \"127.0.0.1:9001\" }] or a discovery table"),
         );
     }
     let mut seen = HashSet::new();

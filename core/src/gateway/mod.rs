@@ -5,6 +5,7 @@
 mod admit;
 mod cache;
 mod compile;
+pub(crate) mod discovery;
 mod dispatch;
 
 use std::net::IpAddr;

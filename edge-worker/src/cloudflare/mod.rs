@@ -7,10 +7,12 @@ mod convert;
 mod key_value;
 mod platform;
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 
+use gatehouse_core::discovery::{DiscoveryRead, KeyValueDiscovery};
+use gatehouse_core::platform::{Clock, Platform};
 use gatehouse_core::respond::problem_response;
 use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, Gateway, forward};
 use http::header::HeaderName;
@@ -36,8 +38,11 @@ const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 /// the next ones.
 struct Isolate {
     /// The gateway, or the error that explains why the config override is invalid.
-    gateway: Result<Gateway, Error>,
+    /// `key_value` discovery replaces the gateway when an upstream's endpoints
+    /// change; requests already running keep the one they started with.
+    gateway: Result<RefCell<Rc<Gateway>>, Error>,
     platform: WorkerPlatform,
+    discovery: KeyValueDiscovery,
 }
 
 thread_local! {
@@ -53,7 +58,11 @@ fn isolate(env: &Env) -> Rc<Isolate> {
         Rc::clone(cell.get_or_init(|| {
             let gateway = gateway_from_env(env);
             let platform = WorkerPlatform::new(key_value_from_env(env, &gateway), env.clone());
-            Rc::new(Isolate { gateway, platform })
+            Rc::new(Isolate {
+                gateway: gateway.map(|gateway| RefCell::new(Rc::new(gateway))),
+                platform,
+                discovery: KeyValueDiscovery::new(),
+            })
         }))
     })
 }
@@ -109,16 +118,15 @@ async fn fetch(
 ) -> worker::Result<web_sys::Response> {
     let isolate = isolate(&env);
     let response = match &isolate.gateway {
-        Ok(gateway) => {
-            let (response, background) = serve(gateway, &isolate.platform, &request).await;
+        Ok(cell) => {
+            let gateway = discover(&isolate, cell).await;
+            let (response, background) = serve(&gateway, &isolate.platform, &request).await;
             if let Some(task) = background {
                 // `waitUntil` keeps the isolate running the revalidation after the
                 // response is sent.
                 let isolate = Rc::clone(&isolate);
                 context.wait_until(async move {
-                    if let Ok(gateway) = &isolate.gateway {
-                        gateway.run_background(task, &isolate.platform).await;
-                    }
+                    gateway.run_background(task, &isolate.platform).await;
                 });
             }
             response
@@ -141,6 +149,37 @@ async fn fetch(
             let problem = early_problem(&error, &isolate.platform, None);
             Ok(convert::response_to_js(problem)?)
         }
+    }
+}
+
+/// Reads the `key_value` discovery sources that are due and returns the gateway for
+/// this request, swapping in a new one when an upstream's endpoints changed.
+async fn discover(isolate: &Isolate, cell: &RefCell<Rc<Gateway>>) -> Rc<Gateway> {
+    let current = Rc::clone(&cell.borrow());
+    let Some(key_value) = isolate.platform.key_value() else {
+        return current;
+    };
+    let now = isolate.platform.clock().monotonic();
+    let (next, reads) = isolate.discovery.refresh(&current, key_value, now).await;
+    for (upstream, read) in reads {
+        match read {
+            DiscoveryRead::Failed(problem) => console_error!(
+                "gatehouse: service discovery of upstream {upstream} failed, the last good \
+                 endpoints keep serving: {problem}"
+            ),
+            DiscoveryRead::Changed { endpoints } => console_log!(
+                "gatehouse: discovered endpoints of upstream {upstream} changed ({endpoints} endpoints)"
+            ),
+            DiscoveryRead::Unchanged => {}
+        }
+    }
+    match next {
+        Some(next) => {
+            let next = Rc::new(next);
+            *cell.borrow_mut() = Rc::clone(&next);
+            next
+        }
+        None => current,
     }
 }
 
@@ -187,8 +226,6 @@ fn early_problem(
     platform: &WorkerPlatform,
     request_id: Option<String>,
 ) -> Response<WorkerBody> {
-    use gatehouse_core::platform::Platform;
-
     let request_id = request_id
         .and_then(|id| {
             let value = http::HeaderValue::from_str(&id).ok()?;

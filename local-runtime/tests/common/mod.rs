@@ -76,12 +76,33 @@ pub struct Gatehouse {
 impl Gatehouse {
     /// Starts `gatehouse run` on `config` (TOML) and waits for its listener line.
     pub fn start(config: &str) -> Self {
+        Self::start_with_files(config, &[], &[])
+    }
+
+    /// Starts `gatehouse run` on `config` (TOML) with more arguments, after writing
+    /// `files` (name and contents) next to the config file. An argument that names one
+    /// of the files is replaced by its path.
+    pub fn start_with_files(config: &str, files: &[(&str, &str)], args: &[&str]) -> Self {
         let dir = TempDir::new();
         let path = dir.write("gatehouse.toml", config);
+        for (name, contents) in files {
+            dir.write(name, contents);
+        }
+        let args: Vec<PathBuf> = args
+            .iter()
+            .map(|arg| {
+                if files.iter().any(|(name, _)| name == arg) {
+                    dir.path().join(arg)
+                } else {
+                    PathBuf::from(arg)
+                }
+            })
+            .collect();
         let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .arg("run")
             .arg("--config")
             .arg(&path)
+            .args(&args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
