@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 mod gateway;
+pub mod grpc;
 pub mod health;
 pub mod key_value;
 pub mod limit;
@@ -27,6 +28,7 @@ pub mod retry;
 pub mod route;
 pub mod trace;
 pub mod transform;
+pub mod websocket;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
 pub use gateway::{

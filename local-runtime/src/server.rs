@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use gatehouse_core::platform::Platform;
+use gatehouse_core::websocket::Relay;
 use gatehouse_core::{ConnectionInfo, Gateway};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -32,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
 use crate::tls::{ListenerTls, TlsListeners};
+use crate::websocket;
 use gatehouse_core::cache::MemoryResponseCache;
 
 /// Maximum time a client may take to send a request head. It bounds connections that
@@ -361,8 +364,9 @@ fn serve_connection<S>(
     let open = state.metrics.open_connection();
     let state = Arc::clone(state);
     let service = service_fn(move |request| handle(Arc::clone(&state), peer_ip, secure, request));
+    // With upgrades, a `101` response hands the connection to the WebSocket relay.
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
     let connection = watcher.watch(connection);
     tokio::spawn(async move {
@@ -377,9 +381,10 @@ async fn handle(
     state: Arc<State>,
     peer: IpAddr,
     secure: bool,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<AccessLogBody>, Infallible> {
     let started = Instant::now();
+    let client_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let gateway = state.gateway.load_full();
     state
         .platform
@@ -394,7 +399,23 @@ async fn handle(
         let gateway = Arc::clone(&gateway);
         tokio::spawn(async move { gateway.run_background(task, &state.platform).await });
     }
-    let (parts, body) = handled.response.into_parts();
+    let mut response = handled.response;
+    if let Some(relay) = response.extensions_mut().remove::<Relay>() {
+        let upstream_upgrade = response.extensions_mut().remove::<OnUpgrade>();
+        match (client_upgrade, upstream_upgrade) {
+            (Some(client), Some(upstream)) => {
+                let request_id = handled.access.request_id.clone();
+                tokio::spawn(websocket::run(client, upstream, relay, request_id));
+            }
+            // The core adds a relay only to a 101 from the upstream, which hyper
+            // returns with its upgrade, and only for HTTP/1.1 upgrade requests.
+            _ => tracing::warn!(
+                request_id = %handled.access.request_id,
+                "a WebSocket upgrade was accepted without both upgradable connections"
+            ),
+        }
+    }
+    let (parts, body) = response.into_parts();
     Ok(Response::from_parts(
         parts,
         AccessLogBody::new(body, handled.access, started)

@@ -16,16 +16,18 @@ use crate::cache::CacheStatus;
 use crate::circuit::CircuitState;
 use crate::client_ip;
 use crate::config::{self, Config, ConfigErrors, Format, HealthCheckConfig};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, ErrorSource};
 use crate::forward::{self, Downstream};
+use crate::grpc;
 use crate::health::ActiveStatus;
 use crate::platform::{Clock, Platform};
 use crate::policy::rate_limit::{KeySource, Stores};
 use crate::policy::{CorsPolicy, validate};
-use crate::respond::problem_response;
+use crate::respond::error_response;
 use crate::route::RequestView;
 use crate::trace::TraceContext;
 use crate::transform;
+use crate::websocket;
 pub use cache::BackgroundTask;
 use compile::Compiled;
 
@@ -380,6 +382,7 @@ impl Gateway {
         };
 
         let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let grpc = grpc::Protocol::of(request.headers());
         let mut extras = ResponseExtras::default();
         let result = self
             .run(request, connection, platform, &mut access, &mut extras)
@@ -388,7 +391,7 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => {
                 access.error = Some(error.kind().slug());
-                problem_response(&error, &server.request_id_header, &access.request_id)
+                error_response(&error, grpc, &server.request_id_header, &access.request_id)
             }
         };
         // Errors carry CORS headers too, so that pages can read why a call failed.
@@ -553,6 +556,26 @@ impl Gateway {
             }
         }
 
+        let grpc = grpc::Protocol::of(request.headers());
+        let grpc_deadline = match grpc {
+            Some(_) => grpc::timeout(request.headers())?,
+            None => None,
+        };
+        let web = grpc.filter(|protocol| route.grpc_web && protocol.is_web());
+        if let Some(protocol) = web {
+            request = grpc_web_request(request, protocol, platform)?;
+        }
+        let websocket_idle = route
+            .websocket_idle
+            .filter(|_| websocket::is_upgrade(&request));
+        if websocket_idle.is_some() && !platform.supports_websocket() {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Platform,
+                "this platform cannot relay WebSocket connections",
+            ));
+        }
+
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);
         let downstream = Downstream {
             peer,
@@ -571,15 +594,54 @@ impl Gateway {
             client_ip,
             request_id: &request_id,
             authenticated: authenticated.as_ref(),
+            grpc_deadline,
+            websocket_idle,
         };
-        let Some(policy) = &route.policies.cache else {
-            return dispatch::proxy(self, request, outgoing, platform, access).await;
+        let response = match &route.policies.cache {
+            // An upgraded connection is never cached.
+            Some(policy) if websocket_idle.is_none() => {
+                let outcome =
+                    cache::handle(self, policy, request, outgoing, platform, access).await;
+                extras.cache_status = Some((policy.status_header.clone(), outcome.status));
+                extras.background = outcome.background;
+                outcome.result?
+            }
+            _ => dispatch::proxy(self, request, outgoing, platform, access).await?,
         };
-        let outcome = cache::handle(self, policy, request, outgoing, platform, access).await;
-        extras.cache_status = Some((policy.status_header.clone(), outcome.status));
-        extras.background = outcome.background;
-        outcome.result
+        match web {
+            Some(protocol) => grpc_web_response(response, protocol, platform),
+            None => Ok(response),
+        }
     }
+}
+
+/// Turns a gRPC-Web request into the gRPC request sent upstream.
+fn grpc_web_request<P: Platform>(
+    mut request: Request<P::Body>,
+    protocol: grpc::Protocol,
+    platform: &P,
+) -> Result<Request<P::Body>, Error> {
+    grpc::web::translate_request_head(&mut request, protocol);
+    if protocol != grpc::Protocol::GrpcWebText {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    let body = platform.grpc_web_body(grpc::web::WebBody::decode_text_request(body))?;
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Turns the upstream's gRPC response into the gRPC-Web response of `protocol`.
+fn grpc_web_response<P: Platform>(
+    mut response: Response<P::Body>,
+    protocol: grpc::Protocol,
+    platform: &P,
+) -> Result<Response<P::Body>, Error> {
+    if !grpc::web::translate_response_head(&mut response, protocol) {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let body = platform.grpc_web_body(grpc::web::WebBody::encode_response(body, protocol))?;
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Limits a request body of unknown length to `limit` bytes while it streams.

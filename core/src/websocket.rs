@@ -1,0 +1,121 @@
+//! WebSocket upgrades (RFC 6455) on routes with `websocket`.
+//!
+//! The core decides whether an upgrade request may pass: it runs routing, access
+//! policies, authentication and rate limits like for any request, then forwards the
+//! upgrade with its `Upgrade` and `Connection` headers. When the upstream answers
+//! `101 Switching Protocols`, the response carries a [`Relay`] extension, and the
+//! runtime joins the client's and the upstream's upgraded connections.
+
+use std::time::Duration;
+
+use http::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Version};
+
+/// The instruction to relay bytes between the two upgraded connections, found in the
+/// extensions of a `101` response the gateway returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relay {
+    /// Time without a byte in either direction after which both connections close.
+    pub idle_timeout: Duration,
+}
+
+/// Returns whether `request` asks to upgrade an HTTP/1.1 connection to WebSocket:
+/// `GET` with `Upgrade: websocket` and `upgrade` among the `Connection` tokens.
+pub fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET
+        && request.version() == Version::HTTP_11
+        && has_token(request.headers(), CONNECTION, "upgrade")
+        && has_token(request.headers(), UPGRADE, "websocket")
+}
+
+fn has_token(headers: &HeaderMap, name: http::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.trim().eq_ignore_ascii_case(token))
+}
+
+/// Puts back the upgrade headers on the request sent upstream, after the hop-by-hop
+/// headers were removed.
+pub(crate) fn restore_request_headers(headers: &mut HeaderMap) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+}
+
+/// Prepares the upstream's answer to an upgrade: a `101` gets its upgrade headers
+/// back (taken from `upgrade`, the upstream's `Upgrade` value, before the hop-by-hop
+/// headers were removed) and the [`Relay`] extension. Any other status passes as a
+/// plain response.
+pub(crate) fn accept_upgrade<B>(
+    response: &mut Response<B>,
+    upgrade: Option<HeaderValue>,
+    idle_timeout: Duration,
+) {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(
+        UPGRADE,
+        upgrade.unwrap_or_else(|| HeaderValue::from_static("websocket")),
+    );
+    response.extensions_mut().insert(Relay { idle_timeout });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upgrade_request(connection: &'static str, upgrade: &'static str) -> Request<()> {
+        Request::builder()
+            .method(Method::GET)
+            .header(CONNECTION, connection)
+            .header(UPGRADE, upgrade)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn upgrade_is_recognized() {
+        assert!(is_upgrade(&upgrade_request("Upgrade", "websocket")));
+        assert!(is_upgrade(&upgrade_request(
+            "keep-alive, upgrade",
+            "WebSocket"
+        )));
+        assert!(!is_upgrade(&upgrade_request("keep-alive", "websocket")));
+        assert!(!is_upgrade(&upgrade_request("upgrade", "h2c")));
+        let mut post = upgrade_request("upgrade", "websocket");
+        *post.method_mut() = Method::POST;
+        assert!(!is_upgrade(&post));
+        let mut http2 = upgrade_request("upgrade", "websocket");
+        *http2.version_mut() = Version::HTTP_2;
+        assert!(!is_upgrade(&http2));
+    }
+
+    #[test]
+    fn switching_protocols_gets_relay() {
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let idle = Duration::from_secs(30);
+        accept_upgrade(
+            &mut response,
+            Some(HeaderValue::from_static("websocket")),
+            idle,
+        );
+        assert_eq!(response.headers()[CONNECTION], "upgrade");
+        assert_eq!(response.headers()[UPGRADE], "websocket");
+        assert_eq!(
+            response.extensions().get::<Relay>(),
+            Some(&Relay { idle_timeout: idle })
+        );
+
+        let mut refused = Response::new(());
+        *refused.status_mut() = StatusCode::FORBIDDEN;
+        accept_upgrade(&mut refused, None, idle);
+        assert!(refused.extensions().get::<Relay>().is_none());
+        assert!(!refused.headers().contains_key(UPGRADE));
+    }
+}
