@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use http::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
+use http::header::{CONNECTION, HeaderMap, HeaderValue, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{Method, Request, Response, StatusCode, Version};
 
 /// The instruction to relay bytes between the two upgraded connections, found in the
@@ -19,13 +19,23 @@ pub struct Relay {
     pub idle_timeout: Duration,
 }
 
-/// Returns whether `request` asks to upgrade an HTTP/1.1 connection to WebSocket:
-/// `GET` with `Upgrade: websocket` and `upgrade` among the `Connection` tokens.
+/// Returns whether `request` is a WebSocket handshake: a `GET` over HTTP/1.x with
+/// `Upgrade: websocket`, or with a `Sec-WebSocket-Key` header when no `Upgrade`
+/// header is present.
+///
+/// The `Connection` header is not required, and a missing `Upgrade` header is
+/// tolerated, because wasi:http hosts (Spin) withhold both from the guest and Workers
+/// remove `Connection`; `Sec-WebSocket-Key` still marks the handshake there.
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request.method() == Method::GET
-        && request.version() == Version::HTTP_11
-        && has_token(request.headers(), CONNECTION, "upgrade")
-        && has_token(request.headers(), UPGRADE, "websocket")
+    if request.method() != Method::GET || request.version() >= Version::HTTP_2 {
+        return false;
+    }
+    let headers = request.headers();
+    if headers.contains_key(UPGRADE) {
+        has_token(headers, UPGRADE, "websocket")
+    } else {
+        headers.contains_key(SEC_WEBSOCKET_KEY)
+    }
 }
 
 fn has_token(headers: &HeaderMap, name: http::HeaderName, token: &str) -> bool {
@@ -69,28 +79,37 @@ pub(crate) fn accept_upgrade<B>(
 mod tests {
     use super::*;
 
-    fn upgrade_request(connection: &'static str, upgrade: &'static str) -> Request<()> {
-        Request::builder()
-            .method(Method::GET)
-            .header(CONNECTION, connection)
-            .header(UPGRADE, upgrade)
-            .body(())
-            .unwrap()
+    fn upgrade_request(headers: &[(&'static str, &'static str)]) -> Request<()> {
+        let mut builder = Request::builder().method(Method::GET);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
     }
 
     #[test]
     fn upgrade_is_recognized() {
-        assert!(is_upgrade(&upgrade_request("Upgrade", "websocket")));
-        assert!(is_upgrade(&upgrade_request(
-            "keep-alive, upgrade",
-            "WebSocket"
-        )));
-        assert!(!is_upgrade(&upgrade_request("keep-alive", "websocket")));
-        assert!(!is_upgrade(&upgrade_request("upgrade", "h2c")));
-        let mut post = upgrade_request("upgrade", "websocket");
+        let full = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        assert!(is_upgrade(&upgrade_request(&full)));
+        assert!(
+            is_upgrade(&upgrade_request(&full[1..])),
+            "without Connection"
+        );
+        assert!(is_upgrade(&upgrade_request(&full[2..])), "key alone");
+        assert!(!is_upgrade(&upgrade_request(&[("upgrade", "h2c")])));
+        assert!(!is_upgrade(&upgrade_request(&[
+            ("upgrade", "h2c"),
+            ("sec-websocket-key", "x")
+        ])));
+        assert!(!is_upgrade(&upgrade_request(&[("connection", "upgrade")])));
+        let mut post = upgrade_request(&full);
         *post.method_mut() = Method::POST;
         assert!(!is_upgrade(&post));
-        let mut http2 = upgrade_request("upgrade", "websocket");
+        let mut http2 = upgrade_request(&full);
         *http2.version_mut() = Version::HTTP_2;
         assert!(!is_upgrade(&http2));
     }

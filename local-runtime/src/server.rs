@@ -407,8 +407,9 @@ async fn handle(
                 let request_id = handled.access.request_id.clone();
                 tokio::spawn(websocket::run(client, upstream, relay, request_id));
             }
-            // The core adds a relay only to a 101 from the upstream, which hyper
-            // returns with its upgrade, and only for HTTP/1.1 upgrade requests.
+            // hyper's client returns a 101 with its upgrade, but its server offers
+            // one only when the client sent `Connection: upgrade`, which a handshake
+            // recognized by `Sec-WebSocket-Key` alone lacks.
             _ => tracing::warn!(
                 request_id = %handled.access.request_id,
                 "a WebSocket upgrade was accepted without both upgradable connections"

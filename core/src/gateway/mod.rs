@@ -438,6 +438,13 @@ impl Gateway {
         let path = path.into_owned();
         access.host = host.clone();
         access.path = path.clone();
+        // A malformed deadline is rejected with the other malformed input, before any
+        // policy counts the request.
+        let grpc = grpc::Protocol::of(request.headers());
+        let grpc_deadline = match grpc {
+            Some(_) => grpc::timeout(request.headers())?,
+            None => None,
+        };
 
         let peer = client_ip::canonical(connection.peer);
         let peer_trusted = server.trusted_proxies.contains(peer);
@@ -556,11 +563,6 @@ impl Gateway {
             }
         }
 
-        let grpc = grpc::Protocol::of(request.headers());
-        let grpc_deadline = match grpc {
-            Some(_) => grpc::timeout(request.headers())?,
-            None => None,
-        };
         let web = grpc.filter(|protocol| route.grpc_web && protocol.is_web());
         if let Some(protocol) = web {
             request = grpc_web_request(request, protocol, platform)?;
