@@ -28,10 +28,10 @@ async fn echo_upstream() -> SocketAddr {
                 };
                 let (mut write, mut read) = socket.split();
                 while let Some(Ok(message)) = read.next().await {
-                    if message.is_text() || message.is_binary() {
-                        if write.send(message).await.is_err() {
-                            break;
-                        }
+                    if (message.is_text() || message.is_binary())
+                        && write.send(message).await.is_err()
+                    {
+                        break;
                     }
                 }
             });

@@ -333,11 +333,11 @@ mod tests {
     use super::*;
 
     type Frames = Vec<Result<Frame<Bytes>, BoxError>>;
+    type TestBody =
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>>;
 
     /// A body that yields `frames` one by one.
-    fn body_of(
-        frames: Frames,
-    ) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>> {
+    fn body_of(frames: Frames) -> TestBody {
         StreamBody::new(futures::stream::iter(frames))
     }
 
