@@ -216,8 +216,8 @@ pub trait Platform {
     }
 
     /// Returns whether the platform relays WebSocket connections: whether its
-    /// [`Upstream`] passes an upgrade request on with its `Upgrade` header and its
-    /// server then joins the two upgraded connections when the upstream answers 101.
+    /// [`Upstream`] passes an upgrade request on with its `Upgrade` header, and its
+    /// server then joins the two upgraded connections after a 101 from the upstream.
     /// Platforms that keep this default answer WebSocket upgrades on routes with
     /// `websocket` with [`crate::ErrorKind::NotImplemented`].
     fn supports_websocket(&self) -> bool {

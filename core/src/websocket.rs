@@ -2,7 +2,7 @@
 //!
 //! The core decides whether an upgrade request may pass: it runs routing, access
 //! policies, authentication and rate limits like for any request, then forwards the
-//! upgrade with its `Upgrade` and `Connection` headers. When the upstream answers
+//! upgrade with its `Upgrade` and `Connection` headers. When the upstream responds with
 //! `101 Switching Protocols`, the response carries a [`Relay`] extension, and the
 //! runtime joins the client's and the upstream's upgraded connections.
 
@@ -25,7 +25,7 @@ pub struct Relay {
 ///
 /// The `Connection` header is not required, and a missing `Upgrade` header is
 /// tolerated, because wasi:http hosts (Spin) withhold both from the guest and Workers
-/// remove `Connection`; `Sec-WebSocket-Key` still marks the handshake there.
+/// remove `Connection`. `Sec-WebSocket-Key` still marks the handshake there.
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
     if request.method() != Method::GET || request.version() >= Version::HTTP_2 {
         return false;
@@ -54,7 +54,7 @@ pub(crate) fn restore_request_headers(headers: &mut HeaderMap) {
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
 }
 
-/// Prepares the upstream's answer to an upgrade: a `101` gets its upgrade headers
+/// Prepares the upstream's response to an upgrade: a `101` gets its upgrade headers
 /// back (taken from `upgrade`, the upstream's `Upgrade` value, before the hop-by-hop
 /// headers were removed) and the [`Relay`] extension. Any other status passes as a
 /// plain response.

@@ -51,7 +51,7 @@ async fn health_upstream() -> (SocketAddr, HealthReporter) {
     (address, reporter)
 }
 
-/// Starts an HTTP/2 server that holds every request for a minute without answering.
+/// Starts an HTTP/2 server that keeps every request waiting for a minute without a response.
 async fn hanging_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("local address");
@@ -213,7 +213,7 @@ async fn upstream_status_error_arrives_intact() {
     let gateway = start_gateway(health, hanging_upstream().await, closed_port().await);
     bounded(async {
         let mut client = client_for(&gateway).await;
-        // The health service answers an unknown service with NOT_FOUND in a
+        // The health service rejects an unknown service with NOT_FOUND in a
         // trailers-only response.
         let status = client
             .check(check_request("pass", "no.such.Service"))

@@ -16,7 +16,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 const API_KEY: &str = "foo";
 const API_KEY_SHA256: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
 
-/// Starts a WebSocket server that echoes every data message and answers a close.
+/// Starts a WebSocket server that echoes every data message and replies to a close.
 async fn echo_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("local address");
@@ -128,7 +128,7 @@ async fn messages_are_relayed_both_ways() {
         assert_eq!(echoed, Message::binary(payload));
 
         socket.close(None).await.expect("send close");
-        // The upstream answers the close, and then both connections end.
+        // The upstream replies to the close, and then both connections end.
         let mut closed = false;
         while let Some(message) = socket.next().await {
             match message {
@@ -193,7 +193,7 @@ async fn idle_relay_is_closed() {
         assert_eq!(echoed, Message::text("once"));
 
         // Nothing is sent for longer than the route's 300 ms idle timeout, so the
-        // gateway closes the connection; the bounded wrapper fails the test if the
+        // gateway closes the connection. The timeout below fails the test if the
         // connection stays open.
         let ended = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await

@@ -925,6 +925,55 @@ mod tests {
     }
 
     #[test]
+    fn protocol_options_need_matching_upstreams() {
+        let text = r#"
+            [upstreams.plain]
+            endpoints = [{ address = "127.0.0.1:9001" }]
+
+            [upstreams.grpc]
+            protocol = "h2c"
+            endpoints = [{ address = "127.0.0.1:9002" }]
+
+            [[routes]]
+            match.path_prefix = "/web"
+            upstream = "plain"
+            grpc_web = true
+
+            [[routes]]
+            match.path_prefix = "/socket"
+            upstream = "grpc"
+            websocket = { idle_timeout = "0s" }
+
+            [[routes]]
+            match.path_prefix = "/fine"
+            upstream = "grpc"
+            grpc_web = true
+
+            [[routes]]
+            match.path_prefix = "/chat"
+            upstream = "plain"
+            websocket = {}
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                "routes[0].grpc_web: needs an HTTP/2 upstream, but upstream \"plain\" speaks HTTP/1.1"
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("routes[1].websocket.idle_timeout: must be greater than 0"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("routes[1].websocket: needs an HTTP/1.1 upstream"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
     fn admin_address_is_checked() {
         let problems = |admin: &str| -> Vec<String> {
             match Gateway::from_text(&format!("[admin]\n{admin}\n"), Format::Toml) {

@@ -3,7 +3,7 @@
 //!
 //! gRPC runs over HTTP/2 and reports the outcome of a call in the `grpc-status` and
 //! `grpc-message` trailers, so a gRPC client reads an HTTP error status as a
-//! transport failure. The gateway therefore answers its own errors on gRPC requests
+//! transport failure. The gateway therefore responds to its own errors on gRPC requests
 //! with HTTP 200 and a trailers-only response (see [`crate::respond`]).
 
 pub mod web;
@@ -115,7 +115,7 @@ impl Code {
     ///
     /// It follows the HTTP-to-gRPC mapping of the gRPC project
     /// (`grpc/doc/http-grpc-status-mapping.md`: 401, 403, 404, 502, 503 and 504),
-    /// with two refinements where the gateway knows more than a status code tells:
+    /// with two refinements where the error kind is more precise than a status code:
     /// rate limits and size limits are `RESOURCE_EXHAUSTED` and timeouts are
     /// `DEADLINE_EXCEEDED`, which is what a gRPC server reports in those cases.
     pub fn for_kind(kind: ErrorKind) -> Self {

@@ -44,7 +44,7 @@ pub fn translate_request_head<B>(request: &mut Request<B>, protocol: Protocol) {
 
 /// Rewrites the head of the upstream's gRPC response into a gRPC-Web response in
 /// `protocol`. Returns `false`, changing nothing, when the response is not gRPC,
-/// such as an error page of a proxy in front of the upstream; its body then passes
+/// such as an error page of a proxy in front of the upstream. Its body then passes
 /// unchanged.
 pub fn translate_response_head<B>(response: &mut Response<B>, protocol: Protocol) -> bool {
     let headers = response.headers_mut();
@@ -255,7 +255,7 @@ fn data_without_whitespace(data: &[u8]) -> impl Iterator<Item = u8> + '_ {
 
 /// Decodes the complete groups of 4 characters at the front of `pending` and leaves
 /// the rest there. Clients encode each message on its own, so padding may end a group
-/// in the middle of the body; each padded group ends one run that is decoded alone.
+/// in the middle of the body. Each padded group ends one run that is decoded alone.
 fn decode_groups(pending: &mut BytesMut) -> Result<Bytes, InvalidText> {
     let complete = pending.len() / 4 * 4;
     let groups = pending.split_to(complete);
