@@ -405,6 +405,8 @@ async fn handle(
         match (client_upgrade, upstream_upgrade) {
             (Some(client), Some(upstream)) => {
                 let request_id = handled.access.request_id.clone();
+                // NOTE: the graceful shutdown does not track relays, so a shutdown
+                // closes open WebSockets without waiting for them.
                 tokio::spawn(websocket::run(client, upstream, relay, request_id));
             }
             // hyper's client returns a 101 with its upgrade, but its server offers
