@@ -397,6 +397,12 @@ async fn grpc_web_is_translated() {
         assert_eq!(received[0], (0, vec![0x08, 0x01]));
         assert_eq!(received[1].0, 0x80);
 
+        // A text body that is not base64 is the client's error.
+        let (parts, _) =
+            grpc_web_call(&gateway, "application/grpc-web-text", b"AA*A".to_vec()).await;
+        assert_eq!(parts.status, 200);
+        assert_eq!(parts.headers["grpc-status"], "3", "INVALID_ARGUMENT");
+
         // An upstream error without messages stays in the headers (trailers-only).
         let (parts, body) = grpc_web_call(
             &gateway,

@@ -564,8 +564,11 @@ impl Gateway {
         }
 
         let web = grpc.filter(|protocol| route.grpc_web && protocol.is_web());
+        let mut decode_failure = None;
         if let Some(protocol) = web {
-            request = grpc_web_request(request, protocol, platform)?;
+            let translated = grpc_web_request(request, protocol, platform)?;
+            request = translated.0;
+            decode_failure = translated.1;
         }
         let websocket_idle = route
             .websocket_idle
@@ -599,16 +602,24 @@ impl Gateway {
             grpc_deadline,
             websocket_idle,
         };
-        let response = match &route.policies.cache {
+        let dispatched = match &route.policies.cache {
             // An upgraded connection is never cached.
             Some(policy) if websocket_idle.is_none() => {
                 let outcome =
                     cache::handle(self, policy, request, outgoing, platform, access).await;
                 extras.cache_status = Some((policy.status_header.clone(), outcome.status));
                 extras.background = outcome.background;
-                outcome.result?
+                outcome.result
             }
-            _ => dispatch::proxy(self, request, outgoing, platform, access).await?,
+            _ => dispatch::proxy(self, request, outgoing, platform, access).await,
+        };
+        // A text body that failed to decode broke the upstream request: the client's
+        // error, whatever the upstream client reported.
+        let invalid_text = decode_failure.as_ref().and_then(|failure| failure.get());
+        let response = match (dispatched, invalid_text) {
+            (Ok(response), _) => response,
+            (Err(_), Some(invalid)) => return Err(invalid.to_error()),
+            (Err(error), None) => return Err(error),
         };
         match web {
             Some(protocol) => grpc_web_response(response, protocol, platform),
@@ -617,19 +628,21 @@ impl Gateway {
     }
 }
 
-/// Turns a gRPC-Web request into the gRPC request sent upstream.
+/// Turns a gRPC-Web request into the gRPC request sent upstream. A text request
+/// comes with the flag its body sets if it fails to decode.
 fn grpc_web_request<P: Platform>(
     mut request: Request<P::Body>,
     protocol: grpc::Protocol,
     platform: &P,
-) -> Result<Request<P::Body>, Error> {
+) -> Result<(Request<P::Body>, Option<grpc::web::DecodeFailure>), Error> {
     grpc::web::translate_request_head(&mut request, protocol);
     if protocol != grpc::Protocol::GrpcWebText {
-        return Ok(request);
+        return Ok((request, None));
     }
     let (parts, body) = request.into_parts();
-    let body = platform.grpc_web_body(grpc::web::WebBody::decode_text_request(body))?;
-    Ok(Request::from_parts(parts, body))
+    let (body, failure) = grpc::web::WebBody::decode_text_request(body);
+    let body = platform.grpc_web_body(body)?;
+    Ok((Request::from_parts(parts, body), Some(failure)))
 }
 
 /// Turns the upstream's gRPC response into the gRPC-Web response of `protocol`.

@@ -10,6 +10,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
@@ -20,7 +21,7 @@ use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 
 use super::Protocol;
-use crate::error::BoxError;
+use crate::error::{BoxError, Error};
 
 /// Flag byte of the frame that carries the trailers.
 pub const TRAILER_FLAG: u8 = 0x80;
@@ -105,14 +106,35 @@ impl fmt::Display for InvalidText {
 
 impl StdError for InvalidText {}
 
+impl InvalidText {
+    /// Returns the 400 error sent to a client whose request body was not valid
+    /// base64.
+    pub fn to_error(&self) -> Error {
+        Error::bad_request(self.to_string())
+    }
+}
+
+/// A flag that a text request body sets when it fails to decode, so the pipeline can
+/// report the client's error when the upstream request fails. The HTTP/2 client of
+/// the native runtime resets the stream on a body error and reports only the reset.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeFailure(Arc<OnceLock<InvalidText>>);
+
+impl DecodeFailure {
+    /// Returns the decoding failure, if the body had one.
+    pub fn get(&self) -> Option<&InvalidText> {
+        self.0.get()
+    }
+}
+
 /// What a [`WebBody`] does to the frames of the body it wraps.
 #[derive(Debug)]
 enum Mode {
     /// Decodes a base64 request body (`grpc-web-text`) into gRPC frames.
     DecodeText {
-        /// Base64 characters received but not yet decoded, fewer than a group of 4
-        /// or a run that ends before its padding.
+        /// Base64 characters received but not yet decoded, fewer than a group of 4.
         pending: BytesMut,
+        failure: DecodeFailure,
     },
     /// Turns a gRPC response body into gRPC-Web: the trailers become the final frame,
     /// and in text mode everything is base64-encoded.
@@ -136,15 +158,18 @@ pub struct WebBody<B> {
 
 impl<B> WebBody<B> {
     /// Wraps a `grpc-web-text` request body, which decodes to the gRPC frames sent
-    /// upstream. Binary gRPC-Web request bodies are gRPC frames already and need no
-    /// wrapper.
-    pub fn decode_text_request(inner: B) -> Self {
-        Self {
+    /// upstream, and returns it with the flag it sets if decoding fails. Binary
+    /// gRPC-Web request bodies are gRPC frames already and need no wrapper.
+    pub fn decode_text_request(inner: B) -> (Self, DecodeFailure) {
+        let failure = DecodeFailure::default();
+        let body = Self {
             inner,
             mode: Mode::DecodeText {
                 pending: BytesMut::new(),
+                failure: failure.clone(),
             },
-        }
+        };
+        (body, failure)
     }
 
     /// Wraps the upstream's gRPC response body for a client of `protocol`.
@@ -185,7 +210,11 @@ where
                 Poll::Ready(None) => None,
             };
             let output = match &mut this.mode {
-                Mode::DecodeText { pending } => decode_step(pending, frame),
+                Mode::DecodeText { pending, failure } => {
+                    decode_step(pending, frame).inspect_err(|error| {
+                        let _ = failure.0.set(error.clone());
+                    })
+                }
                 Mode::Encode {
                     text,
                     remainder,
@@ -206,7 +235,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.mode {
             Mode::Encode { finished, .. } => *finished,
-            Mode::DecodeText { pending } => pending.is_empty() && self.inner.is_end_stream(),
+            Mode::DecodeText { pending, .. } => pending.is_empty() && self.inner.is_end_stream(),
         }
     }
 
@@ -463,8 +492,10 @@ mod tests {
             data(b"\r\n"),
             data(&bytes[9..]),
         ]);
-        let (decoded, error) = collect(WebBody::decode_text_request(body));
+        let (body, failure) = WebBody::decode_text_request(body);
+        let (decoded, error) = collect(body);
         assert_eq!(error, None);
+        assert_eq!(failure.get(), None);
         let mut expected = first;
         expected.extend_from_slice(&second);
         assert_eq!(decoded, expected);
@@ -473,17 +504,19 @@ mod tests {
     #[test]
     fn text_request_rejects_invalid_base64() {
         let body = body_of(vec![data(b"AA*A")]);
-        let (_, error) = collect(WebBody::decode_text_request(body));
-        assert_eq!(
-            error.as_deref(),
-            Some("invalid grpc-web-text request body: it is not valid base64")
-        );
+        let (body, failure) = WebBody::decode_text_request(body);
+        let (_, error) = collect(body);
+        let message = "invalid grpc-web-text request body: it is not valid base64";
+        assert_eq!(error.as_deref(), Some(message));
+        let recorded = failure.get().expect("the failure is recorded");
+        assert_eq!(recorded.to_error().detail(), message);
     }
 
     #[test]
     fn text_request_rejects_truncated_group() {
         let body = body_of(vec![data(b"AAAAAA")]);
-        let (decoded, error) = collect(WebBody::decode_text_request(body));
+        let (body, _) = WebBody::decode_text_request(body);
+        let (decoded, error) = collect(body);
         assert_eq!(decoded, [0, 0, 0]);
         assert!(
             error
