@@ -10,6 +10,7 @@ mod dispatch;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Request, Response, Version};
 
 use crate::cache::CacheStatus;
@@ -637,6 +638,10 @@ fn grpc_web_request<P: Platform>(
 ) -> Result<(Request<P::Body>, Option<grpc::web::DecodeFailure>), Error> {
     grpc::web::translate_request_head(&mut request, protocol);
     if protocol != grpc::Protocol::GrpcWebText {
+        // A binary body passes unchanged, but the response will need translating, so a
+        // platform that cannot translate fails now, before the upstream runs the call.
+        let probe = grpc::web::WebBody::encode_response(P::Body::from(Bytes::new()), protocol);
+        platform.grpc_web_body(probe)?;
         return Ok((request, None));
     }
     let (parts, body) = request.into_parts();
