@@ -190,7 +190,7 @@ pub fn failure_handling_warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
-/// Lists the route options a Spin component answers with 501: gRPC-Web translation,
+/// Lists the route options a Spin component rejects with 501: gRPC-Web translation,
 /// which needs HTTP/2 with trailers to the upstream, and WebSocket relaying.
 pub fn protocol_warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
