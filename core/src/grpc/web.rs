@@ -234,7 +234,11 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.mode {
-            Mode::Encode { finished, .. } => *finished,
+            Mode::Encode {
+                finished,
+                remainder,
+                ..
+            } => *finished || (remainder.is_empty() && self.inner.is_end_stream()),
             Mode::DecodeText { pending, .. } => pending.is_empty() && self.inner.is_end_stream(),
         }
     }
