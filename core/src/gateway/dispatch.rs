@@ -213,7 +213,7 @@ pub(crate) async fn proxy<P: Platform>(
     prepare_response(gateway, &mut response, outgoing.route);
     if let Some(idle_timeout) = outgoing.websocket_idle {
         websocket::accept_upgrade(&mut response, upgrade, idle_timeout);
-        // The body of an upgraded connection is no longer HTTP.
+        // Body transforms skip handshakes: after a 101 the connection is no longer HTTP.
         return Ok(response);
     }
     let changes = &outgoing.route.policies.response_body_changes;
