@@ -25,6 +25,8 @@ pub fn routes(count: usize) -> Vec<RouteConfig> {
                 rewrite: None,
                 policies: Vec::new(),
                 timeouts: None,
+                grpc_web: false,
+                websocket: None,
             }
         })
         .collect()

@@ -22,6 +22,7 @@ pub mod discovery {
 pub mod error;
 pub mod forward;
 mod gateway;
+pub mod grpc;
 pub mod health;
 pub mod key_value;
 pub mod limit;
@@ -34,6 +35,7 @@ pub mod retry;
 pub mod route;
 pub mod trace;
 pub mod transform;
+pub mod websocket;
 
 pub use error::{Challenge, Error, ErrorKind, ErrorSource};
 pub use gateway::{

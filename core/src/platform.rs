@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crate::cache::CacheEntry;
 use crate::config::{StoreMode, UpstreamProtocol, UpstreamTlsConfig};
 use crate::error::{BoxError, Error};
+use crate::grpc::web::WebBody;
 use crate::limit::{Decision, Limit, MemoryCounters};
 
 /// Wall-clock and monotonic time. All time in the core comes from here, so tests can
@@ -200,6 +201,28 @@ pub trait Platform {
     /// Returns a body that yields `prefix` and then `rest`, to give back a body that
     /// was partly read. [`crate::body::Chain`] does this for any body.
     fn chain_body(&self, prefix: Bytes, rest: Self::Body) -> Self::Body;
+
+    /// Boxes a gRPC-Web translation of `body` into the platform's body type, like
+    /// [`Platform::limit_body`]. Platforms that keep this default cannot translate
+    /// gRPC-Web, and requests that need it fail with
+    /// [`crate::ErrorKind::NotImplemented`].
+    fn grpc_web_body(&self, body: WebBody<Self::Body>) -> Result<Self::Body, Error> {
+        let _ = body;
+        Err(Error::new(
+            crate::ErrorKind::NotImplemented,
+            crate::ErrorSource::Platform,
+            "this platform cannot translate gRPC-Web requests",
+        ))
+    }
+
+    /// Returns whether the platform relays WebSocket connections: whether its
+    /// [`Upstream`] passes an upgrade request on with its `Upgrade` header, and its
+    /// server then joins the two upgraded connections after a 101 from the upstream.
+    /// Platforms that keep this default answer WebSocket upgrades on routes with
+    /// `websocket` with [`crate::ErrorKind::NotImplemented`].
+    fn supports_websocket(&self) -> bool {
+        false
+    }
 
     /// Returns the store that `cache` policies keep responses in.
     fn response_cache(&self) -> &Self::ResponseCache;

@@ -13,12 +13,59 @@ use http::header::{
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::grpc::{self, Code};
 
 /// Prefix of the problem `type` URI; the kind's slug follows it.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:gatehouse:problem:";
 
 /// Media type of problem responses.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// Builds the response for `error` on a request of gRPC variant `grpc`: a gRPC
+/// status response when it is `Some`, a problem response otherwise.
+pub fn error_response<B: From<Bytes>>(
+    error: &Error,
+    grpc: Option<grpc::Protocol>,
+    request_id_header: &HeaderName,
+    request_id: &str,
+) -> Response<B> {
+    match grpc {
+        Some(protocol) => grpc_status_response(error, protocol, request_id_header, request_id),
+        None => problem_response(error, request_id_header, request_id),
+    }
+}
+
+/// Builds the gRPC response for `error`: HTTP 200, an empty body and the status in
+/// `grpc-status` (see [`Code::for_kind`]) and `grpc-message` (the error's detail,
+/// percent-encoded), which gRPC calls a trailers-only response. gRPC-Web clients read
+/// the same headers.
+///
+/// `Retry-After` and `WWW-Authenticate` are sent as on problem responses, for clients
+/// that read them as metadata.
+pub fn grpc_status_response<B: From<Bytes>>(
+    error: &Error,
+    protocol: grpc::Protocol,
+    request_id_header: &HeaderName,
+    request_id: &str,
+) -> Response<B> {
+    let code = Code::for_kind(error.kind());
+    let mut response = Response::new(B::from(Bytes::new()));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(protocol.content_type()),
+    );
+    headers.insert(
+        grpc::GRPC_STATUS,
+        HeaderValue::from(u16::from(code.as_u8())),
+    );
+    // The encoded message is printable ASCII, so it is always a valid header value.
+    if let Ok(message) = HeaderValue::from_str(&grpc::encode_message(error.detail())) {
+        headers.insert(grpc::GRPC_MESSAGE, message);
+    }
+    add_common_headers(&mut response, error, request_id_header, request_id);
+    response
+}
 
 #[derive(Serialize)]
 struct Problem<'a> {
@@ -57,6 +104,19 @@ pub fn problem_response<B: From<Bytes>>(
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    add_common_headers(&mut response, error, request_id_header, request_id);
+    response
+}
+
+/// Adds the headers every error response carries: no caching, the request id, and
+/// `Retry-After` and `WWW-Authenticate` when the error has them.
+fn add_common_headers<B>(
+    response: &mut Response<B>,
+    error: &Error,
+    request_id_header: &HeaderName,
+    request_id: &str,
+) {
+    let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(request_id_header.clone(), value);
@@ -71,7 +131,6 @@ pub fn problem_response<B: From<Bytes>>(
     {
         headers.insert(WWW_AUTHENTICATE, value);
     }
-    response
 }
 
 #[cfg(test)]
@@ -129,6 +188,49 @@ mod tests {
             response.headers()[WWW_AUTHENTICATE],
             "Bearer realm=\"gatehouse\", error=\"invalid_token\""
         );
+    }
+
+    #[test]
+    fn grpc_error_is_trailers_only() {
+        let header = HeaderName::from_static("x-request-id");
+        let error = Error::new(ErrorKind::TooManyRequests, ErrorSource::Client, "100% used")
+            .with_retry_after(Duration::from_secs(3));
+        let response: Response<Bytes> =
+            error_response(&error, Some(grpc::Protocol::Grpc), &header, "id");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
+        assert_eq!(response.headers()["grpc-status"], "8");
+        assert_eq!(response.headers()["grpc-message"], "100%25 used");
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
+        assert_eq!(response.headers()["x-request-id"], "id");
+        assert!(response.body().is_empty());
+    }
+
+    #[test]
+    fn grpc_web_error_has_web_media_type() {
+        let header = HeaderName::from_static("x-request-id");
+        let error = Error::not_found("no route matches POST /pkg.Svc/Call");
+        let response: Response<Bytes> =
+            error_response(&error, Some(grpc::Protocol::GrpcWebText), &header, "id");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/grpc-web-text"
+        );
+        assert_eq!(response.headers()["grpc-status"], "12");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "no route matches POST /pkg.Svc/Call"
+        );
+    }
+
+    #[test]
+    fn plain_error_stays_problem_json() {
+        let header = HeaderName::from_static("x-request-id");
+        let response: Response<Bytes> =
+            error_response(&Error::not_found("no route"), None, &header, "id");
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.headers()[CONTENT_TYPE], PROBLEM_CONTENT_TYPE);
     }
 
     #[test]

@@ -159,7 +159,8 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
     let warnings = spin_manifest::stateful_balancer_warnings(gateway.config())
         .into_iter()
         .chain(spin_manifest::failure_handling_warnings(gateway.config()))
-        .chain(spin_manifest::discovery_warnings(gateway.config()));
+        .chain(spin_manifest::discovery_warnings(gateway.config()))
+        .chain(spin_manifest::protocol_warnings(gateway.config()));
     for warning in warnings {
         print_stdout(&format!("warning: {warning}"));
     }

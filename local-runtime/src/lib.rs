@@ -24,6 +24,7 @@ pub mod reload;
 pub mod server;
 pub mod spin_manifest;
 pub mod tls;
+pub mod websocket;
 
 pub use body::NativeBody;
 pub use platform::NativePlatform;

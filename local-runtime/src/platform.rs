@@ -10,6 +10,7 @@ use bytes::Bytes;
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::KeyValueConfig;
 use gatehouse_core::config::{ServerConfig, UpstreamProtocol, UpstreamTlsConfig};
+use gatehouse_core::grpc::web::WebBody;
 use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorSource, body};
@@ -140,6 +141,16 @@ impl Platform for NativePlatform {
 
     fn counters(&self) -> &NativeCounters {
         &self.counters
+    }
+
+    fn grpc_web_body(&self, body: WebBody<NativeBody>) -> Result<NativeBody, Error> {
+        Ok(NativeBody::wrap(body))
+    }
+
+    /// The server relays upgraded connections (see [`crate::websocket`]), and the
+    /// HTTP/1.1 client hands over the upstream's upgraded connection with a `101`.
+    fn supports_websocket(&self) -> bool {
+        true
     }
 
     fn random_u64(&self) -> u64 {

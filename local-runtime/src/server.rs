@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use gatehouse_core::platform::Platform;
+use gatehouse_core::websocket::Relay;
 use gatehouse_core::{ConnectionInfo, Gateway};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -32,6 +34,7 @@ use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
 use crate::tls::{ListenerTls, TlsListeners};
+use crate::websocket;
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::key_value::MemoryKeyValue;
 
@@ -367,8 +370,9 @@ fn serve_connection<S>(
     let open = state.metrics.open_connection();
     let state = Arc::clone(state);
     let service = service_fn(move |request| handle(Arc::clone(&state), peer_ip, secure, request));
+    // With upgrades, a `101` response hands the connection to the WebSocket relay.
     let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();
     let connection = watcher.watch(connection);
     tokio::spawn(async move {
@@ -383,9 +387,10 @@ async fn handle(
     state: Arc<State>,
     peer: IpAddr,
     secure: bool,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<AccessLogBody>, Infallible> {
     let started = Instant::now();
+    let client_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let gateway = state.gateway.load_full();
     state
         .platform
@@ -400,7 +405,26 @@ async fn handle(
         let gateway = Arc::clone(&gateway);
         tokio::spawn(async move { gateway.run_background(task, &state.platform).await });
     }
-    let (parts, body) = handled.response.into_parts();
+    let mut response = handled.response;
+    if let Some(relay) = response.extensions_mut().remove::<Relay>() {
+        let upstream_upgrade = response.extensions_mut().remove::<OnUpgrade>();
+        match (client_upgrade, upstream_upgrade) {
+            (Some(client), Some(upstream)) => {
+                let request_id = handled.access.request_id.clone();
+                // NOTE: the graceful shutdown does not track relays, so a shutdown
+                // closes open WebSockets without waiting for them.
+                tokio::spawn(websocket::run(client, upstream, relay, request_id));
+            }
+            // hyper's client returns a 101 with its upgrade, but its server offers
+            // one only when the client sent `Connection: upgrade`, which a handshake
+            // recognized by `Sec-WebSocket-Key` alone lacks.
+            _ => tracing::warn!(
+                request_id = %handled.access.request_id,
+                "a WebSocket upgrade was accepted without both upgradable connections"
+            ),
+        }
+    }
+    let (parts, body) = response.into_parts();
     Ok(Response::from_parts(
         parts,
         AccessLogBody::new(body, handled.access, started)

@@ -211,6 +211,27 @@ pub fn failure_handling_warnings(config: &Config) -> Vec<String> {
     warnings
 }
 
+/// Lists the route options a Spin component rejects with 501: gRPC-Web translation,
+/// which needs HTTP/2 with trailers to the upstream, and WebSocket relaying.
+pub fn protocol_warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (index, route) in config.routes.iter().enumerate() {
+        if route.grpc_web {
+            warnings.push(format!(
+                "routes[{index}].grpc_web: a Spin component cannot translate gRPC-Web, \
+                 so such requests get 501 (UNIMPLEMENTED) there"
+            ));
+        }
+        if route.websocket.is_some() {
+            warnings.push(format!(
+                "routes[{index}].websocket: a Spin component cannot relay WebSocket \
+                 connections, so handshakes get 501 there"
+            ));
+        }
+    }
+    warnings
+}
+
 fn balancer_name(balancer: BalancerKind) -> &'static str {
     match balancer {
         BalancerKind::RoundRobin => "round_robin",
@@ -467,6 +488,41 @@ mod tests {
             "upstreams.api.endpoints[0].address: 127.0.0.1:9001 is missing from \
              allowed_outbound_hosts of component \"gatehouse\"; add \"http://127.0.0.1:9001\" \
              to [component.gatehouse] allowed_outbound_hosts"
+        );
+    }
+
+    #[test]
+    fn protocol_options_are_warned_about() {
+        let text = r#"
+            [upstreams.grpc]
+            protocol = "h2c"
+            endpoints = [{ address = "127.0.0.1:9001" }]
+
+            [upstreams.chat]
+            endpoints = [{ address = "127.0.0.1:9002" }]
+
+            [[routes]]
+            match.path_prefix = "/pkg.Svc"
+            upstream = "grpc"
+            grpc_web = true
+
+            [[routes]]
+            match.path = "/chat"
+            upstream = "chat"
+            websocket = {}
+        "#;
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let warnings = protocol_warnings(gateway.config());
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("routes[0].grpc_web:"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].starts_with("routes[1].websocket:"),
+            "{warnings:?}"
         );
     }
 

@@ -580,6 +580,35 @@ pub struct RouteConfig {
     /// Overrides the upstream's timeouts for this route.
     #[serde(default)]
     pub timeouts: Option<TimeoutsConfig>,
+    /// Translates gRPC-Web requests (`application/grpc-web` and
+    /// `application/grpc-web-text`) into gRPC for the upstream, which must speak
+    /// HTTP/2, and the responses back into gRPC-Web.
+    #[serde(default)]
+    pub grpc_web: bool,
+    /// Relays WebSocket upgrades on this route; without it, `Upgrade` is removed and
+    /// the request is forwarded as a plain request.
+    #[serde(default)]
+    pub websocket: Option<WebSocketConfig>,
+}
+
+/// WebSocket relaying of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+#[schemars(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Closes both connections of a relayed WebSocket after this long without a byte
+    /// in either direction.
+    pub idle_timeout: ConfigDuration,
+}
+
+/// Five minutes: long enough for applications that send a ping every minute or so,
+/// short enough that abandoned connections do not pile up.
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: ConfigDuration::from_millis(300_000),
+        }
+    }
 }
 
 /// Request conditions of a route. At most one of `path`, `path_prefix` and

@@ -292,6 +292,8 @@ impl Gateway {
             client_ip: task.client_ip,
             request_id: &task.request_id,
             authenticated: task.authenticated.as_ref(),
+            grpc_deadline: None,
+            websocket_idle: None,
         };
         let mut access = AccessRecord::default();
         let outcome = fetch(

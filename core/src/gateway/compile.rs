@@ -12,8 +12,8 @@ use crate::balance::Balancer;
 use crate::circuit::{Breaker, ConcurrencyLimit};
 use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
-    BalancerKind, Config, ConfigError, HashOn, HealthCheckConfig, HealthCheckKind, ServerConfig,
-    TimeoutsConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
+    BalancerKind, Config, ConfigError, HashOn, HealthCheckConfig, HealthCheckKind, RouteConfig,
+    ServerConfig, TimeoutsConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
 };
 use crate::health::{ActiveStatus, OutlierDetector};
 use crate::limit::MemoryCounters;
@@ -173,6 +173,10 @@ pub(crate) struct CompiledRoute {
     pub upstream: usize,
     pub timeouts: TimeoutsConfig,
     pub policies: PolicySet,
+    /// Whether gRPC-Web requests are translated into gRPC.
+    pub grpc_web: bool,
+    /// Idle timeout of relayed WebSockets, when the route relays them.
+    pub websocket_idle: Option<std::time::Duration>,
 }
 
 /// Everything the pipeline needs, built once per config version.
@@ -820,6 +824,53 @@ fn check_host(host: &str) -> bool {
         })
 }
 
+/// Checks that the upstream of a route speaks what its protocol options need:
+/// HTTP/2 for gRPC-Web translation, and HTTP/1.1 for WebSocket upgrades, which
+/// HTTP/2 does not have.
+fn check_protocols(
+    route: &RouteConfig,
+    upstream_protocol: Option<UpstreamProtocol>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    if route.grpc_web && upstream_protocol == Some(UpstreamProtocol::Http1) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.grpc_web"),
+                format!(
+                    "needs an HTTP/2 upstream, but upstream {:?} speaks HTTP/1.1",
+                    route.upstream
+                ),
+            )
+            .with_hint("set protocol = \"h2c\" (or \"h2\" with tls) on the upstream"),
+        );
+    }
+    let Some(websocket) = &route.websocket else {
+        return;
+    };
+    if websocket.idle_timeout.get().is_zero() {
+        errors.push(ConfigError::new(
+            format!("{path}.websocket.idle_timeout"),
+            "must be greater than 0",
+        ));
+    }
+    if matches!(
+        upstream_protocol,
+        Some(UpstreamProtocol::H2c | UpstreamProtocol::H2)
+    ) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.websocket"),
+                format!(
+                    "needs an HTTP/1.1 upstream for the upgrade, but upstream {:?} speaks HTTP/2",
+                    route.upstream
+                ),
+            )
+            .with_hint("route WebSocket paths to an upstream with protocol = \"http1\""),
+        );
+    }
+}
+
 fn compile_routes(
     config: &Config,
     upstream_names: &[&String],
@@ -886,11 +937,19 @@ fn compile_routes(
         if let Some(timeouts) = &route.timeouts {
             check_timeouts(timeouts, &format!("{path}.timeouts"), errors);
         }
+        let upstream_protocol = upstream
+            .and_then(|position| config.upstreams.get(upstream_names[position].as_str()))
+            .map(|upstream| upstream.protocol);
+        check_protocols(route, upstream_protocol, &path, errors);
         routes.push(CompiledRoute {
             name: Arc::from(route.name.clone().unwrap_or(path)),
             upstream: upstream.unwrap_or(0),
             timeouts: route.timeouts.unwrap_or(upstream_timeouts),
             policies: route_policies,
+            grpc_web: route.grpc_web,
+            websocket_idle: route
+                .websocket
+                .map(|websocket| websocket.idle_timeout.get()),
         });
     }
     routes

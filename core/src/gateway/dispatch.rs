@@ -16,14 +16,16 @@ use crate::auth::{self, Authenticated};
 use crate::balance::{Claim, PickInput};
 use crate::circuit::{CircuitState, Permit, Rejection, Slot};
 use crate::config::{HashOn, UpstreamProtocol};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, ErrorSource};
 use crate::forward::{self, Downstream};
+use crate::grpc;
 use crate::health::Outcome;
 use crate::locality::Scope;
 use crate::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use crate::retry;
 use crate::trace;
 use crate::transform;
+use crate::websocket;
 
 /// The decisions of the earlier phases about a request that is about to be forwarded.
 pub(crate) struct Outgoing<'a> {
@@ -38,6 +40,12 @@ pub(crate) struct Outgoing<'a> {
     pub request_id: &'a str,
     /// The identity established by the route's authentication policy.
     pub authenticated: Option<&'a Authenticated>,
+    /// The deadline a gRPC client set in `grpc-timeout`, which caps the route's
+    /// timeouts.
+    pub grpc_deadline: Option<Duration>,
+    /// The idle timeout of the relay when the request is a WebSocket upgrade on a
+    /// route that relays them.
+    pub websocket_idle: Option<Duration>,
 }
 
 pub(crate) async fn proxy<P: Platform>(
@@ -52,7 +60,13 @@ pub(crate) async fn proxy<P: Platform>(
     let upstream = &gateway.compiled.upstreams[outgoing.route.upstream];
     access.upstream = Some(Arc::clone(&upstream.name));
     let timeouts = outgoing.route.timeouts;
-    let total_deadline = started + timeouts.total.get();
+    let (total, per_try) = capped_timeouts(
+        timeouts.total.get(),
+        timeouts.per_try.get(),
+        outgoing.grpc_deadline,
+    );
+    let total_deadline = started + total;
+    check_grpc_protocol(&request, upstream)?;
 
     // The upstream's breaker and request limit come first, so a rejected request
     // costs the upstream nothing and the client gets its 503 at once.
@@ -60,7 +74,7 @@ pub(crate) async fn proxy<P: Platform>(
         .breaker
         .admit(started)
         .map_err(|rejection| upstream_rejected(upstream, rejection))?;
-    let _slot = take_slot(upstream, platform, timeouts.total.get()).await?;
+    let _slot = take_slot(upstream, platform, total).await?;
     let started = clock.monotonic();
     upstream.budget.deposit(started);
 
@@ -98,7 +112,7 @@ pub(crate) async fn proxy<P: Platform>(
 
         let remaining = total_deadline.saturating_sub(now);
         if remaining.is_zero() {
-            break Err(timed_out(upstream, timeouts.total.get()));
+            break Err(timed_out(upstream, total));
         }
         let attempt = match request.take() {
             Some(first) => first,
@@ -114,9 +128,9 @@ pub(crate) async fn proxy<P: Platform>(
             protocol: upstream.protocol,
             tls: upstream.tls.as_deref(),
             connect_timeout: timeouts.connect.get(),
-            try_timeout: timeouts.per_try.get(),
+            try_timeout: per_try,
         };
-        let deadline = timeouts.per_try.get().min(remaining);
+        let deadline = per_try.min(remaining);
         let mut attempt = attempt;
         let span_id = trace::new_span_id(&mut || platform.random_u64());
         let attempt_started_ms = clock.unix_millis();
@@ -195,7 +209,13 @@ pub(crate) async fn proxy<P: Platform>(
         None => drop(upstream_permit),
     }
     let mut response = result?;
+    let upgrade = response.headers().get(http::header::UPGRADE).cloned();
     prepare_response(gateway, &mut response, outgoing.route);
+    if let Some(idle_timeout) = outgoing.websocket_idle {
+        websocket::accept_upgrade(&mut response, upgrade, idle_timeout);
+        // Body transforms skip handshakes: after a 101 the connection is no longer HTTP.
+        return Ok(response);
+    }
     let changes = &outgoing.route.policies.response_body_changes;
     if !changes.is_empty() {
         let (mut parts, body) = response.into_parts();
@@ -210,6 +230,37 @@ pub(crate) async fn proxy<P: Platform>(
         response = Response::from_parts(parts, body);
     }
     Ok(response)
+}
+
+/// Returns the total and per-try timeouts of a request, lowered to the deadline a
+/// gRPC client set, if any.
+fn capped_timeouts(
+    total: Duration,
+    per_try: Duration,
+    grpc_deadline: Option<Duration>,
+) -> (Duration, Duration) {
+    match grpc_deadline {
+        Some(deadline) => (total.min(deadline), per_try.min(deadline)),
+        None => (total, per_try),
+    }
+}
+
+/// Rejects a gRPC request to an HTTP/1.1 upstream: gRPC needs HTTP/2 trailers, and
+/// gRPC servers refuse HTTP/1.1.
+fn check_grpc_protocol<B>(request: &Request<B>, upstream: &CompiledUpstream) -> Result<(), Error> {
+    if upstream.protocol == UpstreamProtocol::Http1
+        && grpc::Protocol::of(request.headers()) == Some(grpc::Protocol::Grpc)
+    {
+        return Err(Error::new(
+            ErrorKind::NotImplemented,
+            ErrorSource::Config,
+            format!(
+                "upstream {:?} speaks HTTP/1.1, and gRPC needs HTTP/2 (protocol = \"h2c\" or \"h2\")",
+                upstream.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Takes one of the upstream's request slots, waiting for one within `max_wait`
@@ -493,6 +544,9 @@ fn upstream_request<B>(
 
     let headers = &mut parts.headers;
     forward::remove_hop_by_hop(headers, true);
+    if outgoing.websocket_idle.is_some() {
+        websocket::restore_request_headers(headers);
+    }
     // Identity headers come only from the gateway: client copies go on every route,
     // including routes without authentication, where a service might still read them.
     auth::strip_identity_headers(headers);

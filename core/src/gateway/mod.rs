@@ -11,22 +11,25 @@ mod dispatch;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Request, Response, Version};
 
 use crate::cache::CacheStatus;
 use crate::circuit::CircuitState;
 use crate::client_ip;
 use crate::config::{self, Config, ConfigErrors, Format, HealthCheckConfig};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, ErrorSource};
 use crate::forward::{self, Downstream};
+use crate::grpc;
 use crate::health::ActiveStatus;
 use crate::platform::{Clock, Platform};
 use crate::policy::rate_limit::{KeySource, Stores};
 use crate::policy::{CorsPolicy, validate};
-use crate::respond::problem_response;
+use crate::respond::error_response;
 use crate::route::RequestView;
 use crate::trace::TraceContext;
 use crate::transform;
+use crate::websocket;
 pub use cache::BackgroundTask;
 use compile::Compiled;
 
@@ -381,6 +384,7 @@ impl Gateway {
         };
 
         let origin = request.headers().get(http::header::ORIGIN).cloned();
+        let grpc = grpc::Protocol::of(request.headers());
         let mut extras = ResponseExtras::default();
         let result = self
             .run(request, connection, platform, &mut access, &mut extras)
@@ -389,7 +393,7 @@ impl Gateway {
             Ok(response) => response,
             Err(error) => {
                 access.error = Some(error.kind().slug());
-                problem_response(&error, &server.request_id_header, &access.request_id)
+                error_response(&error, grpc, &server.request_id_header, &access.request_id)
             }
         };
         // Errors carry CORS headers too, so that pages can read why a call failed.
@@ -436,6 +440,13 @@ impl Gateway {
         let path = path.into_owned();
         access.host = host.clone();
         access.path = path.clone();
+        // A malformed deadline is rejected with the other malformed input, before any
+        // policy counts the request.
+        let grpc = grpc::Protocol::of(request.headers());
+        let grpc_deadline = match grpc {
+            Some(_) => grpc::timeout(request.headers())?,
+            None => None,
+        };
 
         let peer = client_ip::canonical(connection.peer);
         let peer_trusted = server.trusted_proxies.contains(peer);
@@ -554,6 +565,24 @@ impl Gateway {
             }
         }
 
+        let web = grpc.filter(|protocol| route.grpc_web && protocol.is_web());
+        let mut decode_failure = None;
+        if let Some(protocol) = web {
+            let translated = grpc_web_request(request, protocol, platform)?;
+            request = translated.0;
+            decode_failure = translated.1;
+        }
+        let websocket_idle = route
+            .websocket_idle
+            .filter(|_| websocket::is_upgrade(&request));
+        if websocket_idle.is_some() && !platform.supports_websocket() {
+            return Err(Error::new(
+                ErrorKind::NotImplemented,
+                ErrorSource::Platform,
+                "this platform cannot relay WebSocket connections",
+            ));
+        }
+
         let upstream_path = self.compiled.table.upstream_path(route_index, &path);
         let downstream = Downstream {
             peer,
@@ -572,15 +601,68 @@ impl Gateway {
             client_ip,
             request_id: &request_id,
             authenticated: authenticated.as_ref(),
+            grpc_deadline,
+            websocket_idle,
         };
-        let Some(policy) = &route.policies.cache else {
-            return dispatch::proxy(self, request, outgoing, platform, access).await;
+        let dispatched = match &route.policies.cache {
+            // An upgraded connection is never cached.
+            Some(policy) if websocket_idle.is_none() => {
+                let outcome =
+                    cache::handle(self, policy, request, outgoing, platform, access).await;
+                extras.cache_status = Some((policy.status_header.clone(), outcome.status));
+                extras.background = outcome.background;
+                outcome.result
+            }
+            _ => dispatch::proxy(self, request, outgoing, platform, access).await,
         };
-        let outcome = cache::handle(self, policy, request, outgoing, platform, access).await;
-        extras.cache_status = Some((policy.status_header.clone(), outcome.status));
-        extras.background = outcome.background;
-        outcome.result
+        // A text body that failed to decode broke the upstream request: the client's
+        // error, whatever the upstream client reported.
+        let invalid_text = decode_failure.as_ref().and_then(|failure| failure.get());
+        let response = match (dispatched, invalid_text) {
+            (Ok(response), _) => response,
+            (Err(_), Some(invalid)) => return Err(invalid.to_error()),
+            (Err(error), None) => return Err(error),
+        };
+        match web {
+            Some(protocol) => grpc_web_response(response, protocol, platform),
+            None => Ok(response),
+        }
     }
+}
+
+/// Turns a gRPC-Web request into the gRPC request sent upstream. A text request
+/// comes with the flag its body sets if it fails to decode.
+fn grpc_web_request<P: Platform>(
+    mut request: Request<P::Body>,
+    protocol: grpc::Protocol,
+    platform: &P,
+) -> Result<(Request<P::Body>, Option<grpc::web::DecodeFailure>), Error> {
+    grpc::web::translate_request_head(&mut request, protocol);
+    if protocol != grpc::Protocol::GrpcWebText {
+        // A binary body passes unchanged, but the response will need translating, so a
+        // platform that cannot translate fails now, before the upstream runs the call.
+        let probe = grpc::web::WebBody::encode_response(P::Body::from(Bytes::new()), protocol);
+        platform.grpc_web_body(probe)?;
+        return Ok((request, None));
+    }
+    let (parts, body) = request.into_parts();
+    let (body, failure) = grpc::web::WebBody::decode_text_request(body);
+    let body = platform.grpc_web_body(body)?;
+    Ok((Request::from_parts(parts, body), Some(failure)))
+}
+
+/// Turns the upstream's gRPC response into the gRPC-Web response of `protocol`.
+fn grpc_web_response<P: Platform>(
+    mut response: Response<P::Body>,
+    protocol: grpc::Protocol,
+    platform: &P,
+) -> Result<Response<P::Body>, Error> {
+    if !grpc::web::translate_response_head(&mut response, protocol) {
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let body = platform.grpc_web_body(grpc::web::WebBody::encode_response(body, protocol))?;
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Limits a request body of unknown length to `limit` bytes while it streams.
@@ -858,6 +940,55 @@ mod tests {
                 "upstreams.api.health_check.healthy_threshold",
             ],
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn protocol_options_need_matching_upstreams() {
+        let text = r#"
+            [upstreams.plain]
+            endpoints = [{ address = "127.0.0.1:9001" }]
+
+            [upstreams.grpc]
+            protocol = "h2c"
+            endpoints = [{ address = "127.0.0.1:9002" }]
+
+            [[routes]]
+            match.path_prefix = "/web"
+            upstream = "plain"
+            grpc_web = true
+
+            [[routes]]
+            match.path_prefix = "/socket"
+            upstream = "grpc"
+            websocket = { idle_timeout = "0s" }
+
+            [[routes]]
+            match.path_prefix = "/fine"
+            upstream = "grpc"
+            grpc_web = true
+
+            [[routes]]
+            match.path_prefix = "/chat"
+            upstream = "plain"
+            websocket = {}
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                "routes[0].grpc_web: needs an HTTP/2 upstream, but upstream \"plain\" speaks HTTP/1.1"
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("routes[1].websocket.idle_timeout: must be greater than 0"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("routes[1].websocket: needs an HTTP/1.1 upstream"),
+            "{lines:?}"
         );
     }
 

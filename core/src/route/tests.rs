@@ -21,6 +21,8 @@ pub(super) fn route() -> RouteBuilder {
         rewrite: None,
         policies: Vec::new(),
         timeouts: None,
+        grpc_web: false,
+        websocket: None,
     })
 }
 
