@@ -439,7 +439,10 @@ fn compile_store(
         let names: Vec<&String> = stores.keys().collect();
         let hint = match closest_name(name, &names) {
             Some(close) => format!("did you mean {close:?}?"),
-            None => format!("define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\""),
+            None => format!(
+                "define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\" natively, \
+                 or as [stores.{name}.durable_object] on a Cloudflare Worker"
+            ),
         };
         errors.push(
             ConfigError::new(
@@ -459,6 +462,17 @@ fn compile_store(
             format!("{path}.store_timeout"),
             "must be greater than 0",
         ));
+    }
+    // TODO: async mode needs a local tier and a background call that outlives the
+    // response (`waitUntil`); the Worker's store has neither yet.
+    if config.mode == StoreMode::Async && matches!(store, StoreConfig::DurableObject(_)) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.mode"),
+                format!("durable_object store {name:?} supports only strict mode"),
+            )
+            .with_hint("remove mode, or set mode = \"strict\""),
+        );
     }
     Some(SharedStore {
         name: name.clone(),

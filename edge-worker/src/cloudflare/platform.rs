@@ -1,14 +1,13 @@
 //! [`WorkerPlatform`]: the core's platform traits on the Workers runtime.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, select};
-use gatehouse_core::cache::MemoryResponseCache;
-use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
+use gatehouse_core::config::UpstreamProtocol;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorKind, ErrorSource, body};
 use http::{Request, Response, StatusCode};
@@ -18,7 +17,9 @@ use wasm_bindgen_futures::JsFuture;
 use worker::Delay;
 
 use super::body::{BodyFailure, WorkerBody, js_message};
+use super::cache::WorkerResponseCache;
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
+use super::counters::WorkerCounters;
 use super::key_value::WorkerKeyValue;
 
 #[wasm_bindgen]
@@ -41,17 +42,21 @@ pub struct WorkerPlatform {
     upstream: WorkerUpstream,
     random: RefCell<Vec<u64>>,
     key_value: Option<WorkerKeyValue>,
-    /// Responses cached by this isolate alone.
-    // NOTE: other isolates and locations keep their own entries; a store on the
-    // Cache API would share them within a location.
-    cache: MemoryResponseCache,
+    counters: WorkerCounters,
+    /// The data center of the isolate (`request.cf.colo`), from its first request
+    /// that carried one. An isolate runs in one data center, so it never changes.
+    location: OnceCell<String>,
+    /// Responses cached in the data center, shared by its isolates.
+    cache: WorkerResponseCache,
 }
 
 impl WorkerPlatform {
-    /// Creates the platform with the Workers KV namespace `key_value`, if bound.
-    pub fn with_key_value(key_value: Option<WorkerKeyValue>) -> Self {
+    /// Creates the platform with the Workers KV namespace `key_value`, if bound, and
+    /// the shared counter stores.
+    pub fn new(key_value: Option<WorkerKeyValue>, counters: WorkerCounters) -> Self {
         Self {
             key_value,
+            counters,
             ..Self::default()
         }
     }
@@ -64,7 +69,18 @@ impl Default for WorkerPlatform {
             upstream: WorkerUpstream,
             random: RefCell::default(),
             key_value: None,
-            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+            counters: WorkerCounters::default(),
+            location: OnceCell::new(),
+            cache: WorkerResponseCache::default(),
+        }
+    }
+}
+
+impl WorkerPlatform {
+    /// Records the data center a request arrived in, unless one is already known.
+    pub fn record_location(&self, colo: Option<String>) {
+        if let Some(colo) = colo.filter(|colo| !colo.is_empty()) {
+            let _ = self.location.set(colo);
         }
     }
 }
@@ -78,14 +94,18 @@ impl Platform for WorkerPlatform {
     fn key_value(&self) -> Option<&WorkerKeyValue> {
         self.key_value.as_ref()
     }
-    type ResponseCache = MemoryResponseCache;
-    type Counters = gatehouse_core::platform::NoSharedStores;
+    type ResponseCache = WorkerResponseCache;
+    type Counters = WorkerCounters;
+
+    fn location(&self) -> Option<&str> {
+        self.location.get().map(String::as_str)
+    }
 
     fn clock(&self) -> &WorkerClock {
         &self.clock
     }
 
-    fn response_cache(&self) -> &MemoryResponseCache {
+    fn response_cache(&self) -> &WorkerResponseCache {
         &self.cache
     }
 
@@ -101,8 +121,8 @@ impl Platform for WorkerPlatform {
         WorkerBody::boxed(body::Chain::new(prefix, rest))
     }
 
-    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
-        &gatehouse_core::platform::NoSharedStores
+    fn counters(&self) -> &WorkerCounters {
+        &self.counters
     }
 
     fn random_u64(&self) -> u64 {
