@@ -43,17 +43,14 @@ pub(crate) struct CompiledServer {
 }
 
 impl CompiledServer {
-    /// Returns the zone of a request: the platform's `location` mapped through
-    /// `location_zones` (or the location itself when unmapped), or else `server.zone`.
+    /// Returns the gateway's zone for a request: the zone `location_zones` maps the
+    /// platform's `location` to, else `server.zone`, else the location itself.
     pub fn local_zone<'a>(&'a self, location: Option<&'a str>) -> Option<&'a str> {
-        match location {
-            Some(location) => Some(
-                self.location_zones
-                    .get(location)
-                    .map_or(location, String::as_str),
-            ),
-            None => self.zone.as_deref(),
-        }
+        let mapped = location.and_then(|location| self.location_zones.get(location));
+        mapped
+            .or(self.zone.as_ref())
+            .map(String::as_str)
+            .or(location)
     }
 }
 

@@ -97,6 +97,10 @@ impl Platform for WorkerPlatform {
     type ResponseCache = WorkerResponseCache;
     type Counters = WorkerCounters;
 
+    fn wakes_across_requests(&self) -> bool {
+        false
+    }
+
     fn location(&self) -> Option<&str> {
         self.location.get().map(String::as_str)
     }
