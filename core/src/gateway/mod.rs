@@ -683,6 +683,24 @@ mod tests {
         assert_eq!(server.local_zone(None), None);
     }
 
+    #[test]
+    fn durable_object_store_settings_checked() {
+        let text = r#"
+            [stores.counters.durable_object]
+            binding = " "
+            timeout = "0s"
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let paths: Vec<&str> = errors.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "stores.counters.durable_object.binding",
+                "stores.counters.durable_object.timeout"
+            ]
+        );
+    }
+
     const TWO_ENDPOINTS: &str = r#"
         [upstreams.api]
         endpoints = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]

@@ -954,4 +954,28 @@ mod tests {
             assert!(shown.contains(hint), "{shown:?} lacks {hint:?}");
         }
     }
+
+    #[test]
+    fn durable_object_store_is_strict_only() {
+        let text = "[stores.shared.durable_object]\n";
+        let config: crate::config::Config = toml::from_str(text).unwrap();
+        let stores = config.stores;
+        let StoreConfig::DurableObject(object) = &stores["shared"] else {
+            panic!("parsed as another store type: {stores:?}");
+        };
+        assert_eq!(object.binding, "GATEHOUSE_COUNTERS");
+        assert_eq!(object.timeout.get(), Duration::from_millis(200));
+
+        let mut config = base_config();
+        config.store = Some("shared".into());
+        let mut errors = Vec::new();
+        RateLimitPolicy::compile("p", &config, &stores, "policies.p.rate_limit", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+
+        config.mode = StoreMode::Async;
+        RateLimitPolicy::compile("p", &config, &stores, "policies.p.rate_limit", &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "policies.p.rate_limit.mode");
+        assert!(errors[0].to_string().contains("strict"), "{errors:?}");
+    }
 }
