@@ -2,8 +2,7 @@
 //! itself, such as a Durable Object: the call, the reply and the state the store keeps.
 //!
 //! Both ends are built from this crate, so the JSON forms only have to agree within
-//! one build. Times are integer microseconds; Unix microseconds stay below 2^53 (the
-//! largest integer a JavaScript number holds exactly) until the year 2255.
+//! one build. Times are integer microseconds.
 
 use std::time::Duration;
 

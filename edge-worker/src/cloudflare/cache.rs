@@ -17,7 +17,7 @@ use worker::{Cache, CacheDeletionOutcome, Headers, Response, console_warn};
 /// encoding, so the Cache API never reads the cached response's own headers (such as
 /// `Set-Cookie`, `Vary` or `Cache-Control`, which change what it stores). The stored
 /// response carries `Cache-Control: max-age` of the entry's TTL, so the cache drops it
-/// when it expires; the entry's own expiry time is also checked at the gateway's clock.
+/// when it expires. Lookups also check the entry's own expiry at the gateway's clock.
 ///
 /// NOTE: the Cache API cannot list its keys, so `purge_prefix` is not available, and
 /// Cloudflare may evict entries before they expire. On `*.workers.dev` hostnames the

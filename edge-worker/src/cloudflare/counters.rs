@@ -213,14 +213,14 @@ impl DurableObject for GatehouseCounter {
         self.load().await?;
 
         // Nothing is awaited from reading the state to updating it, so no other call
-        // of this object can run in between: the decision is atomic.
+        // of this object can run in between and the decision is atomic.
         let now_micros = (js_sys::Date::now() * 1000.0) as u64;
         let stored = self.counter.borrow().flatten();
         let (decision, updated) = decide_stored(&limit, stored, call.cost, now_micros);
         *self.counter.borrow_mut() = Some(Some(updated));
 
-        // The runtime holds the reply until this write is durable, so an admission is
-        // never reported for a count that could be lost.
+        // The reply is sent only after this write completes, so an admission is never
+        // reported for a count that could be lost.
         // NOTE: the state of an idle key stays in storage; only its next call or a
         // change of algorithm replaces it.
         if stored != Some(updated) {
