@@ -33,7 +33,15 @@ fn main() {
         eprintln!("{}: {errors}", path.display());
         process::exit(1);
     });
-    let unsupported = check_store_support(gateway.config(), "edge platforms", &[]);
+    // Build scripts run on the host, so the target comes from Cargo's variables.
+    let worker = env::var("CARGO_CFG_TARGET_ARCH").is_ok_and(|arch| arch == "wasm32")
+        && env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "unknown");
+    let (platform, store_types): (&str, &[&str]) = if worker {
+        ("Cloudflare Workers", &["durable_object"])
+    } else {
+        ("Spin", &[])
+    };
+    let unsupported = check_store_support(gateway.config(), platform, store_types);
     if !unsupported.is_empty() {
         for problem in unsupported {
             eprintln!("{}: {problem}", path.display());

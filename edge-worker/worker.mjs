@@ -10,3 +10,6 @@ import { initSync, fetch } from "./build/gatehouse_edge.js";
 initSync({ module: wasmModule });
 
 export default { fetch };
+
+// The Durable Object class of `durable_object` counter stores, bound in wrangler.toml.
+export { GatehouseCounter } from "./build/gatehouse_edge.js";

@@ -242,11 +242,19 @@ pub trait Platform {
         None
     }
 
-    /// Returns the zone or location the platform runs this gateway in, such as an
-    /// edge data center, or `None` to use `server.zone`. Upstreams prefer endpoints
-    /// of the same zone.
+    /// Returns the location the platform runs this gateway in, such as an edge data
+    /// center, or `None` to use `server.zone`. `server.location_zones` maps it to a
+    /// zone; upstreams prefer endpoints of the same zone.
     fn location(&self) -> Option<&str> {
         None
+    }
+
+    /// Returns whether a request may wait for another request of the same process or
+    /// isolate, such as a cache miss waiting for a concurrent fetch of its key. The
+    /// Workers runtime returns `false`: there, a request woken by another request's
+    /// completion runs in that request's context, and the runtime cancels it as hung.
+    fn wakes_across_requests(&self) -> bool {
+        true
     }
 
     /// Returns the key-value store, or `None` when this platform or deployment has

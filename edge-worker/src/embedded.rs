@@ -9,6 +9,22 @@ use gatehouse_core::config::{Config, ConfigErrors, Format, check_store_support};
 /// local testing, where upstream ports are chosen at run time.
 pub const CONFIG_VARIABLE: &str = "GATEHOUSE_CONFIG";
 
+/// The platform's name in config errors.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub const PLATFORM_NAME: &str = "Cloudflare Workers";
+/// The platform's name in config errors.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub const PLATFORM_NAME: &str = "Spin";
+
+/// The `[stores]` types this build can reach: Durable Objects on the Worker, none
+/// in the Spin component, whose rate limits count in the memory of each instance.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub const STORE_TYPES: &[&str] = &["durable_object"];
+/// The `[stores]` types this build can reach: Durable Objects on the Worker, none
+/// in the Spin component, whose rate limits count in the memory of each instance.
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+pub const STORE_TYPES: &[&str] = &[];
+
 /// The config validated by the build script, as JSON.
 pub const EMBEDDED_CONFIG_JSON: &str =
     include_str!(concat!(env!("OUT_DIR"), "/gatehouse-config.json"));
@@ -18,9 +34,7 @@ pub const EMBEDDED_CONFIG_JSON: &str =
 /// override can fail here.
 pub fn build_gateway(override_toml: Option<&str>) -> Result<Gateway, ConfigErrors> {
     let gateway = parse_gateway(override_toml)?;
-    // NOTE: no shared store is implemented on the edge yet; rate limits count in the
-    // memory of each isolate or component instance.
-    let errors = check_store_support(gateway.config(), "edge platforms", &[]);
+    let errors = check_store_support(gateway.config(), PLATFORM_NAME, STORE_TYPES);
     if errors.is_empty() {
         Ok(gateway)
     } else {
@@ -69,5 +83,15 @@ mod tests {
         let errors = build_gateway(Some(config)).unwrap_err();
         assert_eq!(errors.0.len(), 1, "{errors}");
         assert_eq!(errors.0[0].path, "stores.shared.redis");
+    }
+
+    /// Host builds check as the Spin component does, which has no shared store.
+    #[test]
+    fn durable_object_store_rejected_on_spin() {
+        let config = "[stores.shared.durable_object]\n";
+        let errors = build_gateway(Some(config)).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].path, "stores.shared.durable_object");
+        assert!(errors.0[0].to_string().contains("Spin"), "{errors}");
     }
 }

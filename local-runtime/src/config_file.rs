@@ -70,7 +70,12 @@ pub fn gateway_from_text(
     };
     match Gateway::from_text_with_files(text, format, &read_file) {
         Ok(gateway) => {
-            let problems = tls::check_files(gateway.config());
+            let mut problems = tls::check_files(gateway.config());
+            problems.extend(gatehouse_core::config::check_store_support(
+                gateway.config(),
+                "the native runtime",
+                &["redis"],
+            ));
             if problems.is_empty() {
                 Ok(gateway)
             } else {
@@ -116,6 +121,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gatehouse-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create temporary directory");
         dir
+    }
+
+    #[test]
+    fn durable_object_store_rejected() {
+        let text = "[stores.counters.durable_object]\n";
+        let problems = gateway_from_text(text, Format::Toml, Path::new("gatehouse.toml"))
+            .expect_err("Durable Objects exist only on Workers");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "stores.counters.durable_object");
+        assert!(
+            problems[0].to_string().contains("native runtime"),
+            "{problems:?}"
+        );
     }
 
     const SCHEMA_CONFIG: &str = r#"

@@ -29,6 +29,13 @@ const COMPATIBILITY_DATE: &str = "2026-11-01";
 /// `key_value.cloudflare_binding` and the binding in `wrangler.toml`.
 const KV_BINDING: &str = "GATEHOUSE_KV";
 
+/// Durable Object binding of the per-scenario configs, the default of a
+/// `durable_object` store's `binding` and the binding in `wrangler.toml`.
+const COUNTERS_BINDING: &str = "GATEHOUSE_COUNTERS";
+
+/// The Durable Object class the Worker exports for counter stores.
+const COUNTER_CLASS: &str = "GatehouseCounter";
+
 /// Maximum time for `wrangler kv bulk put --local` to load a scenario's entries.
 const KV_SEED_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -88,6 +95,27 @@ impl WorkerLauncher {
         table.insert(
             "kv_namespaces".to_owned(),
             toml::Value::Array(vec![namespace.into()]),
+        );
+        // The counter objects of `durable_object` stores, as in `wrangler.toml`. Their
+        // storage lives in the scenario's local state folder.
+        let mut binding = toml::Table::new();
+        binding.insert("name".to_owned(), COUNTERS_BINDING.into());
+        binding.insert("class_name".to_owned(), COUNTER_CLASS.into());
+        let mut objects = toml::Table::new();
+        objects.insert(
+            "bindings".to_owned(),
+            toml::Value::Array(vec![binding.into()]),
+        );
+        table.insert("durable_objects".to_owned(), objects.into());
+        let mut migration = toml::Table::new();
+        migration.insert("tag".to_owned(), "v1".into());
+        migration.insert(
+            "new_sqlite_classes".to_owned(),
+            toml::Value::Array(vec![COUNTER_CLASS.into()]),
+        );
+        table.insert(
+            "migrations".to_owned(),
+            toml::Value::Array(vec![migration.into()]),
         );
         let text = toml::to_string(&table)
             .map_err(|error| format!("failed to write the wrangler config: {error}"))?;

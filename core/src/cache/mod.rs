@@ -8,6 +8,7 @@
 
 pub mod coalesce;
 pub mod control;
+pub mod encode;
 pub mod key;
 mod memory;
 pub(crate) mod policy;

@@ -28,8 +28,8 @@ pub use key_value::KeyValueConfig;
 pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 pub use stores::{
-    CalendarPeriodConfig, OnStoreError, PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig,
-    StoreMode, check_store_support,
+    CalendarPeriodConfig, DEFAULT_DURABLE_OBJECT_BINDING, DurableObjectStoreConfig, OnStoreError,
+    PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig, StoreMode, check_store_support,
 };
 pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub(crate) use tls::{check_listener_tls, check_upstream_tls};
@@ -178,6 +178,10 @@ pub struct ServerConfig {
     /// platform may supply its own location instead.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// Zones by platform location, such as a Cloudflare data center code (`"DFW"`).
+    /// A location that is not listed is the zone itself.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub location_zones: BTreeMap<String, String>,
     /// Byte budget of the in-memory response cache, shared by every `cache` policy;
     /// past it, the least recently used responses are evicted.
     pub cache_max_bytes: u64,
@@ -200,6 +204,7 @@ impl Default for ServerConfig {
             // An estimate of about 100 bytes a key puts this near 10 MB.
             max_rate_limit_keys: 100_000,
             zone: None,
+            location_zones: BTreeMap::new(),
             cache_max_bytes: 64 * 1024 * 1024,
         }
     }

@@ -230,6 +230,13 @@ async fn lookup_or_fetch<P: Platform>(
         .await;
     }
 
+    // Without wakeups across requests, each miss fetches on its own.
+    if !platform.wakes_across_requests() {
+        return fetch(
+            gateway, policy, request, outgoing, platform, access, &keys, None,
+        )
+        .await;
+    }
     match gateway.compiled.in_flight.begin(keys.storage()) {
         Turn::Lead(guard) => {
             let outcome = fetch(

@@ -38,6 +38,20 @@ pub(crate) struct CompiledServer {
     pub forwarded: bool,
     /// The gateway's zone, unless the platform reports its own location.
     pub zone: Option<String>,
+    /// Zones by platform location.
+    pub location_zones: std::collections::BTreeMap<String, String>,
+}
+
+impl CompiledServer {
+    /// Returns the gateway's zone for a request: the zone `location_zones` maps the
+    /// platform's `location` to, else `server.zone`, else the location itself.
+    pub fn local_zone<'a>(&'a self, location: Option<&'a str>) -> Option<&'a str> {
+        let mapped = location.and_then(|location| self.location_zones.get(location));
+        mapped
+            .or(self.zone.as_ref())
+            .map(String::as_str)
+            .or(location)
+    }
 }
 
 #[derive(Debug)]
@@ -406,6 +420,17 @@ fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> Compi
                 .with_hint("name the zone, such as \"eu-west-1a\", or remove the key"),
         );
     }
+    for (location, zone) in &server.location_zones {
+        if location.is_empty() || zone.is_empty() {
+            errors.push(
+                ConfigError::new(
+                    format!("server.location_zones.{location}"),
+                    "locations and zones must not be empty",
+                )
+                .with_hint("map a location code to a zone, such as DFW = \"us-central\""),
+            );
+        }
+    }
     CompiledServer {
         trusted_proxies: TrustedProxies::new(networks),
         max_uri_bytes: server.max_uri_bytes,
@@ -416,6 +441,7 @@ fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> Compi
         x_forwarded: server.x_forwarded,
         forwarded: server.forwarded,
         zone: server.zone.clone(),
+        location_zones: server.location_zones.clone(),
     }
 }
 
@@ -998,7 +1024,13 @@ fn undefined_reference<'a>(
 /// Checks `[stores]`: a Redis URL the runtime can connect to, with no password in it.
 fn check_stores(config: &Config, errors: &mut Vec<ConfigError>) {
     for (name, store) in &config.stores {
-        let crate::config::StoreConfig::Redis(redis) = store;
+        let redis = match store {
+            crate::config::StoreConfig::Redis(redis) => redis,
+            crate::config::StoreConfig::DurableObject(object) => {
+                check_durable_object_store(name, object, errors);
+                continue;
+            }
+        };
         let path = format!("stores.{name}.redis");
         if let Err((message, hint)) = check_redis_url(&redis.url) {
             errors.push(ConfigError::new(format!("{path}.url"), message).with_hint(hint));
@@ -1035,6 +1067,34 @@ fn check_stores(config: &Config, errors: &mut Vec<ConfigError>) {
                 ConfigError::new(format!("{path}.password.secret"), "is empty")
                     .with_hint("name the environment variable that holds the password"),
             );
+        }
+    }
+}
+
+/// Checks a `durable_object` store: a binding name and non-zero durations.
+fn check_durable_object_store(
+    name: &str,
+    object: &crate::config::DurableObjectStoreConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    let path = format!("stores.{name}.durable_object");
+    if object.binding.trim().is_empty() {
+        errors.push(
+            ConfigError::new(format!("{path}.binding"), "is empty").with_hint(format!(
+                "name the Durable Object binding of wrangler.toml, such as {:?}",
+                crate::config::DEFAULT_DURABLE_OBJECT_BINDING
+            )),
+        );
+    }
+    for (field, duration) in [
+        ("timeout", object.timeout),
+        ("error_log_interval", object.error_log_interval),
+    ] {
+        if duration.get().is_zero() {
+            errors.push(ConfigError::new(
+                format!("{path}.{field}"),
+                "must be greater than 0",
+            ));
         }
     }
 }

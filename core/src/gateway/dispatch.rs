@@ -86,9 +86,7 @@ pub(crate) async fn proxy<P: Platform>(
     let can_retry = upstream.retry.max_retries > 0 && upstream.endpoints.len() > 1;
     let replay = (can_retry && !has_body(&request)).then(|| RequestHead::of(&request));
     let idempotent = retry::is_idempotent(request.method());
-    let local_zone = platform
-        .location()
-        .or(gateway.compiled.server.zone.as_deref());
+    let local_zone = gateway.compiled.server.local_zone(platform.location());
     let pick = |tried: &[usize], now: Duration| {
         pick_endpoint(
             upstream,

@@ -742,6 +742,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn local_zone_prefers_mapped_location() {
+        let mapped = r#"
+            [server]
+            zone = "home"
+            location_zones = { DFW = "us-central", "" = "x" }
+        "#;
+        let errors = Gateway::from_text(mapped, Format::Toml).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "server.location_zones.");
+
+        let mapped = mapped.replace(", \"\" = \"x\"", "");
+        let gateway = Gateway::from_text(&mapped, Format::Toml).expect("valid config");
+        let server = &gateway.compiled.server;
+        assert_eq!(server.local_zone(Some("DFW")), Some("us-central"));
+        assert_eq!(server.local_zone(Some("AMS")), Some("home"));
+        assert_eq!(server.local_zone(None), Some("home"));
+
+        let gateway = Gateway::from_text("", Format::Toml).expect("valid config");
+        let server = &gateway.compiled.server;
+        assert_eq!(server.local_zone(Some("AMS")), Some("AMS"));
+        assert_eq!(server.local_zone(None), None);
+    }
+
+    #[test]
+    fn durable_object_store_settings_checked() {
+        let text = r#"
+            [stores.counters.durable_object]
+            binding = " "
+            timeout = "0s"
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let paths: Vec<&str> = errors.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "stores.counters.durable_object.binding",
+                "stores.counters.durable_object.timeout"
+            ]
+        );
+    }
+
     const TWO_ENDPOINTS: &str = r#"
         [upstreams.api]
         endpoints = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]

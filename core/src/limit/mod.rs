@@ -4,6 +4,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod quota;
+pub mod remote;
 pub mod window;
 
 use std::time::Duration;

@@ -439,7 +439,10 @@ fn compile_store(
         let names: Vec<&String> = stores.keys().collect();
         let hint = match closest_name(name, &names) {
             Some(close) => format!("did you mean {close:?}?"),
-            None => format!("define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\""),
+            None => format!(
+                "define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\" natively, \
+                 or as [stores.{name}.durable_object] on a Cloudflare Worker"
+            ),
         };
         errors.push(
             ConfigError::new(
@@ -459,6 +462,17 @@ fn compile_store(
             format!("{path}.store_timeout"),
             "must be greater than 0",
         ));
+    }
+    // TODO: async mode needs a local tier and a background call that outlives the
+    // response (`waitUntil`); the Worker's store has neither yet.
+    if config.mode == StoreMode::Async && matches!(store, StoreConfig::DurableObject(_)) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.mode"),
+                format!("durable_object store {name:?} supports only strict mode"),
+            )
+            .with_hint("remove mode, or set mode = \"strict\""),
+        );
     }
     Some(SharedStore {
         name: name.clone(),
@@ -939,5 +953,29 @@ mod tests {
             let shown = errors[0].to_string();
             assert!(shown.contains(hint), "{shown:?} lacks {hint:?}");
         }
+    }
+
+    #[test]
+    fn durable_object_store_is_strict_only() {
+        let text = "[stores.shared.durable_object]\n";
+        let config: crate::config::Config = toml::from_str(text).unwrap();
+        let stores = config.stores;
+        let StoreConfig::DurableObject(object) = &stores["shared"] else {
+            panic!("parsed as another store type: {stores:?}");
+        };
+        assert_eq!(object.binding, "GATEHOUSE_COUNTERS");
+        assert_eq!(object.timeout.get(), Duration::from_millis(200));
+
+        let mut config = base_config();
+        config.store = Some("shared".into());
+        let mut errors = Vec::new();
+        RateLimitPolicy::compile("p", &config, &stores, "policies.p.rate_limit", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+
+        config.mode = StoreMode::Async;
+        RateLimitPolicy::compile("p", &config, &stores, "policies.p.rate_limit", &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "policies.p.rate_limit.mode");
+        assert!(errors[0].to_string().contains("strict"), "{errors:?}");
     }
 }

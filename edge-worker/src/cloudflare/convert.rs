@@ -65,17 +65,27 @@ fn split_url(url: &str) -> (&str, String) {
 /// runtime sets to strings such as `HTTP/1.1`, `HTTP/2` and `HTTP/3`. A request
 /// without it counts as HTTP/1.1.
 fn http_version(request: &web_sys::Request) -> Version {
-    let protocol = Reflect::get(request, &JsValue::from_str("cf"))
-        .ok()
-        .filter(|cf| cf.is_object())
-        .and_then(|cf| Reflect::get(&cf, &JsValue::from_str("httpProtocol")).ok())
-        .and_then(|protocol| protocol.as_string());
-    match protocol.as_deref() {
+    match cf_string(request, "httpProtocol").as_deref() {
         Some("HTTP/1.0") => Version::HTTP_10,
         Some("HTTP/2") => Version::HTTP_2,
         Some("HTTP/3") => Version::HTTP_3,
         _ => Version::HTTP_11,
     }
+}
+
+/// Returns the code of the Cloudflare data center that received the request
+/// (`request.cf.colo`, such as `"DFW"`), or `None` when the runtime gives none.
+pub(super) fn colo_of(request: &web_sys::Request) -> Option<String> {
+    cf_string(request, "colo")
+}
+
+/// Returns the string property `name` of the request's `cf` object.
+fn cf_string(request: &web_sys::Request, name: &str) -> Option<String> {
+    Reflect::get(request, &JsValue::from_str("cf"))
+        .ok()
+        .filter(JsValue::is_object)
+        .and_then(|cf| Reflect::get(&cf, &JsValue::from_str(name)).ok())
+        .and_then(|value| value.as_string())
 }
 
 /// Converts a response of `fetch` for the core. The caller classifies the error.

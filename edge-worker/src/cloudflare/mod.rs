@@ -3,7 +3,9 @@
 //! platform traits on the Workers runtime.
 
 mod body;
+mod cache;
 mod convert;
+mod counters;
 mod key_value;
 mod platform;
 
@@ -22,6 +24,7 @@ use wasm_bindgen::JsValue;
 use worker::{Context, Env, console_error, console_log, event};
 
 use body::WorkerBody;
+use counters::WorkerCounters;
 use key_value::WorkerKeyValue;
 use platform::WorkerPlatform;
 
@@ -57,7 +60,12 @@ fn isolate(env: &Env) -> Rc<Isolate> {
     ISOLATE.with(|cell| {
         Rc::clone(cell.get_or_init(|| {
             let gateway = gateway_from_env(env);
-            let platform = WorkerPlatform::new(key_value_from_env(env, &gateway), env.clone());
+            let counters = match &gateway {
+                Ok(gateway) => WorkerCounters::from_env(env, &gateway.config().stores),
+                Err(_) => WorkerCounters::default(),
+            };
+            let platform =
+                WorkerPlatform::new(key_value_from_env(env, &gateway), counters, env.clone());
             Rc::new(Isolate {
                 gateway: gateway.map(|gateway| RefCell::new(Rc::new(gateway))),
                 platform,
@@ -189,6 +197,7 @@ async fn serve(
     platform: &WorkerPlatform,
     request: &web_sys::Request,
 ) -> (Response<WorkerBody>, Option<BackgroundTask>) {
+    platform.record_location(convert::colo_of(request));
     let incoming = match convert::request_from_js(request) {
         Ok(incoming) => incoming,
         Err(error) => return (early_problem(&error, platform, None), None),

@@ -1,14 +1,13 @@
 //! [`WorkerPlatform`]: the core's platform traits on the Workers runtime.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
 use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, select};
-use gatehouse_core::cache::MemoryResponseCache;
-use gatehouse_core::config::{ServerConfig, UpstreamProtocol};
+use gatehouse_core::config::UpstreamProtocol;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorKind, ErrorSource, body};
 use http::{Request, Response, StatusCode};
@@ -18,7 +17,9 @@ use wasm_bindgen_futures::JsFuture;
 use worker::{Delay, Env};
 
 use super::body::{BodyFailure, WorkerBody, js_message};
+use super::cache::WorkerResponseCache;
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
+use super::counters::WorkerCounters;
 use super::key_value::WorkerKeyValue;
 
 #[wasm_bindgen]
@@ -41,20 +42,23 @@ pub struct WorkerPlatform {
     upstream: WorkerUpstream,
     random: RefCell<Vec<u64>>,
     key_value: Option<WorkerKeyValue>,
+    counters: WorkerCounters,
     /// The Worker's bindings, where its secrets are.
     env: Option<Env>,
-    /// Responses cached by this isolate alone.
-    // NOTE: other isolates and locations keep their own entries; a store on the
-    // Cache API would share them within a location.
-    cache: MemoryResponseCache,
+    /// The data center of the isolate (`request.cf.colo`), from its first request
+    /// that carried one. An isolate runs in one data center, so it never changes.
+    location: OnceCell<String>,
+    /// Responses cached in the data center, shared by its isolates.
+    cache: WorkerResponseCache,
 }
 
 impl WorkerPlatform {
-    /// Creates the platform with the Workers KV namespace `key_value`, if bound, and
-    /// the secrets of `env`.
-    pub fn new(key_value: Option<WorkerKeyValue>, env: Env) -> Self {
+    /// Creates the platform with the Workers KV namespace `key_value`, if bound, the
+    /// shared counter stores, and the bindings of `env` for secrets.
+    pub fn new(key_value: Option<WorkerKeyValue>, counters: WorkerCounters, env: Env) -> Self {
         Self {
             key_value,
+            counters,
             env: Some(env),
             ..Self::default()
         }
@@ -68,8 +72,19 @@ impl Default for WorkerPlatform {
             upstream: WorkerUpstream,
             random: RefCell::default(),
             key_value: None,
+            counters: WorkerCounters::default(),
             env: None,
-            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+            location: OnceCell::new(),
+            cache: WorkerResponseCache::default(),
+        }
+    }
+}
+
+impl WorkerPlatform {
+    /// Records the data center a request arrived in, unless one is already known.
+    pub fn record_location(&self, colo: Option<String>) {
+        if let Some(colo) = colo.filter(|colo| !colo.is_empty()) {
+            let _ = self.location.set(colo);
         }
     }
 }
@@ -89,14 +104,22 @@ impl Platform for WorkerPlatform {
         let secret = self.env.as_ref()?.secret(name).ok()?;
         Some(secret.to_string())
     }
-    type ResponseCache = MemoryResponseCache;
-    type Counters = gatehouse_core::platform::NoSharedStores;
+    type ResponseCache = WorkerResponseCache;
+    type Counters = WorkerCounters;
+
+    fn wakes_across_requests(&self) -> bool {
+        false
+    }
+
+    fn location(&self) -> Option<&str> {
+        self.location.get().map(String::as_str)
+    }
 
     fn clock(&self) -> &WorkerClock {
         &self.clock
     }
 
-    fn response_cache(&self) -> &MemoryResponseCache {
+    fn response_cache(&self) -> &WorkerResponseCache {
         &self.cache
     }
 
@@ -112,8 +135,8 @@ impl Platform for WorkerPlatform {
         WorkerBody::boxed(body::Chain::new(prefix, rest))
     }
 
-    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
-        &gatehouse_core::platform::NoSharedStores
+    fn counters(&self) -> &WorkerCounters {
+        &self.counters
     }
 
     fn random_u64(&self) -> u64 {

@@ -66,7 +66,15 @@ impl NativeCounters {
         let errors = StoreErrorMetrics::default();
         let mut stores = HashMap::new();
         for (name, store) in config {
-            let StoreConfig::Redis(redis) = store;
+            let redis = match store {
+                StoreConfig::Redis(redis) => redis,
+                StoreConfig::DurableObject(_) => {
+                    return Err(format!(
+                        "store {name:?}: durable_object stores run only on a Cloudflare \
+                         Worker; use a redis store natively"
+                    ));
+                }
+            };
             let store = RedisStore::new(name, redis, errors.clone())?;
             stores.insert(name.clone(), Arc::new(store));
         }
