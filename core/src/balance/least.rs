@@ -104,7 +104,7 @@ impl LeastOutstanding {
     /// same step.
     ///
     /// Two threads that scan at the same moment would otherwise both see the same
-    /// endpoint idle and both send to it. The count is raised only if it still holds
+    /// endpoint idle and both send to it. The count is raised only if it still equals
     /// the value the scan saw; when another thread raised it first, the scan runs
     /// again. After a few lost races the pick is counted regardless, so a burst on many
     /// threads cannot keep one request scanning.
