@@ -3,6 +3,7 @@
 //! it.
 
 mod admit;
+mod aggregate;
 mod cache;
 mod compile;
 mod dispatch;
@@ -572,6 +573,9 @@ impl Gateway {
             request_id: &request_id,
             authenticated: authenticated.as_ref(),
         };
+        if let Some(aggregate) = &route.aggregate {
+            return aggregate::respond(self, aggregate, request, outgoing, platform, access).await;
+        }
         let Some(policy) = &route.policies.cache else {
             return dispatch::proxy(self, request, outgoing, platform, access).await;
         };
