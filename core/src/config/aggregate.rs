@@ -1,12 +1,12 @@
-//! Settings of routes with `dispatch = "aggregate"`, which answer with one JSON object
-//! built from several upstream calls.
+//! Settings of routes with `dispatch = "aggregate"`, which respond with one JSON
+//! object built from several upstream calls.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigDuration;
 
-/// What a route does with a request once its policies passed.
+/// The handling of a request after its route's policies passed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Dispatch {
@@ -37,8 +37,8 @@ pub struct AggregateConfig {
     pub max_body_bytes: usize,
 }
 
-/// Cloudflare Workers allow 6 simultaneous open connections per invocation, so a
-/// larger default would queue calls there anyway.
+/// Cloudflare Workers allow 6 simultaneous outgoing connections per request (the
+/// Workers limits page), so a larger default would queue calls there anyway.
 pub const DEFAULT_AGGREGATE_MAX_IN_FLIGHT: usize = 6;
 
 fn default_max_in_flight() -> usize {

@@ -34,9 +34,9 @@ enum CallPart {
 /// A problem in a call template: what is wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateProblem {
-    /// What is wrong, naming the invalid value.
+    /// The problem, naming the invalid value.
     pub message: String,
-    /// How to fix it.
+    /// The fix.
     pub hint: String,
 }
 

@@ -1,6 +1,6 @@
 //! Aggregate dispatch: a route with `dispatch = "aggregate"` sends several upstream
 //! calls, at most `max_in_flight` at once and each through the same balancer,
-//! breakers, retries and timeouts as a proxied request, and answers with their JSON
+//! breakers, retries and timeouts as a proxied request, and responds with their JSON
 //! bodies merged into one object.
 //!
 //! A call whose path uses a field of another call starts once that call finished.
@@ -60,11 +60,11 @@ struct CompiledCall {
     uses: Vec<usize>,
 }
 
-/// Why a call produced no body.
+/// The failure of a call: the error and the upstream's status.
 #[derive(Debug)]
 struct CallFailure {
     error: Error,
-    /// The upstream's status, when it answered with one outside 200 to 299.
+    /// The upstream's status, when it responded with one outside 200 to 299.
     status: Option<u16>,
 }
 
@@ -95,7 +95,7 @@ const DROPPED_HEADERS: [HeaderName; 11] = [
     header::IF_RANGE,
 ];
 
-/// What every call of one client request shares.
+/// The state shared by every call of one client request.
 struct CallContext<'a, P: Platform> {
     gateway: &'a Gateway,
     aggregate: &'a CompiledAggregate,
@@ -207,7 +207,18 @@ async fn run_calls<P: Platform>(
         let call = &calls[index];
         results[index] = Some(match result {
             Ok(body) => Ok(body),
-            Err(failure) => Err(check_required(call, failure)?),
+            Err(failure) => {
+                let failure = check_required(call, failure)?;
+                tracing::debug!(
+                    request_id = %context.outgoing.request_id,
+                    route = %context.outgoing.route.name,
+                    call = %call.name,
+                    upstream = %call.upstream_name,
+                    error = %failure.error.detail(),
+                    "optional aggregate call failed"
+                );
+                Err(failure)
+            }
         });
     }
     results
