@@ -18,6 +18,13 @@ pub enum Dispatch {
     Aggregate,
 }
 
+impl Dispatch {
+    /// Returns whether this is the default, `proxy`, which serialized configs omit.
+    pub fn is_proxy(&self) -> bool {
+        *self == Self::Proxy
+    }
+}
+
 /// The calls of an aggregate route and how their responses are combined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]

@@ -566,7 +566,7 @@ pub struct RouteConfig {
     pub upstream: String,
     /// What the route does with a request: `proxy` forwards it to `upstream`,
     /// `aggregate` sends the calls of `aggregate` and merges their responses.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Dispatch::is_proxy")]
     pub dispatch: Dispatch,
     /// The calls of a route with `dispatch = "aggregate"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -419,6 +419,8 @@ where
 
 /// Adds what a call recorded to the request's access record: its attempt spans and
 /// retries.
+// NOTE: a call's upstream, endpoint and latency are dropped here, because the record
+// has room for one upstream, so per-upstream metrics do not count aggregate calls.
 fn absorb(access: &mut AccessRecord, call: AccessRecord) {
     access.retries += call.retries;
     if let (Some(record), Some(call_record)) = (&mut access.trace, call.trace) {
