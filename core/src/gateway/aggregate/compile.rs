@@ -295,7 +295,8 @@ fn check_depth(
     for index in 0..calls.len() {
         let mut stack = Vec::new();
         if let Err(cycle) = longest_chain(index, uses, &mut chains, &mut stack) {
-            // Report each cycle once, at the call where it closes with the lowest index.
+            // Each cycle found is reported once, at its call with the lowest index. A
+            // cycle reached only through another one shows once that one is fixed.
             if cycle.iter().min() != Some(&index) {
                 continue;
             }

@@ -233,7 +233,7 @@ fn cache_policy_rejected_on_aggregate_route() {
     assert_problem(&found, "routes[0].policies", "cache policy");
 }
 
-/// A platform whose upstream counts the calls in flight and answers each with a small
+/// A platform whose upstream counts the calls in flight and responds to each with a small
 /// JSON body after yielding twice, so that calls started together overlap.
 mod in_flight {
     use std::cell::Cell;
