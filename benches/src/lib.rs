@@ -21,6 +21,8 @@ pub fn routes(count: usize) -> Vec<RouteConfig> {
                 name: Some(format!("route-{index}")),
                 matcher,
                 upstream: "backend".to_owned(),
+                dispatch: Default::default(),
+                aggregate: None,
                 strip_prefix: None,
                 rewrite: None,
                 policies: Vec::new(),

@@ -173,7 +173,7 @@ impl CompiledQueryChanges {
 
 /// Decodes `%XX` escapes and `+` (a space in form encoding); invalid escapes stay as
 /// they are, since the comparison only needs to recognize the configured names.
-fn decode_component(raw: &str) -> String {
+pub(crate) fn decode_component(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -203,7 +203,7 @@ fn decode_component(raw: &str) -> String {
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
-fn encode_component(text: &str) -> String {
+pub(crate) fn encode_component(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

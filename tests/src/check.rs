@@ -156,6 +156,9 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
             ));
         }
     }
+    if !expect.body_json.is_empty() {
+        differences.extend(check_body_json(&expect.body_json, exchange));
+    }
     if let Some(expected) = &expect.problem_detail_contains {
         let detail = serde_json::from_slice::<Value>(&exchange.body)
             .ok()
@@ -235,6 +238,36 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
 
 /// Compares bodies as JSON values when `expected` is JSON, so key order and spacing
 /// do not matter, and as text otherwise.
+/// Compares the values at JSON pointers into the response body with the expected
+/// JSON texts.
+fn check_body_json(expected: &BTreeMap<String, String>, exchange: &Exchange) -> Vec<String> {
+    let body = match serde_json::from_slice::<Value>(&exchange.body) {
+        Ok(body) => body,
+        Err(error) => {
+            return vec![format!(
+                "response body is not JSON ({error}), so body_json cannot be checked: {}",
+                excerpt(&exchange.body)
+            )];
+        }
+    };
+    let mut differences = Vec::new();
+    for (pointer, text) in expected {
+        // The scenario loader checked that every expected value is JSON text.
+        let expected_value = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+        match body.pointer(pointer) {
+            Some(actual) if *actual == expected_value => {}
+            Some(actual) => differences.push(format!(
+                "response body at {pointer:?}: expected {text}, actual {actual}"
+            )),
+            None => differences.push(format!(
+                "response body has no value at {pointer:?}; expected {text}; body {}",
+                excerpt(&exchange.body)
+            )),
+        }
+    }
+    differences
+}
+
 fn same_body(expected: &str, actual: &str) -> bool {
     match serde_json::from_str::<Value>(expected) {
         Ok(expected) => {
@@ -419,6 +452,30 @@ mod tests {
             ..Expect::default()
         };
         assert_eq!(check_step(&expect, &[echo_from("a")]), Vec::<String>::new());
+    }
+
+    #[test]
+    fn body_json_pointers_checked() {
+        let expect = Expect {
+            body_json: BTreeMap::from([
+                ("/user/id".to_owned(), "7".to_owned()),
+                ("/orders".to_owned(), "null".to_owned()),
+                ("/team".to_owned(), "null".to_owned()),
+                ("/user/name".to_owned(), r#""ada""#.to_owned()),
+            ]),
+            ..Expect::default()
+        };
+        let body = r#"{"user": {"id": 7, "name": "bob"}, "orders": null}"#;
+        let differences = check_step(&expect, &[Ok(exchange(200, body))]);
+        assert_eq!(differences.len(), 2, "{differences:?}");
+        assert!(
+            differences[0].contains("no value at \"/team\""),
+            "{differences:?}"
+        );
+        assert!(
+            differences[1].contains(r#"expected "ada", actual "bob""#),
+            "{differences:?}"
+        );
     }
 
     #[test]

@@ -209,6 +209,11 @@ pub struct Expect {
     pub problem_detail_contains: Option<String>,
     /// The response body: equal as JSON when this text is JSON, else byte for byte.
     pub body: Option<String>,
+    /// Values at JSON pointers into the response body, each written as JSON text
+    /// (`'"ada"'`, `'null'`, `'[1, 2]'`) and compared as JSON. A pointer the body
+    /// lacks is a difference, even for `'null'`.
+    #[serde(default)]
+    pub body_json: BTreeMap<String, String>,
     /// The body the upstream received, compared like `body`.
     pub upstream_body: Option<String>,
     /// The test upstream that answered.
@@ -428,6 +433,18 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
                 sequence.len(),
                 step.repeat
             ));
+        }
+        for (pointer, value) in &expect.body_json {
+            if !pointer.is_empty() && !pointer.starts_with('/') {
+                step_problem(format!(
+                    "body_json pointer {pointer:?} must be empty or start with '/'"
+                ));
+            }
+            if let Err(error) = serde_json::from_str::<serde_json::Value>(value) {
+                step_problem(format!(
+                    "body_json value {value:?} at {pointer:?} is not JSON text: {error}"
+                ));
+            }
         }
         if let Some(counts) = &expect.upstream_counts
             && expect.counts_tolerance == 0

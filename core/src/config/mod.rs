@@ -5,6 +5,7 @@
 //! report every problem they find with its path, such as
 //! `routes[2].match.path_prefix: must start with '/'`.
 
+mod aggregate;
 mod auth;
 mod discovery;
 mod duration;
@@ -18,6 +19,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use aggregate::{
+    AggregateCallConfig, AggregateConfig, CallMerge, DEFAULT_AGGREGATE_MAX_BODY_BYTES,
+    DEFAULT_AGGREGATE_MAX_DEPTH, DEFAULT_AGGREGATE_MAX_IN_FLIGHT, Dispatch, OnCallError,
+};
 pub use auth::{
     ApiKeyConfig, AuthorizeConfig, ConsumerConfig, JwksConfig, JwtConfig, JwtKeyConfig, OneOrMany,
     TokenSource, VerifiedCacheConfig,
@@ -571,8 +576,17 @@ pub struct RouteConfig {
     /// Conditions a request must meet; all must hold.
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    /// Name of the upstream that serves this route.
+    /// Name of the upstream that serves this route. Required with `dispatch = "proxy"`;
+    /// aggregate routes name an upstream in each call instead.
+    #[serde(default)]
     pub upstream: String,
+    /// What the route does with a request: `proxy` forwards it to `upstream`,
+    /// `aggregate` sends the calls of `aggregate` and merges their responses.
+    #[serde(default, skip_serializing_if = "Dispatch::is_proxy")]
+    pub dispatch: Dispatch,
+    /// The calls of a route with `dispatch = "aggregate"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateConfig>,
     /// Removes this path prefix before forwarding (`/api` turns `/api/users` into `/users`).
     #[serde(default)]
     pub strip_prefix: Option<String>,

@@ -12,8 +12,8 @@ use crate::balance::Balancer;
 use crate::circuit::{Breaker, ConcurrencyLimit};
 use crate::client_ip::{self, TrustedProxies};
 use crate::config::{
-    BalancerKind, Config, ConfigError, HashOn, HealthCheckConfig, HealthCheckKind, RouteConfig,
-    ServerConfig, TimeoutsConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
+    BalancerKind, Config, ConfigError, Dispatch, HashOn, HealthCheckConfig, HealthCheckKind,
+    RouteConfig, ServerConfig, TimeoutsConfig, UpstreamConfig, UpstreamProtocol, UpstreamTlsConfig,
 };
 use crate::health::{ActiveStatus, OutlierDetector};
 use crate::limit::MemoryCounters;
@@ -191,6 +191,8 @@ pub(crate) struct CompiledRoute {
     pub grpc_web: bool,
     /// Idle timeout of relayed WebSockets, when the route relays them.
     pub websocket_idle: Option<std::time::Duration>,
+    /// The calls of a route with `dispatch = "aggregate"`.
+    pub aggregate: Option<Box<super::aggregate::CompiledAggregate>>,
 }
 
 /// Everything the pipeline needs, built once per config version.
@@ -912,18 +914,10 @@ fn compile_routes(
     let mut routes = Vec::with_capacity(config.routes.len());
     for (index, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
-        let upstream = upstream_names
-            .iter()
-            .position(|name| **name == route.upstream);
-        if upstream.is_none() {
-            errors.push(undefined_reference(
-                format!("{path}.upstream"),
-                "upstream",
-                "upstreams",
-                &route.upstream,
-                upstream_names.iter().map(|name| name.as_str()),
-            ));
-        }
+        let (upstream, aggregate) = match route.dispatch {
+            Dispatch::Proxy => (proxy_upstream(route, &path, upstream_names, errors), None),
+            Dispatch::Aggregate => (None, route_aggregate(config, route, &path, errors)),
+        };
 
         let route_policies = resolve_policies(
             &route.policies,
@@ -967,6 +961,15 @@ fn compile_routes(
             .and_then(|position| config.upstreams.get(upstream_names[position].as_str()))
             .map(|upstream| upstream.protocol);
         check_protocols(route, upstream_protocol, &path, errors);
+        if route.dispatch == Dispatch::Aggregate && route_policies.cache.is_some() {
+            errors.push(
+                ConfigError::new(
+                    format!("{path}.policies"),
+                    "has a cache policy, which routes with dispatch = \"aggregate\" do not support",
+                )
+                .with_hint("remove the cache policy, or cache the responses of the upstreams the calls go to"),
+            );
+        }
         routes.push(CompiledRoute {
             name: Arc::from(route.name.clone().unwrap_or(path)),
             upstream: upstream.unwrap_or(0),
@@ -976,9 +979,79 @@ fn compile_routes(
             websocket_idle: route
                 .websocket
                 .map(|websocket| websocket.idle_timeout.get()),
+            aggregate: aggregate.map(Box::new),
         });
     }
     routes
+}
+
+/// Returns the index of the upstream of a route with `dispatch = "proxy"`, reporting
+/// a missing or undefined one and an `aggregate` table it would not use.
+fn proxy_upstream(
+    route: &RouteConfig,
+    path: &str,
+    upstream_names: &[&String],
+    errors: &mut Vec<ConfigError>,
+) -> Option<usize> {
+    if route.aggregate.is_some() {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.aggregate"),
+                "aggregate is set but dispatch is \"proxy\"",
+            )
+            .with_hint(
+                "set dispatch = \"aggregate\" to send the calls, or remove the aggregate table",
+            ),
+        );
+    }
+    if route.upstream.is_empty() {
+        errors.push(
+            ConfigError::new(format!("{path}.upstream"), "missing upstream")
+                .with_hint("name the upstream from [upstreams] that serves this route"),
+        );
+        return None;
+    }
+    let upstream = upstream_names
+        .iter()
+        .position(|name| **name == route.upstream);
+    if upstream.is_none() {
+        errors.push(undefined_reference(
+            format!("{path}.upstream"),
+            "upstream",
+            "upstreams",
+            &route.upstream,
+            upstream_names.iter().map(|name| name.as_str()),
+        ));
+    }
+    upstream
+}
+
+/// Compiles the calls of a route with `dispatch = "aggregate"`.
+fn route_aggregate(
+    config: &Config,
+    route: &RouteConfig,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<super::aggregate::CompiledAggregate> {
+    super::aggregate::check_unused_route_keys(route, path, errors);
+    let Some(aggregate) = &route.aggregate else {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.aggregate"),
+                "dispatch is \"aggregate\" but the aggregate table is missing",
+            )
+            .with_hint("add [routes.aggregate] with at least one [[routes.aggregate.calls]]"),
+        );
+        return None;
+    };
+    let upstreams: Vec<(&String, &UpstreamConfig)> = config.upstreams.iter().collect();
+    super::aggregate::compile_aggregate(
+        route,
+        aggregate,
+        &format!("{path}.aggregate"),
+        &upstreams,
+        errors,
+    )
 }
 
 /// Adds the named policies to `set`, reporting names that are not defined.
@@ -1005,7 +1078,7 @@ fn resolve_policies(
     set
 }
 
-fn undefined_reference<'a>(
+pub(super) fn undefined_reference<'a>(
     path: String,
     what: &str,
     table: &str,

@@ -15,7 +15,7 @@ use super::{AccessRecord, AttemptSpan, Gateway};
 use crate::auth::{self, Authenticated};
 use crate::balance::{Claim, PickInput};
 use crate::circuit::{CircuitState, Permit, Rejection, Slot};
-use crate::config::{HashOn, UpstreamProtocol};
+use crate::config::{HashOn, TimeoutsConfig, UpstreamProtocol};
 use crate::error::{Error, ErrorKind, ErrorSource};
 use crate::forward::{self, Downstream};
 use crate::grpc;
@@ -28,6 +28,7 @@ use crate::transform;
 use crate::websocket;
 
 /// The decisions of the earlier phases about a request that is about to be forwarded.
+#[derive(Clone, Copy)]
 pub(crate) struct Outgoing<'a> {
     pub route: &'a CompiledRoute,
     /// The index of `route` in the compiled routes.
@@ -55,15 +56,70 @@ pub(crate) async fn proxy<P: Platform>(
     platform: &P,
     access: &mut AccessRecord,
 ) -> Result<Response<P::Body>, Error> {
+    let upstream = &gateway.compiled.upstreams[outgoing.route.upstream];
+    let hash = hash_key(upstream, &request, &outgoing);
+    let request = upstream_request(gateway, request, upstream, &outgoing)?;
+    let exchange = Exchange {
+        upstream: outgoing.route.upstream,
+        timeouts: outgoing.route.timeouts,
+        grpc_deadline: outgoing.grpc_deadline,
+        hash,
+    };
+    let mut response = send(gateway, request, &exchange, platform, access).await?;
+    let upgrade = response.headers().get(http::header::UPGRADE).cloned();
+    prepare_response(gateway, &mut response, outgoing.route);
+    if let Some(idle_timeout) = outgoing.websocket_idle {
+        websocket::accept_upgrade(&mut response, upgrade, idle_timeout);
+        // Body transforms skip handshakes: after a 101 the connection is no longer HTTP.
+        return Ok(response);
+    }
+    let changes = &outgoing.route.policies.response_body_changes;
+    if !changes.is_empty() {
+        let (mut parts, body) = response.into_parts();
+        let body = transform::rewrite_json_body(
+            platform,
+            &mut parts.headers,
+            body,
+            changes,
+            transform::BodyDirection::Response,
+        )
+        .await?;
+        response = Response::from_parts(parts, body);
+    }
+    Ok(response)
+}
+
+/// Where [`send`] sends a request and within what time.
+pub(crate) struct Exchange {
+    /// The index of the upstream in the compiled upstreams.
+    pub upstream: usize,
+    pub timeouts: TimeoutsConfig,
+    /// The deadline a gRPC client set in `grpc-timeout`, which caps `timeouts`.
+    pub grpc_deadline: Option<Duration>,
+    /// The consistent-hashing key, when the upstream hashes and the request has one.
+    pub hash: Option<u64>,
+}
+
+/// Sends a request prepared by [`upstream_request`] to an endpoint of the upstream,
+/// through its circuit breakers and request limit, with retries to other endpoints,
+/// and records the outcome for outlier detection. Returns the response head with
+/// the body still streaming.
+pub(crate) async fn send<P: Platform>(
+    gateway: &Gateway,
+    request: Request<P::Body>,
+    exchange: &Exchange,
+    platform: &P,
+    access: &mut AccessRecord,
+) -> Result<Response<P::Body>, Error> {
     let clock = platform.clock();
     let started = clock.monotonic();
-    let upstream = &gateway.compiled.upstreams[outgoing.route.upstream];
+    let upstream = &gateway.compiled.upstreams[exchange.upstream];
     access.upstream = Some(Arc::clone(&upstream.name));
-    let timeouts = outgoing.route.timeouts;
+    let timeouts = exchange.timeouts;
     let (total, per_try) = capped_timeouts(
         timeouts.total.get(),
         timeouts.per_try.get(),
-        outgoing.grpc_deadline,
+        exchange.grpc_deadline,
     );
     let total_deadline = started + total;
     check_grpc_protocol(&request, upstream)?;
@@ -78,8 +134,7 @@ pub(crate) async fn proxy<P: Platform>(
     let started = clock.monotonic();
     upstream.budget.deposit(started);
 
-    let hash = hash_key(upstream, &request, &outgoing);
-    let request = upstream_request(gateway, request, upstream, &outgoing)?;
+    let hash = exchange.hash;
     // Only a request without a body can be sent again, because a streamed body is
     // consumed by the first attempt, and only to another endpoint, so a single-endpoint
     // upstream keeps no copy.
@@ -206,28 +261,7 @@ pub(crate) async fn proxy<P: Platform>(
         }
         None => drop(upstream_permit),
     }
-    let mut response = result?;
-    let upgrade = response.headers().get(http::header::UPGRADE).cloned();
-    prepare_response(gateway, &mut response, outgoing.route);
-    if let Some(idle_timeout) = outgoing.websocket_idle {
-        websocket::accept_upgrade(&mut response, upgrade, idle_timeout);
-        // Body transforms skip handshakes: after a 101 the connection is no longer HTTP.
-        return Ok(response);
-    }
-    let changes = &outgoing.route.policies.response_body_changes;
-    if !changes.is_empty() {
-        let (mut parts, body) = response.into_parts();
-        let body = transform::rewrite_json_body(
-            platform,
-            &mut parts.headers,
-            body,
-            changes,
-            transform::BodyDirection::Response,
-        )
-        .await?;
-        response = Response::from_parts(parts, body);
-    }
-    Ok(response)
+    result
 }
 
 /// Returns the total and per-try timeouts of a request, lowered to the deadline a
@@ -515,7 +549,7 @@ async fn send_with_deadline<P: Platform>(
 
 /// Rewrites the client request into the request sent upstream: origin-form target,
 /// hop-by-hop headers removed, forwarding headers and policies applied.
-fn upstream_request<B>(
+pub(crate) fn upstream_request<B>(
     gateway: &Gateway,
     request: Request<B>,
     upstream: &CompiledUpstream,
@@ -591,7 +625,7 @@ fn prepare_response<B>(gateway: &Gateway, response: &mut Response<B>, route: &Co
 
 /// Computes the consistent-hashing key of a request, or `None` when the upstream does
 /// not hash or the request lacks the key (the balancer then picks at random).
-fn hash_key<B>(
+pub(crate) fn hash_key<B>(
     upstream: &CompiledUpstream,
     request: &Request<B>,
     outgoing: &Outgoing<'_>,

@@ -3,6 +3,7 @@
 //! it.
 
 mod admit;
+mod aggregate;
 mod cache;
 mod compile;
 pub(crate) mod discovery;
@@ -604,6 +605,9 @@ impl Gateway {
             grpc_deadline,
             websocket_idle,
         };
+        if let Some(aggregate) = &route.aggregate {
+            return aggregate::respond(self, aggregate, request, outgoing, platform, access).await;
+        }
         let dispatched = match &route.policies.cache {
             // An upgraded connection is never cached.
             Some(policy) if websocket_idle.is_none() => {

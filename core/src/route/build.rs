@@ -30,6 +30,11 @@ impl Problem {
         }
     }
 
+    /// Returns the message and the hint.
+    pub(super) fn into_parts(self) -> (String, String) {
+        (self.message, self.hint)
+    }
+
     /// Prefixes the message with the invalid value, as in `invalid rewrite "/{": …`.
     pub(super) fn in_value(mut self, what: &str, value: &str) -> Self {
         self.message = format!("invalid {what} {value:?}: {}", self.message);
@@ -318,7 +323,7 @@ fn compile_path_field(field: &str, text: &str, report: &mut Report<'_>) -> Optio
 
 /// Checks that a configured path starts with `/` and is in the normal form that
 /// [`normalize`] gives request paths, because a route could never match another form.
-fn check_normal(text: &str) -> Result<(), Problem> {
+pub(super) fn check_normal(text: &str) -> Result<(), Problem> {
     if !text.starts_with('/') {
         return Err(Problem::new(
             format!("invalid path {text:?}: must start with '/'"),

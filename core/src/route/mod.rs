@@ -48,6 +48,7 @@
 //! the best route so far by a precedence key computed when the table is built.
 
 mod build;
+mod call_template;
 mod conditions;
 mod forward;
 mod host;
@@ -68,6 +69,7 @@ use std::fmt;
 use http::{HeaderMap, Method};
 
 use crate::config::{ConfigError, RouteConfig};
+pub use call_template::{CallTemplate, TemplateProblem};
 use conditions::Conditions;
 use forward::Forward;
 use host::HostIndex;

@@ -165,6 +165,15 @@ pub(super) struct Placeholder<'a> {
 /// Finds every `{name}` in `text`. The problem message is a fragment that the
 /// caller prefixes with the value it belongs to.
 pub(super) fn placeholders(text: &str) -> Result<Vec<Placeholder<'_>>, Problem> {
+    let found = scan_placeholders(text)?;
+    for placeholder in &found {
+        check_param_name(placeholder.name)?;
+    }
+    Ok(found)
+}
+
+/// Finds every `{...}` in `text` without checking what is between the braces.
+pub(super) fn scan_placeholders(text: &str) -> Result<Vec<Placeholder<'_>>, Problem> {
     let mut found = Vec::new();
     let mut offset = 0;
     while let Some(brace) = text[offset..].find(['{', '}']) {
@@ -183,7 +192,6 @@ pub(super) fn placeholders(text: &str) -> Result<Vec<Placeholder<'_>>, Problem> 
         };
         let end = start + length + 1;
         let name = &text[start + 1..end - 1];
-        check_param_name(name)?;
         found.push(Placeholder {
             range: start..end,
             name,
@@ -193,7 +201,7 @@ pub(super) fn placeholders(text: &str) -> Result<Vec<Placeholder<'_>>, Problem> 
     Ok(found)
 }
 
-fn check_param_name(name: &str) -> Result<(), Problem> {
+pub(super) fn check_param_name(name: &str) -> Result<(), Problem> {
     if name.is_empty() {
         return Err(Problem::new(
             "empty parameter name",

@@ -17,6 +17,8 @@ pub(super) fn route() -> RouteBuilder {
         name: None,
         matcher: Default::default(),
         upstream: "backend".to_owned(),
+        dispatch: Default::default(),
+        aggregate: None,
         strip_prefix: None,
         rewrite: None,
         policies: Vec::new(),
