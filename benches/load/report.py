@@ -42,7 +42,7 @@ def versions() -> str:
 
     nginx = first_line(["nginx", "-v"]).replace("nginx version: ", "")
     haproxy = first_line(["haproxy", "-v"]).split(" - ")[0]
-    return f"{nginx}, {haproxy}"
+    return f"{nginx}, {haproxy}, Pingora 0.9 (benches/pingora-proxy, release build)"
 
 
 def ratio(value: str, base: str) -> str:

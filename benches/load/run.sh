@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side proxy load test: the same keep-alive GET workload against the upstream
-# directly, gatehouse, nginx and HAProxy, in one run on this machine.
+# directly, gatehouse, nginx, HAProxy and a minimal Pingora proxy
+# (benches/pingora-proxy), in one run on this machine.
 #
 # Layout on a 2-core machine: the load generator and the upstream share CPU 0, and
 # each proxy runs alone on CPU 1 with one worker, so the proxy is the bottleneck and
@@ -18,50 +19,14 @@ UPSTREAM_PORT=18081
 NGINX_PORT=18082
 HAPROXY_PORT=18083
 GATEHOUSE_PORT=18084
+PINGORA_PORT=18085
 LOAD_CPU=0
 PROXY_CPU=1
 
-need_apt=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
-command -v wrk >/dev/null || need_apt+=(wrk)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-if ! command -v oha >/dev/null; then
-  cargo install --locked oha --version 1.12.0
-fi
-export PATH="/usr/sbin:$PATH"
+source "$root/benches/load/common.sh"
 
-cargo build --release --locked -p gatehouse
-gatehouse_bin="$root/target/release/gatehouse"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The upstream: a static 200 from nginx, cheap enough to never be the bottleneck.
-cat >"$work/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    location / { return 200 "ok\n"; }
-  }
-}
-CONF
+cargo build --release --locked --manifest-path benches/pingora-proxy/Cargo.toml
+pingora_bin="$root/benches/pingora-proxy/target/release/pingora-proxy-bench"
 
 # nginx as a proxy with the forwarding headers gatehouse also sets.
 cat >"$work/nginx.conf" <<CONF
@@ -117,24 +82,7 @@ endpoints = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
 upstream = "backend"
 CONF
 
-start() { # cpu, command...
-  local cpu=$1
-  shift
-  taskset -c "$cpu" "$@" >"$work/$(basename "$1").out" 2>&1 &
-  pids+=($!)
-}
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
-
-start $LOAD_CPU nginx -c "$work/upstream.conf" -e "$work/upstream.err"
-wait_port $UPSTREAM_PORT
+start_upstream $LOAD_CPU $UPSTREAM_PORT
 
 # Sums user and system CPU seconds of a process and its threads.
 cpu_seconds() {
@@ -197,10 +145,13 @@ measure nginx $NGINX_PORT "$nginx_worker"
 start $PROXY_CPU haproxy -db -f "$work/haproxy.cfg"
 measure haproxy $HAPROXY_PORT "${pids[-1]}"
 
+RUST_LOG="warn" start $PROXY_CPU "$pingora_bin" "127.0.0.1:$PINGORA_PORT" "127.0.0.1:$UPSTREAM_PORT"
+measure pingora $PINGORA_PORT "${pids[-1]}"
+
 # Half of nginx's saturation rate, applied to every target, for added latency.
 nginx_rps=$(awk -F'\t' '$1 == "nginx" { print $2 }' "$work/saturation.tsv")
 half_rate=$(awk -v r="$nginx_rps" 'BEGIN { printf "%d", r / 2 }')
-declare -A ports=([direct]=$UPSTREAM_PORT [gatehouse]=$GATEHOUSE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+declare -A ports=([direct]=$UPSTREAM_PORT [gatehouse]=$GATEHOUSE_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [pingora]=$PINGORA_PORT)
 while IFS=$'\t' read -r name rps p50 p99 cpu; do
   half=$(half_load_p99 "${ports[$name]}" "$half_rate")
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$half" >>"$results"
