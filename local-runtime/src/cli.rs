@@ -1,5 +1,5 @@
 //! The `gatehouse` command line: `run`, `check` (also against a Spin manifest),
-//! `schema` and `demo`.
+//! `schema`, `demo` and `dev`, the local edge simulator.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -23,14 +23,14 @@ use crate::spin_manifest;
 
 /// Exit status of `check` when the config has problems, and of any command that fails
 /// at run time.
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 /// Exit status of `run` and `demo` when the config file is missing, unreadable or
 /// invalid.
-const EXIT_INVALID_CONFIG: u8 = 2;
+pub(crate) const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// Time given to blocking tasks, such as DNS lookups, to end after the server stops.
-const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// gatehouse: an API gateway and load balancer.
 #[derive(Debug, Parser)]
@@ -81,6 +81,22 @@ pub enum Command {
         #[arg(long, short, default_value = "examples/gatehouse.toml")]
         config: PathBuf,
     },
+    /// Run the config as several simulated edge locations in one process, until
+    /// SIGTERM or Ctrl-C, then print a report per location.
+    ///
+    /// Each location serves every listener on its port plus the location's index,
+    /// with its own gateway state and response cache; the locations share a
+    /// key-value store with a propagation delay and a counter coordinator. See
+    /// `[simulator]` in docs/configuration.md.
+    Dev {
+        /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
+        #[arg(long, short, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Comma-separated location names, such as `fra,iad,sin`; replaces
+        /// `[simulator] locations`.
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        locations: Option<Vec<String>>,
+    },
 }
 
 /// A platform that `check` can check a config for.
@@ -110,6 +126,9 @@ pub fn main() -> ExitCode {
         },
         Command::Schema => schema(),
         Command::Demo { config } => serve(&config, None, cli.log_format, true),
+        Command::Dev { config, locations } => {
+            crate::simulator::cli::dev(&config, locations, cli.log_format)
+        }
     }
 }
 
@@ -328,7 +347,7 @@ fn loopback_address(endpoint: &str) -> Option<SocketAddr> {
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "failed to listen for Ctrl-C; only SIGTERM stops the server");
@@ -361,13 +380,13 @@ async fn shutdown_signal() {
 /// Writes a line to stdout and flushes it, so a parent process reading the listener
 /// lines sees each one at once. A closed stdout is ignored, since there is no one left
 /// to tell.
-fn print_stdout(line: &str) {
+pub(crate) fn print_stdout(line: &str) {
     let mut stdout = io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Writes a line to stderr, ignoring a closed stderr.
-fn print_stderr(line: &str) {
+pub(crate) fn print_stderr(line: &str) {
     let _ = writeln!(io::stderr().lock(), "{line}");
 }
 
