@@ -85,7 +85,7 @@ pub enum Command {
     /// SIGTERM or Ctrl-C, then print a report per location.
     ///
     /// Each location serves every listener on its port plus the location's index,
-    /// with its own gateway state and response cache; the locations share a
+    /// with its own gateway state and response cache. The locations share a
     /// key-value store with a propagation delay and a counter coordinator. See
     /// `[simulator]` in docs/configuration.md.
     Dev {
@@ -96,6 +96,10 @@ pub enum Command {
         /// `[simulator] locations`.
         #[arg(long, value_delimiter = ',', value_name = "NAMES")]
         locations: Option<Vec<String>>,
+        /// Also start a demo upstream on every loopback endpoint of the config, as
+        /// `gatehouse demo` does.
+        #[arg(long)]
+        demo: bool,
     },
 }
 
@@ -126,9 +130,11 @@ pub fn main() -> ExitCode {
         },
         Command::Schema => schema(),
         Command::Demo { config } => serve(&config, None, cli.log_format, true),
-        Command::Dev { config, locations } => {
-            crate::simulator::cli::dev(&config, locations, cli.log_format)
-        }
+        Command::Dev {
+            config,
+            locations,
+            demo,
+        } => crate::simulator::cli::dev(&config, locations, demo, cli.log_format),
     }
 }
 
@@ -312,7 +318,7 @@ fn serve(
 
 /// Starts a demo upstream on each distinct loopback endpoint address. An address that
 /// cannot be bound is logged and skipped, since a real server may already be there.
-async fn start_demo_upstreams(config: &Config) -> Vec<DemoUpstream> {
+pub(crate) async fn start_demo_upstreams(config: &Config) -> Vec<DemoUpstream> {
     let addresses: BTreeSet<SocketAddr> = config
         .upstreams
         .values()

@@ -5,19 +5,26 @@ use std::process::ExitCode;
 
 use crate::cli::{
     EXIT_FAILURE, EXIT_INVALID_CONFIG, RUNTIME_SHUTDOWN_TIMEOUT, print_stderr, print_stdout,
-    shutdown_signal,
+    shutdown_signal, start_demo_upstreams,
 };
-use crate::config_file::load_gateway;
 use crate::logging::{self, LogFormat};
+use gatehouse_core::Gateway;
+use gatehouse_core::config::{Config, Format};
 
 /// Runs the simulation of the config at `path` until SIGTERM or Ctrl-C, then prints
-/// the report of every location.
-pub fn dev(path: &Path, locations: Option<Vec<String>>, log_format: LogFormat) -> ExitCode {
+/// the report of every location. With `demo`, demo upstreams serve the config's
+/// loopback endpoints.
+pub fn dev(
+    path: &Path,
+    locations: Option<Vec<String>>,
+    demo: bool,
+    log_format: LogFormat,
+) -> ExitCode {
     logging::init(log_format);
-    let config = match load_gateway(path) {
-        Ok(gateway) => gateway.config().clone(),
-        Err(error) => {
-            for problem in error.problems() {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in problems {
                 print_stderr(&format!("invalid config {}: {problem}", path.display()));
             }
             return ExitCode::from(EXIT_INVALID_CONFIG);
@@ -43,6 +50,12 @@ pub fn dev(path: &Path, locations: Option<Vec<String>>, log_format: LogFormat) -
         }
     };
     let status = runtime.block_on(async move {
+        // The demo upstreams must outlive the simulation, so they are held here.
+        let _demo_upstreams = if demo {
+            start_demo_upstreams(&config).await
+        } else {
+            Vec::new()
+        };
         let running = match super::start(config, settings).await {
             Ok(running) => running,
             Err(error) => {
@@ -85,4 +98,23 @@ pub fn dev(path: &Path, locations: Option<Vec<String>>, log_format: LogFormat) -
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     status
+}
+
+/// Reads and checks the config at `path` as `gatehouse run` does, except that
+/// `durable_object` stores are accepted, because the coordinator simulates them, and
+/// TLS files are not read, because the simulator serves cleartext only.
+fn load_config(path: &Path) -> Result<Config, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| vec![format!("failed to read {}: {error}", path.display())])?;
+    let format = Format::from_file_name(&path.to_string_lossy());
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let read_file = |file: &str| {
+        let file_path = folder.join(file);
+        std::fs::read_to_string(&file_path)
+            .map_err(|error| format!("failed to read {}: {error}", file_path.display()))
+    };
+    match Gateway::from_text_with_files(&text, format, &read_file) {
+        Ok(gateway) => Ok(gateway.config().clone()),
+        Err(errors) => Err(errors.0.iter().map(ToString::to_string).collect()),
+    }
 }
