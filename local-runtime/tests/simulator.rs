@@ -466,3 +466,61 @@ fn dev_command_prints_locations_and_report() {
     let requests: Vec<&str> = iad_line.split_whitespace().collect();
     assert_eq!(requests[1], "1", "{iad_line}");
 }
+
+#[tokio::test]
+async fn default_subrequest_limit_is_fifty() {
+    bounded(async {
+        let upstream = demo_upstream().await;
+        let calls = |count: usize| {
+            (0..count)
+                .map(|index| {
+                    format!(r#"{{ name = "c{index}", upstream = "app", path = "/c/{index}" }}"#)
+                })
+                .collect::<Vec<_>>()
+                .join(",\n")
+        };
+        let config = format!(
+            r#"
+            [[listeners]]
+            name = "main"
+            address = "127.0.0.1:0"
+
+            [upstreams.app]
+            endpoints = [{{ address = "{}" }}]
+
+            [[routes]]
+            match.path = "/fifty"
+            dispatch = "aggregate"
+            aggregate.calls = [{}]
+
+            [[routes]]
+            match.path = "/fifty-one"
+            dispatch = "aggregate"
+            aggregate.calls = [{}]
+
+            [simulator]
+            locations = ["iad"]
+            "#,
+            upstream.address(),
+            calls(50),
+            calls(51)
+        );
+        let running = start(&config).await;
+        let iad = running.address("iad").expect("iad listens");
+
+        let (status, body) = get(iad, "/fifty", &[]).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+
+        let (status, body) = get(iad, "/fifty-one", &[]).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        let detail = json(&body)["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(detail.contains("at most 50 upstream requests"), "{detail}");
+
+        let report = running.shutdown().await;
+        assert_eq!(report.locations[0].limit_violations["subrequests"], 1);
+    })
+    .await;
+}
