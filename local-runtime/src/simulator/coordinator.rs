@@ -107,8 +107,8 @@ impl LocationCounters {
 }
 
 impl Counters for LocationCounters {
-    /// Decides at the coordinator within the request's store timeout; a call that
-    /// takes longer fails, as a slow Durable Object call does, and the policy's
+    /// Decides at the coordinator within the request's store timeout. A call that
+    /// takes longer fails, as a slow Durable Object call does, so the policy's
     /// `on_store_error` applies.
     async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
         self.stats.coordinator_calls.fetch_add(1, Ordering::Relaxed);
@@ -128,5 +128,84 @@ impl Counters for LocationCounters {
                 self.coordinator.latency.as_millis()
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_core::config::{DurableObjectStoreConfig, StoreMode};
+    use gatehouse_core::limit::{GcraLimit, Limit};
+
+    use super::*;
+
+    fn coordinator(latency: Duration) -> Arc<Coordinator> {
+        let store: StoreConfig = StoreConfig::DurableObject(
+            serde_json::from_str::<DurableObjectStoreConfig>("{}").expect("defaults"),
+        );
+        let stores = BTreeMap::from([("shared".to_owned(), store)]);
+        Arc::new(Coordinator::new(0, latency, &stores, 100))
+    }
+
+    fn request<'a>(store: &'a str, limit: &'a Limit, timeout: Duration) -> CounterRequest<'a> {
+        CounterRequest {
+            store,
+            key: "policy:key",
+            limit,
+            cost: 1,
+            mode: StoreMode::Strict,
+            timeout,
+            now_unix_micros: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_call_past_timeout_fails() {
+        let coordinator = coordinator(Duration::from_millis(200));
+        let limit = Limit::Gcra(GcraLimit::new(5, Duration::from_secs(60), 5).expect("valid"));
+        let remote = LocationCounters::new(1, Arc::clone(&coordinator), Arc::default());
+        let error = remote
+            .decide(&request("shared", &limit, Duration::from_millis(20)))
+            .await
+            .expect_err("the latency is over the timeout");
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+
+        // The owner's own location pays no latency, so the same timeout is enough.
+        let local = LocationCounters::new(0, coordinator, Arc::default());
+        let decision = local
+            .decide(&request("shared", &limit, Duration::from_millis(20)))
+            .await
+            .expect("a local call within the timeout");
+        assert!(decision.allowed);
+    }
+
+    #[tokio::test]
+    async fn unknown_store_is_unavailable() {
+        let coordinator = coordinator(Duration::ZERO);
+        let limit = Limit::Gcra(GcraLimit::new(5, Duration::from_secs(60), 5).expect("valid"));
+        let counters = LocationCounters::new(0, coordinator, Arc::default());
+        let error = counters
+            .decide(&request("missing", &limit, Duration::from_secs(1)))
+            .await
+            .expect_err("the store is not configured");
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn limit_is_shared_by_locations() {
+        let coordinator = coordinator(Duration::ZERO);
+        let limit = Limit::Gcra(GcraLimit::new(3, Duration::from_secs(3600), 3).expect("valid"));
+        let mut allowed = 0;
+        for location in 0..3 {
+            let counters =
+                LocationCounters::new(location, Arc::clone(&coordinator), Arc::default());
+            for _ in 0..2 {
+                let decision = counters
+                    .decide(&request("shared", &limit, Duration::from_secs(1)))
+                    .await
+                    .expect("a decision");
+                allowed += u32::from(decision.allowed);
+            }
+        }
+        assert_eq!(allowed, 3);
     }
 }

@@ -70,7 +70,7 @@ impl SharedKeyValue {
         self.propagation
     }
 
-    /// Reads `key` as location `reader` sees it now.
+    /// Reads `key` as location `reader` reads it now.
     pub fn read(&self, reader: usize, key: &str) -> Result<Read, Error> {
         check_key(key)?;
         let now = Instant::now();
@@ -104,6 +104,7 @@ impl SharedKeyValue {
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
         check_key(key)?;
+
         if let Some(value) = &value
             && value.len() > MAX_VALUE_BYTES
         {
@@ -113,6 +114,7 @@ impl SharedKeyValue {
                 value.len()
             )));
         }
+
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if !entries.contains_key(key) && entries.len() >= self.max_keys {
@@ -129,6 +131,7 @@ impl SharedKeyValue {
                 )));
             }
         }
+
         let versions = entries.entry(key.to_owned()).or_default();
         versions.push(Version {
             value,
@@ -177,8 +180,8 @@ fn check_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A broken Workers KV limit: Workers KV rejects the operation, which the core
-/// treats as a failed store (503).
+/// Builds the error of a broken Workers KV limit. Workers KV rejects such an
+/// operation, and the core treats it as a failed store (503).
 fn limit_error(detail: String) -> Error {
     Error::new(ErrorKind::Unavailable, ErrorSource::Platform, detail).with_cause(LIMIT_CAUSE)
 }
@@ -283,14 +286,14 @@ mod tests {
 
     #[test]
     fn write_is_hidden_elsewhere_until_propagated() {
-        let store = SharedKeyValue::new(Duration::from_millis(50), 10);
+        let store = SharedKeyValue::new(Duration::from_millis(500), 10);
         store
             .write(0, "k", Some(Bytes::from_static(b"v")), None)
             .unwrap();
         let before = store.read(1, "k").unwrap();
         assert_eq!(before.value, None);
         assert!(before.stale);
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(600));
         let after = store.read(1, "k").unwrap();
         assert_eq!(after.value.as_deref(), Some(&b"v"[..]));
         assert!(!after.stale);

@@ -152,32 +152,7 @@ pub fn settings(
     if let Some(locations) = locations {
         settings.locations = locations;
     }
-    let mut problems = Vec::new();
-    if settings.locations.is_empty() {
-        problems.push(
-            "simulator.locations: no locations; set locations = [\"fra\", \"iad\"] under \
-             [simulator] or pass --locations fra,iad"
-                .to_owned(),
-        );
-    }
-    for (index, name) in settings.locations.iter().enumerate() {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_LOCATION_NAME_BYTES
-            && name
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
-        if !valid {
-            problems.push(format!(
-                "simulator.locations[{index}]: invalid location {name:?}; use 1 to \
-                 {MAX_LOCATION_NAME_BYTES} letters, digits, '-' or '_', such as \"fra\""
-            ));
-        }
-        if settings.locations[..index].contains(name) {
-            problems.push(format!(
-                "simulator.locations[{index}]: location {name:?} is listed twice; remove one"
-            ));
-        }
-    }
+    let mut problems = check_locations(&settings.locations);
     if let Some(owner) = &settings.coordinator.location
         && !settings.locations.contains(owner)
     {
@@ -222,10 +197,42 @@ pub fn settings(
     }
 }
 
+/// Returns the problems of the location list, each naming its field.
+fn check_locations(locations: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if locations.is_empty() {
+        problems.push(
+            "simulator.locations: no locations; set locations = [\"fra\", \"iad\"] under \
+             [simulator] or pass --locations fra,iad"
+                .to_owned(),
+        );
+    }
+    for (index, name) in locations.iter().enumerate() {
+        let valid = !name.is_empty()
+            && name.len() <= MAX_LOCATION_NAME_BYTES
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
+        if !valid {
+            problems.push(format!(
+                "simulator.locations[{index}]: invalid location {name:?}; use 1 to \
+                 {MAX_LOCATION_NAME_BYTES} letters, digits, '-' or '_', such as \"fra\""
+            ));
+        }
+        if locations[..index].contains(name) {
+            problems.push(format!(
+                "simulator.locations[{index}]: location {name:?} is listed twice; remove one"
+            ));
+        }
+    }
+    problems
+}
+
 /// Builds the locations of `config`, binds their listeners (each configured port
 /// plus the location's index, or a free port for port 0) and the admin listener,
 /// and starts serving. Must be called inside a Tokio runtime.
 pub async fn start(config: Config, settings: SimulatorConfig) -> Result<RunningSimulator, String> {
+    warn_unmapped_locations(&config, &settings.locations);
     let owner = settings
         .coordinator
         .location
@@ -247,8 +254,6 @@ pub async fn start(config: Config, settings: SimulatorConfig) -> Result<RunningS
 
     let mut locations = Vec::with_capacity(settings.locations.len());
     let mut bound = Vec::new();
-    let mut listeners = Vec::new();
-    let mut addresses = Vec::with_capacity(settings.locations.len());
     for (index, name) in settings.locations.iter().enumerate() {
         let gateway = Gateway::new(config.clone()).map_err(|errors| errors.to_string())?;
         let stats = Arc::new(LocationStats::default());
@@ -262,47 +267,35 @@ pub async fn start(config: Config, settings: SimulatorConfig) -> Result<RunningS
             LocationKeyValue::new(index, Arc::clone(&shared_key_value), Arc::clone(&stats)),
             LocationCounters::new(index, Arc::clone(&coordinator), stats),
         ));
-        for listener in &config.listeners {
-            let address = location_address(&listener.address, index).map_err(|problem| {
-                format!(
-                    "listener {:?} of location {name:?}: {problem}",
-                    listener.name
-                )
-            })?;
-            let socket = TcpListener::bind(address).await.map_err(|error| {
-                format!(
-                    "failed to bind listener {:?} of location {name:?} on {address}: {error}",
-                    listener.name
-                )
-            })?;
-            let address = socket.local_addr().map_err(|error| error.to_string())?;
-            if listeners
-                .iter()
-                .all(|bound: &ListenerAddress| bound.location != *name)
-            {
-                addresses.push(address);
-            }
-            listeners.push(ListenerAddress {
-                location: name.clone(),
-                listener: listener.name.clone(),
-                address,
-            });
-            bound.push(LocationListener {
-                location: Arc::clone(&location),
-                name: listener.name.clone(),
-                address,
-                listener: socket,
-            });
-        }
+        bound.extend(bind_location(&config, &location, index).await?);
         locations.push(location);
     }
 
+    let listeners: Vec<ListenerAddress> = bound
+        .iter()
+        .map(|listener| ListenerAddress {
+            location: listener.location.name.clone(),
+            listener: listener.name.clone(),
+            address: listener.address,
+        })
+        .collect();
+    // Each location binds its listeners in config order, so its first one comes first.
+    let addresses = locations
+        .iter()
+        .filter_map(|location| {
+            listeners
+                .iter()
+                .find(|listener| listener.location == location.name)
+                .map(|listener| listener.address)
+        })
+        .collect();
     let simulator = Arc::new(Simulator {
         locations,
         addresses,
         key_value: shared_key_value,
         coordinator,
     });
+
     let (admin, admin_task) = match &config.admin {
         Some(admin) => {
             let socket = TcpListener::bind(admin.address.as_str())
@@ -329,6 +322,57 @@ pub async fn start(config: Config, settings: SimulatorConfig) -> Result<RunningS
         served,
         admin_task,
     })
+}
+
+/// Binds every listener of `config` for the location at `index`.
+async fn bind_location(
+    config: &Config,
+    location: &Arc<Location>,
+    index: usize,
+) -> Result<Vec<LocationListener>, String> {
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let name = &location.name;
+        let address = location_address(&listener.address, index).map_err(|problem| {
+            format!(
+                "listener {:?} of location {name:?}: {problem}",
+                listener.name
+            )
+        })?;
+        let socket = TcpListener::bind(address).await.map_err(|error| {
+            format!(
+                "failed to bind listener {:?} of location {name:?} on {address}: {error}",
+                listener.name
+            )
+        })?;
+        let address = socket.local_addr().map_err(|error| error.to_string())?;
+        bound.push(LocationListener {
+            location: Arc::clone(location),
+            name: listener.name.clone(),
+            address,
+            listener: socket,
+        });
+    }
+    Ok(bound)
+}
+
+/// Warns about locations that `server.location_zones` does not list while it lists
+/// others, because location names are case-sensitive and such a location silently
+/// falls back to `server.zone`.
+fn warn_unmapped_locations(config: &Config, locations: &[String]) {
+    let zones = &config.server.location_zones;
+    if zones.is_empty() {
+        return;
+    }
+    for location in locations {
+        if !zones.contains_key(location) {
+            tracing::warn!(
+                %location,
+                "the location is not in server.location_zones, so its zone is server.zone \
+                 or the location name itself; add it to location_zones, which is case-sensitive"
+            );
+        }
+    }
 }
 
 /// Returns the address of listener `address` in the location at `index`: the same

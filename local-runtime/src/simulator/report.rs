@@ -41,7 +41,7 @@ impl Samples {
     }
 }
 
-/// The nearest-rank percentile of `sorted` microseconds, in milliseconds.
+/// Returns the nearest-rank percentile of `sorted` microseconds, in milliseconds.
 fn percentile_ms(sorted: &[u64], percent: usize) -> Option<f64> {
     if sorted.is_empty() {
         return None;
