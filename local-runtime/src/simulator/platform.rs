@@ -137,6 +137,13 @@ impl Platform for RequestPlatform {
         Some(&self.location.name)
     }
 
+    /// Returns `false`, as the Worker does, so concurrent cache misses of one key
+    /// each go to the upstream instead of waiting for one fetch, as they do on
+    /// Workers.
+    fn wakes_across_requests(&self) -> bool {
+        false
+    }
+
     fn key_value(&self) -> Option<&LocationKeyValue> {
         Some(&self.location.key_value)
     }
