@@ -524,3 +524,53 @@ async fn default_subrequest_limit_is_fifty() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn balancer_state_is_per_location() {
+    bounded(async {
+        let first = demo_upstream().await;
+        let second = demo_upstream().await;
+        let third = demo_upstream().await;
+        let config = format!(
+            r#"
+            [[listeners]]
+            name = "main"
+            address = "127.0.0.1:0"
+
+            [upstreams.app]
+            balancer = "round_robin"
+            endpoints = [{{ address = "{}" }}, {{ address = "{}" }}, {{ address = "{}" }}]
+
+            [[routes]]
+            match.path_prefix = "/"
+            upstream = "app"
+
+            [simulator]
+            locations = ["fra", "iad"]
+            "#,
+            first.address(),
+            second.address(),
+            third.address()
+        );
+        let running = start(&config).await;
+        let fra = running.address("fra").expect("fra listens");
+        let iad = running.address("iad").expect("iad listens");
+
+        let mut fra_upstreams = Vec::new();
+        for _ in 0..2 {
+            let (status, body) = get(fra, "/", &[]).await;
+            assert_eq!(status, StatusCode::OK);
+            fra_upstreams.push(json(&body)["upstream"].clone());
+        }
+        let (status, body) = get(iad, "/", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        let iad_upstream = json(&body)["upstream"].clone();
+
+        // iad starts its own rotation, so it sends to fra's first endpoint rather
+        // than to the third one a shared rotation would pick.
+        assert_ne!(fra_upstreams[0], fra_upstreams[1]);
+        assert_eq!(iad_upstream, fra_upstreams[0]);
+        running.shutdown().await;
+    })
+    .await;
+}
