@@ -100,6 +100,10 @@ pub enum Command {
         /// `gatehouse demo` does.
         #[arg(long)]
         demo: bool,
+        /// JSON file of entries loaded into the shared key-value store at start,
+        /// visible in every location at once; the format of `run --key-value-seed`.
+        #[arg(long, value_name = "FILE")]
+        key_value_seed: Option<PathBuf>,
     },
 }
 
@@ -134,7 +138,16 @@ pub fn main() -> ExitCode {
             config,
             locations,
             demo,
-        } => crate::simulator::cli::dev(&config, locations, demo, cli.log_format),
+            key_value_seed,
+        } => crate::simulator::cli::dev(
+            &config,
+            &crate::simulator::cli::DevOptions {
+                locations,
+                demo,
+                key_value_seed,
+            },
+            cli.log_format,
+        ),
     }
 }
 

@@ -399,7 +399,7 @@ async fn subrequest_limit_fails_aggregate() {
 }
 
 #[test]
-fn dev_command_prints_locations_and_report() {
+fn dev_command_seeds_and_reports() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let upstream = runtime.block_on(demo_upstream());
     let dir = TempDir::new();
@@ -414,6 +414,14 @@ fn dev_command_prints_locations_and_report() {
             [upstreams.app]
             endpoints = [{{ address = "{}" }}]
 
+            [policies.keys.api_key]
+            key_value_prefix = "api-key:"
+
+            [[routes]]
+            match.path_prefix = "/private"
+            upstream = "app"
+            policies = ["keys"]
+
             [[routes]]
             match.path_prefix = "/"
             upstream = "app"
@@ -421,11 +429,19 @@ fn dev_command_prints_locations_and_report() {
             upstream.address()
         ),
     );
+    let key = "seeded-key-1";
+    let hash = gatehouse_core::auth::api_key::hex(&Sha256::digest(key).into());
+    let seed = dir.write(
+        "seed.json",
+        &format!(r#"{{"api-key:{hash}": {{"name": "initech"}}}}"#),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .arg("dev")
         .arg("--config")
         .arg(&config)
         .args(["--locations", "fra,iad"])
+        .arg("--key-value-seed")
+        .arg(&seed)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -447,6 +463,9 @@ fn dev_command_prints_locations_and_report() {
     }
     let (status, _) = runtime.block_on(get(addresses[1], "/", &[]));
     assert_eq!(status, StatusCode::OK);
+    // Seeded entries are in every location at once, with no propagation delay.
+    let (status, _) = runtime.block_on(get(addresses[1], "/private", &[("x-api-key", key)]));
+    assert_eq!(status, StatusCode::OK);
 
     let killed = Command::new("kill")
         .arg("-TERM")
@@ -464,7 +483,7 @@ fn dev_command_prints_locations_and_report() {
         .find(|line| line.starts_with("iad "))
         .unwrap_or_else(|| panic!("no iad line in {report}"));
     let requests: Vec<&str> = iad_line.split_whitespace().collect();
-    assert_eq!(requests[1], "1", "{iad_line}");
+    assert_eq!(requests[1], "2", "{iad_line}");
 }
 
 #[tokio::test]

@@ -1,25 +1,32 @@
 //! The `gatehouse dev` command.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::SharedKeyValue;
 use crate::cli::{
     EXIT_FAILURE, EXIT_INVALID_CONFIG, RUNTIME_SHUTDOWN_TIMEOUT, print_stderr, print_stdout,
     shutdown_signal, start_demo_upstreams,
 };
+use crate::key_value_seed;
 use crate::logging::{self, LogFormat};
 use gatehouse_core::Gateway;
 use gatehouse_core::config::{Config, Format};
 
+/// The options of `gatehouse dev` besides the config file.
+#[derive(Debug, Default)]
+pub struct DevOptions {
+    /// Location names that replace `[simulator] locations`.
+    pub locations: Option<Vec<String>>,
+    /// Whether demo upstreams serve the config's loopback endpoints.
+    pub demo: bool,
+    /// Entries loaded into the shared key-value store at start.
+    pub key_value_seed: Option<PathBuf>,
+}
+
 /// Runs the simulation of the config at `path` until SIGTERM or Ctrl-C, then prints
-/// the report of every location. With `demo`, demo upstreams serve the config's
-/// loopback endpoints.
-pub fn dev(
-    path: &Path,
-    locations: Option<Vec<String>>,
-    demo: bool,
-    log_format: LogFormat,
-) -> ExitCode {
+/// the report of every location.
+pub fn dev(path: &Path, options: &DevOptions, log_format: LogFormat) -> ExitCode {
     logging::init(log_format);
     let config = match load_config(path) {
         Ok(config) => config,
@@ -30,7 +37,7 @@ pub fn dev(
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let settings = match super::settings(&config, locations) {
+    let settings = match super::settings(&config, options.locations.clone()) {
         Ok(settings) => settings,
         Err(problems) => {
             for problem in problems {
@@ -51,7 +58,7 @@ pub fn dev(
     };
     let status = runtime.block_on(async move {
         // The demo upstreams must outlive the simulation, so they are held here.
-        let _demo_upstreams = if demo {
+        let _demo_upstreams = if options.demo {
             start_demo_upstreams(&config).await
         } else {
             Vec::new()
@@ -64,6 +71,18 @@ pub fn dev(
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        if let Some(seed) = &options.key_value_seed {
+            match seed_key_value(seed, running.key_value()) {
+                Ok(count) => {
+                    tracing::info!(entries = count, file = %seed.display(), "key-value store seeded");
+                }
+                Err(message) => {
+                    print_stderr(&format!("invalid --key-value-seed: {message}"));
+                    running.shutdown().await;
+                    return ExitCode::from(EXIT_INVALID_CONFIG);
+                }
+            }
+        }
         let report = running.report();
         print_stdout(&format!(
             "gatehouse: simulating {} locations; key-value writes reach other locations \
@@ -117,4 +136,20 @@ fn load_config(path: &Path) -> Result<Config, Vec<String>> {
         Ok(gateway) => Ok(gateway.config().clone()),
         Err(errors) => Err(errors.0.iter().map(ToString::to_string).collect()),
     }
+}
+
+/// Loads the seed file at `path` into `store`, visible in every location at once.
+/// Returns the number of entries.
+fn seed_key_value(path: &Path, store: &SharedKeyValue) -> Result<usize, String> {
+    let entries = key_value_seed::read(path)?;
+    for (key, value) in &entries {
+        store.seed(key, value.clone()).map_err(|error| {
+            format!(
+                "{}: failed to store key {key:?}: {}",
+                path.display(),
+                error.detail()
+            )
+        })?;
+    }
+    Ok(entries.len())
 }

@@ -34,6 +34,9 @@ struct Version {
     expires_at: Option<Instant>,
     written_at: Instant,
     writer: usize,
+    /// Whether every location sees the version at once, as for entries loaded at
+    /// start.
+    everywhere: bool,
 }
 
 /// The store every location reads and writes through a [`LocationKeyValue`].
@@ -138,19 +141,54 @@ impl SharedKeyValue {
             expires_at: ttl.map(|ttl| now + ttl.max(MIN_TTL)),
             written_at: now,
             writer,
+            everywhere: false,
         });
         // Versions older than the newest one every location sees are never read again.
-        let settled = versions
-            .iter()
-            .rposition(|version| now.duration_since(version.written_at) >= self.propagation);
+        let settled = versions.iter().rposition(|version| {
+            version.everywhere || now.duration_since(version.written_at) >= self.propagation
+        });
         if let Some(settled) = settled {
             versions.drain(..settled);
         }
         Ok(())
     }
 
+    /// Stores `value` under `key` in every location at once, without expiry, for
+    /// entries loaded at start.
+    pub fn seed(&self, key: &str, value: Bytes) -> Result<(), Error> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(limit_error(format!(
+                "the value of key-value entry {key:?} is {} bytes, over the Workers KV \
+                 limit of {MAX_VALUE_BYTES} bytes (25 MiB)",
+                value.len()
+            )));
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if !entries.contains_key(key) && entries.len() >= self.max_keys {
+            return Err(Error::unavailable(format!(
+                "the simulated key-value store is full at {} keys; raise \
+                 key_value.memory_max_entries",
+                self.max_keys
+            )));
+        }
+        entries.insert(
+            key.to_owned(),
+            vec![Version {
+                value: Some(value),
+                expires_at: None,
+                written_at: Instant::now(),
+                writer: usize::MAX,
+                everywhere: true,
+            }],
+        );
+        Ok(())
+    }
+
     fn is_visible(&self, version: &Version, reader: usize, now: Instant) -> bool {
-        version.writer == reader || now.duration_since(version.written_at) >= self.propagation
+        version.everywhere
+            || version.writer == reader
+            || now.duration_since(version.written_at) >= self.propagation
     }
 
     /// Drops keys whose only version is a delete or an expired value that every
@@ -160,7 +198,8 @@ impl SharedKeyValue {
             let [only] = versions.as_slice() else {
                 return true;
             };
-            let settled = now.duration_since(only.written_at) >= self.propagation;
+            let settled =
+                only.everywhere || now.duration_since(only.written_at) >= self.propagation;
             let empty = only.value.is_none() || only.expires_at.is_some_and(|at| at <= now);
             !(settled && empty)
         });
@@ -329,6 +368,17 @@ mod tests {
         let big = Bytes::from(vec![0u8; MAX_VALUE_BYTES + 1]);
         let error = store.write(0, "k", Some(big), None).unwrap_err();
         assert!(error.detail().contains("25 MiB"), "{}", error.detail());
+    }
+
+    #[test]
+    fn seeded_entry_is_visible_everywhere() {
+        let store = SharedKeyValue::new(Duration::from_secs(60), 10);
+        store.seed("k", Bytes::from_static(b"v")).unwrap();
+        for location in 0..3 {
+            let read = store.read(location, "k").unwrap();
+            assert_eq!(read.value.as_deref(), Some(&b"v"[..]));
+            assert!(!read.stale);
+        }
     }
 
     #[test]

@@ -129,6 +129,11 @@ impl RunningSimulator {
         self.simulator.report()
     }
 
+    /// Returns the key-value store shared by the locations.
+    pub fn key_value(&self) -> &SharedKeyValue {
+        &self.simulator.key_value
+    }
+
     /// Stops accepting, lets open requests finish and returns the final report.
     pub async fn shutdown(self) -> Report {
         let _ = self.stop.send(true);
