@@ -593,3 +593,55 @@ async fn balancer_state_is_per_location() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn request_body_limit_applies_to_streams() {
+    bounded(async {
+        let upstream = demo_upstream().await;
+        let config = format!(
+            r#"
+            [[listeners]]
+            name = "main"
+            address = "127.0.0.1:0"
+
+            [upstreams.app]
+            endpoints = [{{ address = "{}" }}]
+
+            [[routes]]
+            match.path_prefix = "/"
+            upstream = "app"
+
+            [simulator]
+            locations = ["fra"]
+            limits = {{ max_body_bytes = 1000 }}
+            "#,
+            upstream.address()
+        );
+        let running = start(&config).await;
+        let fra = running.address("fra").expect("fra listens");
+
+        // A body within the limit reaches the upstream whole.
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{fra}/upload"))
+            .body(NativeBody::from(vec![b'x'; 1000]))
+            .expect("valid request");
+        let (parts, body) = send(&http1_client(), request).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(json(&body)["body_bytes"], 1000);
+
+        // A body without Content-Length fails once it streams past the limit.
+        let chunks = futures::stream::iter((0..4).map(|_| {
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![b'y'; 400])))
+        }));
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{fra}/upload"))
+            .body(NativeBody::wrap(http_body_util::StreamBody::new(chunks)))
+            .expect("valid request");
+        let (parts, _) = send(&http1_client(), request).await;
+        assert_eq!(parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+        running.shutdown().await;
+    })
+    .await;
+}

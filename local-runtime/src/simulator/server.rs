@@ -166,6 +166,9 @@ async fn handle(
         stats.record_timing(started.elapsed(), Duration::ZERO);
         let record = gatehouse_core::AccessRecord {
             request_id,
+            client_ip: Some(peer),
+            method: request.method().to_string(),
+            path: request.uri().path().to_owned(),
             status: StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
             error: Some(error.kind().slug()),
             ..Default::default()
