@@ -185,7 +185,7 @@ half_load_p99() {
 : >"$work/saturation.tsv"
 measure direct $UPSTREAM_PORT -
 
-RUST_LOG="warn" TOKIO_WORKER_THREADS=1 start $PROXY_CPU "$gatehouse_bin" run --config "$work/gatehouse.toml"
+RUST_LOG="warn" start $PROXY_CPU "$gatehouse_bin" run --workers 1 --config "$work/gatehouse.toml"
 gatehouse_pid=${pids[-1]}
 measure gatehouse $GATEHOUSE_PORT "$gatehouse_pid"
 

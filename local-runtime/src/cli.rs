@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +41,12 @@ pub struct Cli {
     /// RUST_LOG to choose levels (default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+
+    /// Threads that serve requests with `run`, `demo` and `dev`. With 1, every task runs on
+    /// the main thread and never crosses threads, which serves the most requests per
+    /// core. Default: the number of CPUs this process may run on (its affinity mask).
+    #[arg(long, global = true, value_name = "N")]
+    pub workers: Option<NonZeroUsize>,
 
     /// The subcommand to run.
     #[command(subcommand)]
@@ -123,7 +130,13 @@ pub fn main() -> ExitCode {
         Command::Run {
             config,
             key_value_seed,
-        } => serve(&config, key_value_seed.as_deref(), cli.log_format, false),
+        } => serve(
+            &config,
+            key_value_seed.as_deref(),
+            cli.log_format,
+            cli.workers,
+            false,
+        ),
         Command::Check {
             file,
             target,
@@ -133,7 +146,7 @@ pub fn main() -> ExitCode {
             CheckTarget::Spin => check_spin(&file, &manifest),
         },
         Command::Schema => schema(),
-        Command::Demo { config } => serve(&config, None, cli.log_format, true),
+        Command::Demo { config } => serve(&config, None, cli.log_format, cli.workers, true),
         Command::Dev {
             config,
             locations,
@@ -147,6 +160,7 @@ pub fn main() -> ExitCode {
                 key_value_seed,
             },
             cli.log_format,
+            cli.workers,
         ),
     }
 }
@@ -234,6 +248,7 @@ fn serve(
     path: &Path,
     key_value_seed: Option<&Path>,
     log_format: LogFormat,
+    workers: Option<NonZeroUsize>,
     with_demo: bool,
 ) -> ExitCode {
     logging::init(log_format);
@@ -271,10 +286,7 @@ fn serve(
         }
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime(workers) {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "failed to start the Tokio runtime");
@@ -327,6 +339,25 @@ fn serve(
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     status
+}
+
+/// Builds the runtime that serves requests: one thread runs everything when `workers`
+/// is 1, or when it is unset and this process may run on one CPU only; otherwise a
+/// work-stealing runtime with one thread per worker.
+pub(crate) fn build_runtime(workers: Option<NonZeroUsize>) -> io::Result<tokio::runtime::Runtime> {
+    let workers = workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
 }
 
 /// Starts a demo upstream on each distinct loopback endpoint address. An address that

@@ -273,12 +273,26 @@ async fn sigterm_finishes_inflight_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_every_request() {
+    drain_under_load(&[]).await;
+}
+
+/// The same drain with every task on one thread, the runtime `--workers 1` builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_every_request_on_one_thread() {
+    drain_under_load(&["--workers", "1"]).await;
+}
+
+/// Sends requests on separate connections to a slow upstream, sends SIGTERM once all
+/// of them are in flight and checks that each one is answered and logged, that new
+/// connections are refused at once and that the process exits 0.
+async fn drain_under_load(args: &[&str]) {
     const IN_FLIGHT: usize = 50;
     const UPSTREAM_DELAY: Duration = Duration::from_millis(2_000);
 
     bounded(async {
         let (address, mut requests) = slow_upstream(UPSTREAM_DELAY).await;
-        let mut gateway = Gatehouse::start(&config_for(&address.to_string(), ""));
+        let mut gateway =
+            Gatehouse::start_with_files(&config_for(&address.to_string(), ""), &[], args);
         let listener = gateway.address;
 
         // Each request on its own connection, so every connection is busy at SIGTERM.

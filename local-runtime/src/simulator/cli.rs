@@ -1,5 +1,6 @@
 //! The `gatehouse dev` command.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,7 +27,12 @@ pub struct DevOptions {
 
 /// Runs the simulation of the config at `path` until SIGTERM or Ctrl-C, then prints
 /// the report of every location.
-pub fn dev(path: &Path, options: &DevOptions, log_format: LogFormat) -> ExitCode {
+pub fn dev(
+    path: &Path,
+    options: &DevOptions,
+    log_format: LogFormat,
+    workers: Option<NonZeroUsize>,
+) -> ExitCode {
     logging::init(log_format);
     let config = match load_config(path) {
         Ok(config) => config,
@@ -46,10 +52,7 @@ pub fn dev(path: &Path, options: &DevOptions, log_format: LogFormat) -> ExitCode
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::cli::build_runtime(workers) {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "failed to start the Tokio runtime");
