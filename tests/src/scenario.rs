@@ -104,7 +104,8 @@ pub struct UpstreamBehaviour {
     /// Answers this many requests as configured and every later one with 503.
     pub fail_after: Option<usize>,
     /// Accepts WebSocket handshakes (a request with `Sec-WebSocket-Key`) with `101`
-    /// and echoes every text and binary message. A text message `close CODE REASON`
+    /// and echoes every text and binary message. It selects the first subprotocol the
+    /// client offers in `Sec-WebSocket-Protocol`. A text message `close CODE REASON`
     /// makes it close with that code and reason instead, and it replies to a client's
     /// close with the same code and reason. Other requests get the usual reply.
     #[serde(default)]

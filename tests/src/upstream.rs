@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -199,8 +201,9 @@ async fn answer(
         && let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY)
     {
         let accept = derive_accept_key(key.as_bytes());
+        let protocol = first_subprotocol(request.headers());
         tokio::spawn(echo_websocket(hyper::upgrade::on(&mut request)));
-        return switching_protocols(name, &accept);
+        return switching_protocols(name, &accept, protocol);
     }
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
@@ -228,8 +231,21 @@ fn plain_response(status: u16, text: String) -> http::Response<Full<Bytes>> {
     response
 }
 
-/// Accepts a WebSocket handshake; `accept` is the `Sec-WebSocket-Accept` value.
-fn switching_protocols(name: &str, accept: &str) -> http::Response<Full<Bytes>> {
+/// Returns the first subprotocol the client offered in `Sec-WebSocket-Protocol`,
+/// which the echo upstream selects.
+fn first_subprotocol(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let offered = headers.get(SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    let first = offered.split(',').next()?.trim();
+    http::HeaderValue::from_str(first).ok()
+}
+
+/// Accepts a WebSocket handshake; `accept` is the `Sec-WebSocket-Accept` value and
+/// `protocol` the selected subprotocol.
+fn switching_protocols(
+    name: &str,
+    accept: &str,
+    protocol: Option<http::HeaderValue>,
+) -> http::Response<Full<Bytes>> {
     let mut response = http::Response::new(Full::new(Bytes::new()));
     *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -237,6 +253,9 @@ fn switching_protocols(name: &str, accept: &str) -> http::Response<Full<Bytes>> 
     headers.insert(UPGRADE, http::HeaderValue::from_static("websocket"));
     if let Ok(value) = http::HeaderValue::from_str(accept) {
         headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, protocol);
     }
     if let Ok(value) = http::HeaderValue::from_str(name) {
         headers.insert(UPSTREAM_HEADER, value);

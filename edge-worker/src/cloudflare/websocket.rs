@@ -11,7 +11,7 @@
 //! workerd terminates both WebSocket connections, so the relay passes messages, not
 //! bytes: each text or binary message and each close code and reason is sent again on
 //! the other connection. Pings and pongs stay on their own connection, where workerd
-//! answers them.
+//! replies to pings.
 
 use std::pin::pin;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::{Either, select};
 use gatehouse_core::Error;
-use gatehouse_core::websocket::Relay;
+use gatehouse_core::websocket::{GOING_AWAY, Relay, forwarded_close};
 use http::Response;
 use http::header::{
     CONNECTION, HeaderMap, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, UPGRADE,
@@ -31,13 +31,9 @@ use worker::{Delay, WebSocket, WebSocketPair, WebsocketEvent, console_warn};
 use super::body::{WorkerBody, js_message};
 use super::convert::headers_to_js;
 
-/// Close code sent to one side when the other ended without a close frame, or when
-/// the relay was idle: 1001 (Going Away, RFC 6455 section 7.4.1).
-const GOING_AWAY: u16 = 1001;
-
-/// Close code received when the peer's close frame carried no code (RFC 6455 section
-/// 7.1.5). It cannot be sent, so the other side gets a close frame without a code.
-const NO_STATUS_RECEIVED: u16 = 1005;
+/// Close code 1011 (Internal Error, RFC 6455 section 7.4.1), sent to the client when
+/// the relay cannot start after its `101`.
+const INTERNAL_ERROR: u16 = 1011;
 
 /// The upstream end of a WebSocket that workerd's `fetch` opened, in the extensions of
 /// the upstream's `101` response.
@@ -60,7 +56,7 @@ pub(super) fn upstream_socket(response: &web_sys::Response) -> Option<UpstreamSo
 /// `fetch` handler returns: it accepts the upstream socket, starts the relay and
 /// returns the client end of a new `WebSocketPair` in a `101` response.
 ///
-/// Fails when the response lacks the upstream socket or the runtime refuses a step; the
+/// Fails when the response lacks the upstream socket or the runtime rejects a step. The
 /// caller then sends a problem response, because the client has not received its `101`.
 pub(super) fn respond(
     mut response: Response<WorkerBody>,
@@ -121,7 +117,7 @@ fn response_init(
 /// `ArrayBuffer`s.
 ///
 /// From compatibility date 2026-04-07 (flag `web_socket_auto_reply_to_close`), workerd
-/// answers a close frame itself unless `accept` gets `{ allowHalfOpen: true }`. The
+/// replies to a close frame itself unless `accept` gets `{ allowHalfOpen: true }`. The
 /// relay must answer with the other side's close instead. From 2026-03-17 (flag
 /// `websocket_standard_binary_type`), binary messages arrive as `Blob`s unless
 /// `binaryType` is `"arraybuffer"`, and the relay reads them as bytes.
@@ -186,7 +182,7 @@ async fn run(client: WebSocket, upstream: WebSocket, idle_timeout: Duration, req
             "WebSocket relay could not accept: request_id={request_id} error={}",
             js_message(&cause)
         );
-        let _ = client.close(Some(1011), Some("the gateway could not relay"));
+        let _ = client.close(Some(INTERNAL_ERROR), Some("the gateway could not relay"));
         let _ = upstream.close(Some(GOING_AWAY), Some("the gateway could not relay"));
         return;
     }
@@ -248,7 +244,8 @@ fn forward(from: Side, event: worker::Result<WebsocketEvent>, to: &WebSocket, re
             let _ = close_like(to, close.code(), &close.reason());
             Ok(())
         }
-        // workerd follows an error event with a close event, which passes the close on.
+        // A close event that follows the error passes the close on. Without one, the
+        // idle timeout ends the relay.
         Err(error) => {
             console_warn!(
                 "WebSocket relay error: request_id={request_id} side={} error={error}",
@@ -265,22 +262,11 @@ fn forward(from: Side, event: worker::Result<WebsocketEvent>, to: &WebSocket, re
     }
 }
 
-/// Closes `socket` with the code and reason that the other side closed with. Codes that
-/// only describe a connection and are never sent, such as 1006 (closed without a close
-/// frame), become 1001; 1005 (no code) becomes a close frame without a code.
+/// Closes `socket` with the code and reason that the other side closed with, as far as
+/// a close frame can carry them (see [`forwarded_close`]).
 fn close_like(socket: &WebSocket, code: u16, reason: &str) -> worker::Result<()> {
-    if code == NO_STATUS_RECEIVED {
-        return socket.close::<&str>(None, None);
+    match forwarded_close(code, reason) {
+        (Some(code), reason) => socket.close(Some(code), Some(reason)),
+        (None, _) => socket.close::<&str>(None, None),
     }
-    if sendable(code) {
-        socket.close(Some(code), Some(reason))
-    } else {
-        socket.close(Some(GOING_AWAY), Some("the other side closed abnormally"))
-    }
-}
-
-/// Returns whether a close frame may carry `code` (RFC 6455 section 7.4): the defined
-/// codes 1000-1003 and 1007-1014 and the registered and private ranges 3000-4999.
-fn sendable(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
