@@ -636,6 +636,40 @@ mod tests {
     }
 
     #[test]
+    fn websocket_step_parses() {
+        let text = MINIMAL.replace(
+            "expect = { status = 200, upstream = \"a\" }",
+            "websocket = [{ text = \"hi\" }, { binary = [0, 255] }, { wait_ms = 5 }, \
+             { close = { code = 4000, reason = \"done\" } }]\n\
+             expect = { status = 101, websocket = { messages = [{ text = \"hi\" }], \
+             close = { code = 4000, reason = \"done\" } } }",
+        );
+        let file = parse_file("websocket.toml", &text).unwrap();
+        let step = &file.scenario[0].steps[0];
+        let actions = step.websocket.as_ref().unwrap();
+        assert_eq!(actions[0], WebSocketAction::Text("hi".to_owned()));
+        assert_eq!(actions[1], WebSocketAction::Binary(vec![0, 255]));
+        assert_eq!(actions[2], WebSocketAction::WaitMs(5));
+        let expected_close = CloseFrame {
+            code: 4000,
+            reason: "done".to_owned(),
+        };
+        assert_eq!(actions[3], WebSocketAction::Close(expected_close.clone()));
+        let expect = step.expect.websocket.as_ref().unwrap();
+        assert_eq!(expect.close, Some(expected_close));
+    }
+
+    #[test]
+    fn websocket_expectation_needs_step() {
+        let text = MINIMAL.replace(
+            "expect = { status = 200, upstream = \"a\" }",
+            "expect = { status = 101, websocket = { messages = [] } }",
+        );
+        let problems = parse_file("websocket.toml", &text).unwrap_err();
+        assert!(problems[0].contains("expect.websocket"), "{problems:?}");
+    }
+
+    #[test]
     fn config_placeholders_rendered() {
         let upstreams = BTreeMap::from([("a".to_owned(), "127.0.0.1:4000".parse().unwrap())]);
         let rendered = render_config(
