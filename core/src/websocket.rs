@@ -19,6 +19,26 @@ pub struct Relay {
     pub idle_timeout: Duration,
 }
 
+/// Close code a relay that passes messages sends to one side when the other ended
+/// without a close frame, or when the relay was idle: 1001 (Going Away, RFC 6455
+/// section 7.4.1).
+pub const GOING_AWAY: u16 = 1001;
+
+/// Returns the close code and reason that a relay passing messages (the Worker's)
+/// sends to one side after the other side closed with `code` and `reason`.
+///
+/// Codes that a close frame may carry pass unchanged (RFC 6455 section 7.4: 1000-1003,
+/// 1007-1014 and the ranges 3000-4999). 1005, which reports a close frame without a
+/// code, becomes `None`: a close frame without a code. Codes that only describe a
+/// connection, such as 1006 (it ended without a close frame), become [`GOING_AWAY`].
+pub fn forwarded_close(code: u16, reason: &str) -> (Option<u16>, &str) {
+    match code {
+        1005 => (None, ""),
+        1000..=1003 | 1007..=1014 | 3000..=4999 => (Some(code), reason),
+        _ => (Some(GOING_AWAY), "the other side closed abnormally"),
+    }
+}
+
 /// Returns whether `request` is a WebSocket handshake: a `GET` over HTTP/1.x with
 /// `Upgrade: websocket`, or with a `Sec-WebSocket-Key` header when no `Upgrade`
 /// header is present.
@@ -112,6 +132,18 @@ mod tests {
         let mut http2 = upgrade_request(&full);
         *http2.version_mut() = Version::HTTP_2;
         assert!(!is_upgrade(&http2));
+    }
+
+    #[test]
+    fn close_codes_forwarded() {
+        assert_eq!(forwarded_close(1000, "bye"), (Some(1000), "bye"));
+        assert_eq!(forwarded_close(1011, "oops"), (Some(1011), "oops"));
+        assert_eq!(forwarded_close(4999, "app"), (Some(4999), "app"));
+        assert_eq!(forwarded_close(1005, ""), (None, ""));
+        for never_sent in [1004, 1006, 1015, 2000, 5000] {
+            let (code, _) = forwarded_close(never_sent, "");
+            assert_eq!(code, Some(GOING_AWAY), "code {never_sent}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The `gatehouse` command line: `run`, `check` (also against a Spin manifest),
-//! `schema` and `demo`.
+//! `schema`, `demo` and `dev`, the local edge simulator.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -24,14 +24,14 @@ use crate::spin_manifest;
 
 /// Exit status of `check` when the config has problems, and of any command that fails
 /// at run time.
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 
 /// Exit status of `run` and `demo` when the config file is missing, unreadable or
 /// invalid.
-const EXIT_INVALID_CONFIG: u8 = 2;
+pub(crate) const EXIT_INVALID_CONFIG: u8 = 2;
 
 /// Time given to blocking tasks, such as DNS lookups, to end after the server stops.
-const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// gatehouse: an API gateway and load balancer.
 #[derive(Debug, Parser)]
@@ -42,7 +42,7 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 
-    /// Threads that serve requests with `run` and `demo`. With 1, every task runs on
+    /// Threads that serve requests with `run`, `demo` and `dev`. With 1, every task runs on
     /// the main thread and never crosses threads, which serves the most requests per
     /// core. Default: the number of CPUs this process may run on (its affinity mask).
     #[arg(long, global = true, value_name = "N")]
@@ -88,6 +88,30 @@ pub enum Command {
         #[arg(long, short, default_value = "examples/gatehouse.toml")]
         config: PathBuf,
     },
+    /// Run the config as several simulated edge locations in one process, until
+    /// SIGTERM or Ctrl-C, then print a report per location.
+    ///
+    /// Each location serves every listener on its port plus the location's index,
+    /// with its own gateway state and response cache. The locations share a
+    /// key-value store with a propagation delay and a counter coordinator. See
+    /// `[simulator]` in docs/configuration.md.
+    Dev {
+        /// Config file; a name ending in `.json` is read as JSON, any other as TOML.
+        #[arg(long, short, default_value = "gatehouse.toml")]
+        config: PathBuf,
+        /// Comma-separated location names, such as `fra,iad,sin`; replaces
+        /// `[simulator] locations`.
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        locations: Option<Vec<String>>,
+        /// Also start a demo upstream on every loopback endpoint of the config, as
+        /// `gatehouse demo` does.
+        #[arg(long)]
+        demo: bool,
+        /// JSON file of entries loaded into the shared key-value store at start,
+        /// visible in every location at once; the format of `run --key-value-seed`.
+        #[arg(long, value_name = "FILE")]
+        key_value_seed: Option<PathBuf>,
+    },
 }
 
 /// A platform that `check` can check a config for.
@@ -123,6 +147,21 @@ pub fn main() -> ExitCode {
         },
         Command::Schema => schema(),
         Command::Demo { config } => serve(&config, None, cli.log_format, cli.workers, true),
+        Command::Dev {
+            config,
+            locations,
+            demo,
+            key_value_seed,
+        } => crate::simulator::cli::dev(
+            &config,
+            &crate::simulator::cli::DevOptions {
+                locations,
+                demo,
+                key_value_seed,
+            },
+            cli.log_format,
+            cli.workers,
+        ),
     }
 }
 
@@ -305,7 +344,7 @@ fn serve(
 /// Builds the runtime that serves requests: one thread runs everything when `workers`
 /// is 1, or when it is unset and this process may run on one CPU only; otherwise a
 /// work-stealing runtime with one thread per worker.
-fn build_runtime(workers: Option<NonZeroUsize>) -> io::Result<tokio::runtime::Runtime> {
+pub(crate) fn build_runtime(workers: Option<NonZeroUsize>) -> io::Result<tokio::runtime::Runtime> {
     let workers = workers
         .or_else(|| std::thread::available_parallelism().ok())
         .map_or(1, NonZeroUsize::get);
@@ -323,7 +362,7 @@ fn build_runtime(workers: Option<NonZeroUsize>) -> io::Result<tokio::runtime::Ru
 
 /// Starts a demo upstream on each distinct loopback endpoint address. An address that
 /// cannot be bound is logged and skipped, since a real server may already be there.
-async fn start_demo_upstreams(config: &Config) -> Vec<DemoUpstream> {
+pub(crate) async fn start_demo_upstreams(config: &Config) -> Vec<DemoUpstream> {
     let addresses: BTreeSet<SocketAddr> = config
         .upstreams
         .values()
@@ -358,7 +397,7 @@ fn loopback_address(endpoint: &str) -> Option<SocketAddr> {
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "failed to listen for Ctrl-C; only SIGTERM stops the server");
@@ -391,13 +430,13 @@ async fn shutdown_signal() {
 /// Writes a line to stdout and flushes it, so a parent process reading the listener
 /// lines sees each one at once. A closed stdout is ignored, since there is no one left
 /// to tell.
-fn print_stdout(line: &str) {
+pub(crate) fn print_stdout(line: &str) {
     let mut stdout = io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Writes a line to stderr, ignoring a closed stderr.
-fn print_stderr(line: &str) {
+pub(crate) fn print_stderr(line: &str) {
     let _ = writeln!(io::stderr().lock(), "{line}");
 }
 

@@ -19,20 +19,9 @@ use serde_json::{Map, Value};
 /// Reads the seed file at `path` and stores every entry in `store`, without expiry.
 /// Returns the number of entries stored.
 pub fn load<C: Clock>(path: &Path, store: &MemoryKeyValue<C>) -> Result<usize, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("failed to read {}: {error}", path.display()))?;
-    let entries: Map<String, Value> = serde_json::from_str(&text).map_err(|error| {
-        format!(
-            "{} is not a JSON object of key-value entries: {error}",
-            path.display()
-        )
-    })?;
+    let entries = read(path)?;
     for (key, value) in &entries {
-        let bytes = match value {
-            Value::String(text) => Bytes::copy_from_slice(text.as_bytes()),
-            other => Bytes::from(other.to_string()),
-        };
-        store.insert(key, bytes, None).map_err(|error| {
+        store.insert(key, value.clone(), None).map_err(|error| {
             format!(
                 "{}: failed to store key {key:?}: {}",
                 path.display(),
@@ -41,6 +30,29 @@ pub fn load<C: Clock>(path: &Path, store: &MemoryKeyValue<C>) -> Result<usize, S
         })?;
     }
     Ok(entries.len())
+}
+
+/// Reads the entries of the seed file at `path`, as keys and stored bytes.
+pub fn read(path: &Path) -> Result<Vec<(String, Bytes)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("failed to read {}: {error}", path.display()))?;
+    let entries: Map<String, Value> = serde_json::from_str(&text).map_err(|error| {
+        format!(
+            "{} is not a JSON object of key-value entries: {error}",
+            path.display()
+        )
+    })?;
+    let entries = entries
+        .into_iter()
+        .map(|(key, value)| {
+            let bytes = match value {
+                Value::String(text) => Bytes::from(text.into_bytes()),
+                other => Bytes::from(other.to_string()),
+            };
+            (key, bytes)
+        })
+        .collect();
+    Ok(entries)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod platform;
 pub mod redact;
 pub mod reload;
 pub mod server;
+pub mod simulator;
 pub mod spin_manifest;
 pub mod tls;
 pub mod websocket;

@@ -7,8 +7,8 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use crate::behaviour::UPSTREAM_HEADER;
-use crate::scenario::{Expect, HeaderValues, ValueFormat};
-use crate::target::Exchange;
+use crate::scenario::{Expect, HeaderValues, ValueFormat, WebSocketExpect};
+use crate::target::{Exchange, WebSocketSession};
 
 /// Maximum differences listed per step; a balancing step with 30 repeats that all fail
 /// alike would otherwise bury the rest of the report.
@@ -59,6 +59,53 @@ pub fn check_step(expect: &Expect, outcomes: &[Result<Exchange, String>]) -> Vec
         let more = differences.len() - MAX_LISTED;
         differences.truncate(MAX_LISTED);
         differences.push(format!("... and {more} more differences"));
+    }
+    differences
+}
+
+/// Returns every difference between what a WebSocket client received after its
+/// handshake and `expect`. A connection that stayed open past the read deadline is
+/// always a difference, because every WebSocket step waits for the end.
+pub fn check_websocket(
+    expect: &WebSocketExpect,
+    session: Option<&WebSocketSession>,
+) -> Vec<String> {
+    let Some(session) = session else {
+        return vec!["websocket: expected a 101 and an open connection".to_owned()];
+    };
+    let mut differences = Vec::new();
+    if session.timed_out {
+        let failure = session
+            .failure
+            .as_deref()
+            .unwrap_or("the read deadline passed");
+        differences.push(format!("websocket: {failure}"));
+    }
+    if let Some(expected) = &expect.messages
+        && *expected != session.messages
+    {
+        differences.push(format!(
+            "websocket messages: expected {expected:?}, actual {:?}",
+            session.messages
+        ));
+    }
+    if let Some(expected) = &expect.close
+        && session.close.as_ref() != Some(expected)
+    {
+        let ending = session.failure.as_deref().unwrap_or("no error");
+        differences.push(format!(
+            "websocket close: expected {expected:?}, actual {:?} ({ending})",
+            session.close
+        ));
+    }
+    if let Some(minimum) = expect.open_at_least_ms
+        && session.open_for < std::time::Duration::from_millis(minimum)
+    {
+        differences.push(format!(
+            "websocket: expected the connection to stay open for at least {minimum} ms, \
+             it ended after {} ms",
+            session.open_for.as_millis()
+        ));
     }
     differences
 }

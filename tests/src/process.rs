@@ -20,8 +20,8 @@ use bytes::Bytes;
 use http::Request;
 
 use crate::client;
-use crate::scenario::{Scenario, render_config};
-use crate::target::{Exchange, Instance, Target};
+use crate::scenario::{Scenario, WebSocketAction, render_config};
+use crate::target::{Exchange, Instance, Target, WebSocketExchange};
 use crate::upstream::{SocketUpstreams, unused_port};
 
 /// Maximum time from starting a gateway process to its ready line.
@@ -158,6 +158,16 @@ impl Instance for ProcessInstance<'_> {
                 outcomes
             }
         })
+    }
+
+    fn websocket(
+        &mut self,
+        request: &Request<Bytes>,
+        actions: &[WebSocketAction],
+    ) -> Result<WebSocketExchange, String> {
+        let address = self.gateway.address;
+        self.runtime
+            .block_on(client::websocket(address, request.clone(), actions))
     }
 
     fn upstream_requests(&self) -> BTreeMap<String, usize> {

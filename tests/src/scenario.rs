@@ -103,6 +103,13 @@ pub struct UpstreamBehaviour {
     pub conditional: bool,
     /// Answers this many requests as configured and every later one with 503.
     pub fail_after: Option<usize>,
+    /// Accepts WebSocket handshakes (a request with `Sec-WebSocket-Key`) with `101`
+    /// and echoes every text and binary message. It selects the first subprotocol the
+    /// client offers in `Sec-WebSocket-Protocol`. A text message `close CODE REASON`
+    /// makes it close with that code and reason instead, and it replies to a client's
+    /// close with the same code and reason. Other requests get the usual reply.
+    #[serde(default)]
+    pub websocket: bool,
 }
 
 /// Protocol a test upstream serves.
@@ -175,9 +182,63 @@ pub struct Step {
     /// advances by it, and targets in other processes sleep.
     #[serde(default)]
     pub wait_ms: u64,
+    /// Opens a WebSocket: the request becomes a handshake (the runner adds
+    /// `Connection`, `Upgrade`, `Sec-WebSocket-Version` and `Sec-WebSocket-Key`
+    /// unless the step sets them), and after a `101` the actions run in order. The
+    /// runner then reads until the connection ends, within
+    /// [`crate::client::REQUEST_TIMEOUT`], and `expect.websocket` checks what arrived.
+    pub websocket: Option<Vec<WebSocketAction>>,
     /// What each response, and the repeats together, must show.
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// One thing a WebSocket step does after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WebSocketAction {
+    /// Sends a text message.
+    Text(String),
+    /// Sends a binary message with these bytes.
+    Binary(Vec<u8>),
+    /// Sends a close frame; the runner keeps reading for the reply.
+    Close(CloseFrame),
+    /// Sends nothing for this many milliseconds.
+    WaitMs(u64),
+}
+
+/// The code and reason of a WebSocket close frame.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseFrame {
+    /// Close code (RFC 6455 section 7.4).
+    pub code: u16,
+    /// Close reason, at most 123 bytes.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// A WebSocket data message as received.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum WebSocketMessage {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+/// What a WebSocket step must receive after its handshake. Absent fields are not
+/// checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketExpect {
+    /// Every data message received, in order.
+    pub messages: Option<Vec<WebSocketMessage>>,
+    /// The close frame received, whose code and reason must match.
+    pub close: Option<CloseFrame>,
+    /// Minimum time from the handshake to the end of the connection, in milliseconds.
+    pub open_at_least_ms: Option<u64>,
 }
 
 fn default_method() -> String {
@@ -252,6 +313,8 @@ pub struct Expect {
     pub upstream_requests: Option<BTreeMap<String, usize>>,
     /// Exact length of the response body, in bytes.
     pub body_length: Option<usize>,
+    /// What a `websocket` step receives after its handshake.
+    pub websocket: Option<WebSocketExpect>,
 }
 
 /// A format that a generated header value must have.
@@ -398,6 +461,22 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
         }
         if step.chunked && step.body.is_none() {
             step_problem("chunked needs a body".to_owned());
+        }
+        if let Some(actions) = &step.websocket {
+            if step.repeat != 1 || step.concurrent || step.http2 || step.body.is_some() {
+                step_problem(
+                    "a websocket step takes no repeat, concurrent, http2 or body".to_owned(),
+                );
+            }
+            for action in actions {
+                if let WebSocketAction::Close(frame) = action
+                    && frame.reason.len() > 123
+                {
+                    step_problem("a close reason has at most 123 bytes".to_owned());
+                }
+            }
+        } else if step.expect.websocket.is_some() {
+            step_problem("expect.websocket needs a websocket step".to_owned());
         }
         if !step.path.starts_with('/') {
             step_problem(format!("path {:?} must start with '/'", step.path));
@@ -554,6 +633,40 @@ mod tests {
         );
         let problems = parse_file("skip.toml", &text).unwrap_err();
         assert!(problems[0].contains("nativ"), "{problems:?}");
+    }
+
+    #[test]
+    fn websocket_step_parses() {
+        let text = MINIMAL.replace(
+            "expect = { status = 200, upstream = \"a\" }",
+            "websocket = [{ text = \"hi\" }, { binary = [0, 255] }, { wait_ms = 5 }, \
+             { close = { code = 4000, reason = \"done\" } }]\n\
+             expect = { status = 101, websocket = { messages = [{ text = \"hi\" }], \
+             close = { code = 4000, reason = \"done\" } } }",
+        );
+        let file = parse_file("websocket.toml", &text).unwrap();
+        let step = &file.scenario[0].steps[0];
+        let actions = step.websocket.as_ref().unwrap();
+        assert_eq!(actions[0], WebSocketAction::Text("hi".to_owned()));
+        assert_eq!(actions[1], WebSocketAction::Binary(vec![0, 255]));
+        assert_eq!(actions[2], WebSocketAction::WaitMs(5));
+        let expected_close = CloseFrame {
+            code: 4000,
+            reason: "done".to_owned(),
+        };
+        assert_eq!(actions[3], WebSocketAction::Close(expected_close.clone()));
+        let expect = step.expect.websocket.as_ref().unwrap();
+        assert_eq!(expect.close, Some(expected_close));
+    }
+
+    #[test]
+    fn websocket_expectation_needs_step() {
+        let text = MINIMAL.replace(
+            "expect = { status = 200, upstream = \"a\" }",
+            "expect = { status = 101, websocket = { messages = [] } }",
+        );
+        let problems = parse_file("websocket.toml", &text).unwrap_err();
+        assert!(problems[0].contains("expect.websocket"), "{problems:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::check::check_step;
+use crate::check::{check_step, check_websocket};
 use crate::report::{Outcome, ScenarioResult, SuiteReport};
 use crate::scenario::{Scenario, ScenarioFile, load_dir, scenario_dir};
 use crate::target::{Target, build_request};
@@ -83,8 +83,23 @@ fn run_scenario(target: &mut dyn Target, scenario: &Scenario) -> Outcome {
         {
             differences.push(format!("{label}: waiting failed: {error}"));
         }
-        let outcomes = instance.send(&request, step.repeat, step.concurrent);
-        for difference in check_step(&step.expect, &outcomes) {
+        let step_differences = match &step.websocket {
+            Some(actions) => match instance.websocket(&request, actions) {
+                Ok(exchange) => {
+                    let mut found = check_step(&step.expect, &[Ok(exchange.handshake)]);
+                    if let Some(expect) = &step.expect.websocket {
+                        found.extend(check_websocket(expect, exchange.session.as_ref()));
+                    }
+                    found
+                }
+                Err(error) => vec![format!("WebSocket handshake failed: {error}")],
+            },
+            None => {
+                let outcomes = instance.send(&request, step.repeat, step.concurrent);
+                check_step(&step.expect, &outcomes)
+            }
+        };
+        for difference in step_differences {
             differences.push(format!("{label}: {difference}"));
         }
         if let Some(expected) = &step.expect.upstream_requests {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 
-use crate::scenario::{Scenario, Step};
+use crate::scenario::{CloseFrame, Scenario, Step, WebSocketAction, WebSocketMessage};
 
 /// Host sent when a step names none.
 pub const DEFAULT_HOST: &str = "localhost";
@@ -62,6 +62,17 @@ pub trait Instance {
     /// Lets `duration` pass before the next request.
     fn wait(&mut self, duration: std::time::Duration) -> Result<(), String>;
 
+    /// Sends the WebSocket handshake `request`, runs `actions` after a `101` and reads
+    /// until the connection ends. Targets without sockets cannot.
+    fn websocket(
+        &mut self,
+        request: &Request<Bytes>,
+        actions: &[WebSocketAction],
+    ) -> Result<WebSocketExchange, String> {
+        let _ = (request, actions);
+        Err("this target cannot open WebSocket connections; skip the scenario here".to_owned())
+    }
+
     /// Returns lines that help explain a failure, such as the gateway's log output.
     fn diagnostics(&self) -> Vec<String> {
         Vec::new()
@@ -77,6 +88,31 @@ pub struct Exchange {
     pub headers: HeaderMap,
     /// Response body.
     pub body: Bytes,
+}
+
+/// A WebSocket handshake and what arrived after it.
+#[derive(Debug, Clone)]
+pub struct WebSocketExchange {
+    /// The handshake response; its body is empty after a `101`.
+    pub handshake: Exchange,
+    /// What arrived after a `101`; `None` for any other status.
+    pub session: Option<WebSocketSession>,
+}
+
+/// What a WebSocket client received after its handshake.
+#[derive(Debug, Clone, Default)]
+pub struct WebSocketSession {
+    /// Data messages, in order.
+    pub messages: Vec<WebSocketMessage>,
+    /// The close frame received, if any: its code and reason.
+    pub close: Option<CloseFrame>,
+    /// The error that ended the connection, such as a reset without a close frame;
+    /// `None` after a closing handshake.
+    pub failure: Option<String>,
+    /// Whether the connection was still open at the read deadline.
+    pub timed_out: bool,
+    /// Time from the handshake to the end of the connection.
+    pub open_for: std::time::Duration,
 }
 
 /// Builds the request of a step as a client sends it.
@@ -117,6 +153,9 @@ pub fn build_request(step: &Step) -> Result<Request<Bytes>, String> {
             headers.append(name.clone(), value);
         }
     }
+    if step.websocket.is_some() {
+        add_handshake_headers(headers);
+    }
     if step.http2 {
         headers.remove(HOST);
     } else if !headers.contains_key(HOST) {
@@ -137,4 +176,21 @@ pub fn build_request(step: &Step) -> Result<Request<Bytes>, String> {
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
     }
     Ok(request)
+}
+
+/// Adds the headers of a WebSocket handshake (RFC 6455 section 4.1) that `headers`
+/// lacks, with a fixed `Sec-WebSocket-Key`: the key only proves that the server read
+/// the handshake, so it need not be random in a test.
+fn add_handshake_headers(headers: &mut HeaderMap) {
+    let defaults = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
 }

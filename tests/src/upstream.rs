@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -17,8 +21,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-use crate::behaviour::{self, Received};
+use crate::behaviour::{self, Received, UPSTREAM_HEADER};
 use crate::scenario::{UpstreamBehaviour, UpstreamProtocol};
 
 /// Time a `close` upstream waits for the request head before closing, so it closes
@@ -172,6 +180,7 @@ async fn serve_connection(
         UpstreamProtocol::Http1 => {
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(io, service)
+                .with_upgrades()
                 .await
         }
         UpstreamProtocol::H2c => {
@@ -185,9 +194,17 @@ async fn serve_connection(
 async fn answer(
     name: &str,
     behaviour: &UpstreamBehaviour,
-    request: http::Request<Incoming>,
+    mut request: http::Request<Incoming>,
     number: usize,
 ) -> http::Response<Full<Bytes>> {
+    if behaviour.websocket
+        && let Some(key) = request.headers().get(SEC_WEBSOCKET_KEY)
+    {
+        let accept = derive_accept_key(key.as_bytes());
+        let protocol = first_subprotocol(request.headers());
+        tokio::spawn(echo_websocket(hyper::upgrade::on(&mut request)));
+        return switching_protocols(name, &accept, protocol);
+    }
     let (parts, body) = request.into_parts();
     let body = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -212,4 +229,68 @@ fn plain_response(status: u16, text: String) -> http::Response<Full<Bytes>> {
     let mut response = http::Response::new(Full::new(Bytes::from(text)));
     *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
     response
+}
+
+/// Returns the first subprotocol the client offered in `Sec-WebSocket-Protocol`,
+/// which the echo upstream selects.
+fn first_subprotocol(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let offered = headers.get(SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    let first = offered.split(',').next()?.trim();
+    http::HeaderValue::from_str(first).ok()
+}
+
+/// Accepts a WebSocket handshake; `accept` is the `Sec-WebSocket-Accept` value and
+/// `protocol` the selected subprotocol.
+fn switching_protocols(
+    name: &str,
+    accept: &str,
+    protocol: Option<http::HeaderValue>,
+) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, http::HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, http::HeaderValue::from_static("websocket"));
+    if let Ok(value) = http::HeaderValue::from_str(accept) {
+        headers.insert(SEC_WEBSOCKET_ACCEPT, value);
+    }
+    if let Some(protocol) = protocol {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    if let Ok(value) = http::HeaderValue::from_str(name) {
+        headers.insert(UPSTREAM_HEADER, value);
+    }
+    response
+}
+
+/// Echoes the messages of an upgraded connection (see
+/// [`UpstreamBehaviour::websocket`]) until it closes.
+async fn echo_websocket(upgrade: hyper::upgrade::OnUpgrade) {
+    let Ok(upgraded) = upgrade.await else {
+        return;
+    };
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    // tungstenite replies to a close frame with the same code and reason on its own.
+    while let Some(Ok(message)) = socket.next().await {
+        let sent = match message {
+            Message::Text(text) => match text.strip_prefix("close ") {
+                Some(request) => {
+                    let (code, reason) = request.split_once(' ').unwrap_or((request, ""));
+                    let code = code.parse::<u16>().unwrap_or(1000);
+                    let frame = CloseFrame {
+                        code: code.into(),
+                        reason: reason.to_owned().into(),
+                    };
+                    socket.close(Some(frame)).await
+                }
+                None => socket.send(Message::Text(text)).await,
+            },
+            Message::Binary(bytes) => socket.send(Message::Binary(bytes)).await,
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
 }

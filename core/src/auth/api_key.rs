@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::credential::{self, Found, Source};
 use super::{Authenticated, Identity, ambiguous_credentials, unauthorized};
+use crate::cache::encode::KEY_VALUE_PREFIX;
 use crate::config::{ApiKeyConfig, ConfigError, ConsumerConfig};
 use crate::error::{Error, ErrorKind, ErrorSource};
 use crate::platform::{KeyValue, Platform};
@@ -345,6 +346,18 @@ fn compile_prefix(
                 format!("must be at most {MAX_PREFIX_BYTES} bytes without control characters"),
             )
             .with_hint("use a short printable prefix such as \"api-key:\""),
+        );
+    }
+    if prefix.starts_with(KEY_VALUE_PREFIX) {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.key_value_prefix"),
+                format!(
+                    "{prefix:?} starts with {KEY_VALUE_PREFIX:?}, which the response cache \
+                     reserves for its entries"
+                ),
+            )
+            .with_hint("use another prefix, such as \"api-key:\""),
         );
     }
     Some(prefix.clone())

@@ -788,6 +788,9 @@ fn config_problems_reported_with_paths() {
 
         [policies.long_prefix.api_key]
         key_value_prefix = "{long_prefix}"
+
+        [policies.cache_prefix.api_key]
+        key_value_prefix = "gatehouse-cache:keys:"
         "#,
         long_prefix = "p".repeat(300),
     );
@@ -805,6 +808,7 @@ fn config_problems_reported_with_paths() {
         "policies.mismatch.jwt.jwks.algorithms[0]: HS256 is not accepted from a JWKS",
         "policies.keys.api_key.consumers[0]: consumer \"nobody\" is not defined",
         "policies.long_prefix.api_key.key_value_prefix: must be at most 256 bytes",
+        "policies.cache_prefix.api_key.key_value_prefix: \"gatehouse-cache:keys:\" starts with",
     ];
     for prefix in expected {
         assert!(

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use super::ConfigError;
 
 /// Settings of the key-value store that `api_key` policies with `key_value_prefix`
-/// read, one per platform. Each target reads only its own setting.
+/// read, one per platform, and of the Spin store of the response cache. Each target
+/// reads only its own settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 #[schemars(deny_unknown_fields)]
@@ -16,6 +17,9 @@ pub struct KeyValueConfig {
     /// Label of the Spin key-value store, listed in the component's
     /// `key_value_stores` in `spin.toml` (Spin).
     pub spin_store: String,
+    /// Label of the Spin key-value store that `cache` policies keep responses in, when
+    /// it is not `spin_store` (Spin).
+    pub spin_cache_store: Option<String>,
     /// Maximum entries of the native runtime's in-memory store. A new key past it is
     /// rejected with 503, after expired entries are dropped.
     pub memory_max_entries: usize,
@@ -28,6 +32,7 @@ impl Default for KeyValueConfig {
         Self {
             cloudflare_binding: "GATEHOUSE_KV".to_owned(),
             spin_store: "default".to_owned(),
+            spin_cache_store: None,
             // An estimate of about 200 bytes an entry (key hash, JSON record) puts this
             // near 20 MB.
             memory_max_entries: 100_000,
@@ -36,6 +41,12 @@ impl Default for KeyValueConfig {
 }
 
 impl KeyValueConfig {
+    /// Returns the label of the Spin store of the response cache: `spin_cache_store`,
+    /// or else `spin_store`.
+    pub fn spin_cache_store(&self) -> &str {
+        self.spin_cache_store.as_deref().unwrap_or(&self.spin_store)
+    }
+
     /// Checks the settings, reporting problems under `key_value`.
     pub(crate) fn check(&self, errors: &mut Vec<ConfigError>) {
         if !is_binding_name(&self.cloudflare_binding) {
@@ -54,6 +65,14 @@ impl KeyValueConfig {
             errors.push(
                 ConfigError::new("key_value.spin_store", "must not be empty")
                     .with_hint("use \"default\" or a label from key_value_stores in spin.toml"),
+            );
+        }
+        if self.spin_cache_store.as_deref() == Some("") {
+            errors.push(
+                ConfigError::new("key_value.spin_cache_store", "must not be empty").with_hint(
+                    "remove the key to cache in spin_store, or use a label from \
+                         key_value_stores in spin.toml",
+                ),
             );
         }
         if self.memory_max_entries == 0 {
@@ -95,14 +114,16 @@ mod tests {
         let config = KeyValueConfig {
             cloudflare_binding: "my kv".to_owned(),
             spin_store: String::new(),
+            spin_cache_store: Some(String::new()),
             memory_max_entries: 0,
         };
         let mut errors = Vec::new();
         config.check(&mut errors);
         let paths: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert_eq!(paths.len(), 4, "{paths:?}");
         assert!(paths[0].starts_with("key_value.cloudflare_binding: "));
         assert!(paths[1].starts_with("key_value.spin_store: "));
-        assert!(paths[2].starts_with("key_value.memory_max_entries: "));
+        assert!(paths[2].starts_with("key_value.spin_cache_store: "));
+        assert!(paths[3].starts_with("key_value.memory_max_entries: "));
     }
 }

@@ -11,6 +11,7 @@ mod discovery;
 mod duration;
 mod key_value;
 mod load;
+mod simulator;
 mod stores;
 mod tls;
 
@@ -32,6 +33,7 @@ pub use duration::ConfigDuration;
 pub use key_value::KeyValueConfig;
 pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
+pub use simulator::{CoordinatorConfig, SimulatorConfig, SimulatorLimits};
 pub use stores::{
     CalendarPeriodConfig, DEFAULT_DURABLE_OBJECT_BINDING, DurableObjectStoreConfig, OnStoreError,
     PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig, StoreMode, check_store_support,
@@ -77,6 +79,10 @@ pub struct Config {
     /// The DNS resolver of `dns` and `srv` discovery (native runtime).
     #[serde(default)]
     pub resolver: ResolverConfig,
+    /// Settings of `gatehouse dev`, the local edge simulator. Other runtimes ignore
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<SimulatorConfig>,
 }
 
 /// Tracing settings of the native runtime. Edge platforms ignore them.

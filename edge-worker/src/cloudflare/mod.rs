@@ -8,6 +8,7 @@ mod convert;
 mod counters;
 mod key_value;
 mod platform;
+mod websocket;
 
 use std::cell::{OnceCell, RefCell};
 use std::net::{IpAddr, Ipv4Addr};
@@ -16,6 +17,7 @@ use std::rc::Rc;
 use gatehouse_core::discovery::{DiscoveryRead, KeyValueDiscovery};
 use gatehouse_core::platform::{Clock, Platform};
 use gatehouse_core::respond::problem_response;
+use gatehouse_core::websocket::Relay;
 use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, Gateway, forward};
 use http::header::HeaderName;
 use http::{HeaderMap, Response};
@@ -128,7 +130,24 @@ async fn fetch(
     let response = match &isolate.gateway {
         Ok(cell) => {
             let gateway = discover(&isolate, cell).await;
-            let (response, background) = serve(&gateway, &isolate.platform, &request).await;
+            let (mut response, background, request_id) =
+                serve(&gateway, &isolate.platform, &request).await;
+            if let Some(relay) = response.extensions_mut().remove::<Relay>() {
+                match websocket::respond(response, relay, request_id.clone()) {
+                    Ok(accepted) => return Ok(accepted),
+                    Err(error) => {
+                        console_error!(
+                            "gatehouse: the WebSocket relay could not start: \
+                             request_id={request_id} error={error}"
+                        );
+                        let header = HeaderName::try_from(
+                            gateway.config().server.request_id_header.as_str(),
+                        )
+                        .unwrap_or(HeaderName::from_static(DEFAULT_REQUEST_ID_HEADER));
+                        response = problem_response(&error, &header, &request_id);
+                    }
+                }
+            }
             if let Some(task) = background {
                 // `waitUntil` keeps the isolate running the revalidation after the
                 // response is sent.
@@ -191,16 +210,20 @@ async fn discover(isolate: &Isolate, cell: &RefCell<Rc<Gateway>>) -> Rc<Gateway>
     }
 }
 
-/// Runs one request through the gateway and logs its access record.
+/// Runs one request through the gateway and logs its access record. Returns the
+/// response, the background task to run after it and the request id.
 async fn serve(
     gateway: &Gateway,
     platform: &WorkerPlatform,
     request: &web_sys::Request,
-) -> (Response<WorkerBody>, Option<BackgroundTask>) {
+) -> (Response<WorkerBody>, Option<BackgroundTask>, String) {
     platform.record_location(convert::colo_of(request));
     let incoming = match convert::request_from_js(request) {
         Ok(incoming) => incoming,
-        Err(error) => return (early_problem(&error, platform, None), None),
+        Err(error) => {
+            let response = early_problem(&error, platform, None);
+            return (response, None, String::new());
+        }
     };
     let connection = ConnectionInfo {
         peer: connecting_ip(incoming.request.headers()),
@@ -213,7 +236,11 @@ async fn serve(
         Ok(line) => console_log!("{line}"),
         Err(error) => console_error!("gatehouse: the access record could not be written: {error}"),
     }
-    (handled.response, handled.background)
+    (
+        handled.response,
+        handled.background,
+        handled.access.request_id,
+    )
 }
 
 /// Returns the client address from `CF-Connecting-IP`.

@@ -21,6 +21,7 @@ use super::cache::WorkerResponseCache;
 use super::convert::{header_map_from_js, headers_to_js, response_from_js};
 use super::counters::WorkerCounters;
 use super::key_value::WorkerKeyValue;
+use super::websocket::upstream_socket;
 
 #[wasm_bindgen]
 extern "C" {
@@ -109,6 +110,13 @@ impl Platform for WorkerPlatform {
 
     fn wakes_across_requests(&self) -> bool {
         false
+    }
+
+    /// `fetch` opens the upstream WebSocket when the request carries
+    /// `Upgrade: websocket`, and the `fetch` handler relays it (see
+    /// [`super::websocket`]).
+    fn supports_websocket(&self) -> bool {
+        true
     }
 
     fn location(&self) -> Option<&str> {
@@ -264,14 +272,18 @@ impl Upstream for WorkerUpstream {
                 // aborted from here on.
                 abort.disarm();
                 let response: web_sys::Response = value.unchecked_into();
-                response_from_js(&response).map_err(|cause| {
+                let mut converted = response_from_js(&response).map_err(|cause| {
                     let error = Error::bad_gateway(format!(
                         "upstream {:?} sent an invalid response",
                         target.upstream
                     ));
                     log_failure(target, &error, &cause);
                     error.with_cause(cause)
-                })
+                })?;
+                if let Some(socket) = upstream_socket(&response) {
+                    converted.extensions_mut().insert(socket);
+                }
+                Ok(converted)
             }
             Either::Left((Err(cause), _)) => {
                 // The client's body passed its limit while `fetch` sent it.

@@ -11,6 +11,7 @@
 //! least outstanding and P2C choose without knowing the other requests.
 //! `gatehouse check --target spin` warns about such upstreams.
 
+mod cache;
 mod convert;
 mod key_value;
 mod platform;
@@ -43,7 +44,11 @@ static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
     let gateway = GATEWAY.get_or_init(build_gateway);
     let platform = match gateway {
-        Ok(gateway) => SpinPlatform::with_key_value(&gateway.config().key_value.spin_store),
+        Ok(gateway) => {
+            let stores = &gateway.config().key_value;
+            SpinPlatform::with_key_value(&stores.spin_store)
+                .with_response_cache(stores.spin_cache_store())
+        }
         Err(_) => SpinPlatform::new(),
     };
     let (response, background) = match gateway {

@@ -10,8 +10,6 @@ use bytes::Bytes;
 use futures::future::{Either, select};
 use futures::{SinkExt, StreamExt};
 use gatehouse_core::body::BodyTooLarge;
-use gatehouse_core::cache::MemoryResponseCache;
-use gatehouse_core::config::ServerConfig;
 use gatehouse_core::config::UpstreamProtocol;
 use gatehouse_core::error::BoxError;
 use gatehouse_core::forward::new_request_id;
@@ -23,6 +21,7 @@ use spin_executor::CancelOnDropToken;
 use spin_sdk::http::{ErrorCode, IncomingResponse, Method, OutgoingRequest, Scheme, SendError};
 use wasi::clocks::{monotonic_clock, wall_clock};
 
+use super::cache::SpinResponseCache;
 use super::convert::{fields, header_map};
 use super::key_value::SpinKeyValue;
 
@@ -91,22 +90,18 @@ pub struct SpinPlatform {
     clock: WasiClock,
     upstream: SpinUpstream,
     key_value: Option<SpinKeyValue>,
-    cache: MemoryResponseCache,
+    cache: SpinResponseCache,
 }
 
 impl SpinPlatform {
-    /// Creates the platform without a key-value store. Its only state is an empty
-    /// response cache, which allocates nothing until a response is stored, so creating
-    /// one per request is cheap.
-    // NOTE: Spin runs each request in a new instance, so this memory cache lasts one
-    // request and cached routes always miss; a store on Spin key-value would share
-    // entries between requests.
+    /// Creates the platform without a key-value store or response cache: cached routes
+    /// always miss.
     pub fn new() -> Self {
         Self {
             clock: WasiClock,
             upstream: SpinUpstream,
             key_value: None,
-            cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+            cache: SpinResponseCache::disabled(),
         }
     }
 
@@ -116,6 +111,15 @@ impl SpinPlatform {
         Self {
             key_value: Some(SpinKeyValue::new(store_label)),
             ..Self::new()
+        }
+    }
+
+    /// Keeps cached responses in the Spin key-value store labelled `store_label`,
+    /// which is opened on first use.
+    pub fn with_response_cache(self, store_label: &str) -> Self {
+        Self {
+            cache: SpinResponseCache::new(store_label),
+            ..self
         }
     }
 
@@ -130,7 +134,7 @@ impl Platform for SpinPlatform {
     type Clock = WasiClock;
     type Upstream = SpinUpstream;
     type KeyValue = SpinKeyValue;
-    type ResponseCache = MemoryResponseCache;
+    type ResponseCache = SpinResponseCache;
     type Counters = gatehouse_core::platform::NoSharedStores;
 
     fn clock(&self) -> &WasiClock {
@@ -143,7 +147,7 @@ impl Platform for SpinPlatform {
         spin_sdk::variables::get(&name.to_ascii_lowercase()).ok()
     }
 
-    fn response_cache(&self) -> &MemoryResponseCache {
+    fn response_cache(&self) -> &SpinResponseCache {
         &self.cache
     }
 

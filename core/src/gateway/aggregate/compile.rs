@@ -384,19 +384,24 @@ pub(crate) fn check_unused_route_keys(
     path: &str,
     errors: &mut Vec<ConfigError>,
 ) {
+    const NAMED_BY_CALLS: &str = "remove it; each call names its upstream and path";
+    const NOT_AGGREGATED: &str =
+        "remove it, or proxy the route to one upstream with dispatch = \"proxy\"";
     let unused = [
-        ("upstream", !route.upstream.is_empty()),
-        ("strip_prefix", route.strip_prefix.is_some()),
-        ("rewrite", route.rewrite.is_some()),
+        ("upstream", !route.upstream.is_empty(), NAMED_BY_CALLS),
+        ("strip_prefix", route.strip_prefix.is_some(), NAMED_BY_CALLS),
+        ("rewrite", route.rewrite.is_some(), NAMED_BY_CALLS),
+        ("websocket", route.websocket.is_some(), NOT_AGGREGATED),
+        ("grpc_web", route.grpc_web, NOT_AGGREGATED),
     ];
-    for (field, set) in unused {
+    for (field, set, hint) in unused {
         if set {
             errors.push(
                 ConfigError::new(
                     format!("{path}.{field}"),
                     format!("{field} is not used by a route with dispatch = \"aggregate\""),
                 )
-                .with_hint("remove it; each call names its upstream and path"),
+                .with_hint(hint),
             );
         }
     }

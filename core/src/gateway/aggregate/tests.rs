@@ -56,6 +56,8 @@ fn missing_calls_and_unused_keys_reported() {
         dispatch = "aggregate"
         upstream = "users"
         rewrite = "/x"
+        grpc_web = true
+        websocket = { idle_timeout = "30s" }
         aggregate = { calls = [], max_in_flight = 0 }
 
         [[routes]]
@@ -74,6 +76,16 @@ fn missing_calls_and_unused_keys_reported() {
     assert_problem(
         &found,
         "routes[0].rewrite",
+        "not used by a route with dispatch",
+    );
+    assert_problem(
+        &found,
+        "routes[0].websocket",
+        "not used by a route with dispatch",
+    );
+    assert_problem(
+        &found,
+        "routes[0].grpc_web",
         "not used by a route with dispatch",
     );
     assert_problem(&found, "routes[0].aggregate.calls", "no calls");
