@@ -85,6 +85,25 @@ mod tests {
         assert_eq!(errors.0[0].path, "stores.shared.redis");
     }
 
+    #[test]
+    fn redis_cache_store_rejected_on_the_edge() {
+        let config = "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n\
+                      [policies.pages.cache]\nstore = \"shared\"\n";
+        let errors = build_gateway(Some(config)).unwrap_err();
+        assert_eq!(errors.0.len(), 2, "{errors}");
+        let cache_error = errors
+            .0
+            .iter()
+            .find(|error| error.path == "policies.pages.cache.store")
+            .expect("an error at the policy's store field");
+        assert!(
+            cache_error
+                .to_string()
+                .contains("a redis response cache store is not available on"),
+            "{errors}"
+        );
+    }
+
     /// Host builds check as the Spin component does, which has no shared store.
     #[test]
     fn durable_object_store_rejected_on_spin() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gatehouse_core::config::Config;
 
+use crate::cache_store::RedisResponseCaches;
 use crate::config_file::{ConfigFileError, load_gateway, summary};
 use crate::counters::NativeCounters;
 use crate::demo::DemoUpstream;
@@ -308,7 +309,17 @@ fn serve(
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
         };
-        let platform = platform.with_counters(counters);
+        let caches = match RedisResponseCaches::from_config(&gateway.config().stores) {
+            Ok(caches) => caches,
+            Err(error) => {
+                tracing::error!(%error, "failed to set up the response cache stores");
+                print_stderr(&format!("gatehouse: {error}"));
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        };
+        let platform = platform
+            .with_counters(counters)
+            .with_response_caches(caches);
         let server = match Server::bind(gateway, platform).await {
             Ok(server) => server,
             Err(error) => {

@@ -42,7 +42,7 @@ use local::{LocalTier, Ticket};
 pub struct StoreErrorLabels {
     /// The store's name in `[stores]`.
     pub store: String,
-    /// `timeout`, `connection` or `script`.
+    /// `timeout`, `connection`, `script` or `command`.
     pub reason: &'static str,
 }
 
@@ -111,10 +111,7 @@ impl Counters for NativeCounters {
 /// One Redis store: a fixed pool of multiplexed connections and the local tier.
 pub struct RedisStore {
     name: String,
-    client: Client,
-    connections: Vec<Slot>,
-    next: AtomicUsize,
-    connection_timeout: Duration,
+    connections: Connections,
     script: Script,
     local: Arc<LocalTier>,
     max_in_flight: u32,
@@ -127,23 +124,35 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("name", &self.name)
-            .field("connections", &self.connections.len())
+            .field("connections", &self.connections.slots.len())
             .finish_non_exhaustive()
     }
 }
 
+/// A fixed pool of multiplexed connections to one Redis server, each opened on first
+/// use and opened again after it fails.
+pub(crate) struct Connections {
+    client: Client,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    connection_timeout: Duration,
+}
+
 #[derive(Default)]
-struct Slot {
+pub(crate) struct Slot {
     connection: ArcSwapOption<MultiplexedConnection>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 /// The cause of a failed store call, for the metric label and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     Timeout,
     Connection,
+    /// The server rejected a script or returned a reply of an unexpected shape.
     Script,
+    /// The server rejected a command.
+    Command,
 }
 
 impl Failure {
@@ -152,16 +161,31 @@ impl Failure {
             Self::Timeout => "timeout",
             Self::Connection => "connection",
             Self::Script => "script",
+            Self::Command => "command",
+        }
+    }
+
+    /// Classifies `error` and, when the connection is broken, clears `slot` so the
+    /// next call opens a fresh one. `other` is the cause of any other error.
+    pub(crate) fn classify(error: &redis::RedisError, slot: &Slot, other: Self) -> Self {
+        if error.is_timeout() {
+            Self::Timeout
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+        {
+            slot.connection.store(None);
+            Self::Connection
+        } else {
+            other
         }
     }
 }
 
-impl RedisStore {
-    fn new(
-        name: &str,
-        config: &RedisStoreConfig,
-        errors: StoreErrorMetrics,
-    ) -> Result<Self, String> {
+impl Connections {
+    /// Creates the client of `config`, reading the password from the environment
+    /// now; a missing one is an error naming the variable. Connections open later.
+    pub(crate) fn new(name: &str, config: &RedisStoreConfig) -> Result<Self, String> {
         // The URL was checked to carry no password, so it may appear in this message.
         let info = config
             .url
@@ -184,17 +208,63 @@ impl RedisStore {
         let client = Client::open(info.set_redis_settings(settings))
             .map_err(|error| format!("store {name:?}: {error}"))?;
         Ok(Self {
-            name: name.to_owned(),
             client,
-            connections: (0..config.pool_size.max(1))
+            slots: (0..config.pool_size.max(1))
                 .map(|_| Slot::default())
                 .collect(),
             next: AtomicUsize::new(0),
             connection_timeout: config.timeout.get(),
+        })
+    }
+
+    /// Returns the next slot, round robin.
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()]
+    }
+
+    /// Returns the connection of `slot`, opening it first if needed.
+    pub(crate) async fn connection(
+        &self,
+        slot: &Slot,
+    ) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((*connection).clone());
+        }
+        // One task connects per slot while the others wait for its result.
+        let _connecting = slot.connecting.lock().await;
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((*connection).clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(None);
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        slot.connection.store(Some(Arc::new(connection.clone())));
+        Ok(connection)
+    }
+}
+
+impl RedisStore {
+    fn new(
+        name: &str,
+        config: &RedisStoreConfig,
+        errors: StoreErrorMetrics,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            name: name.to_owned(),
+            connections: Connections::new(name, config)?,
             script: Script::new(include_str!("decide.lua")),
             local: Arc::new(LocalTier::default()),
             max_in_flight: config.async_max_in_flight.max(1),
-            log: ErrorLog::new(name, config.error_log_interval.get(), errors),
+            log: ErrorLog::new(
+                name,
+                config.error_log_interval.get(),
+                errors,
+                "rate-limit store failed; policies apply on_store_error",
+            ),
         })
     }
 
@@ -245,34 +315,19 @@ impl RedisStore {
 
     /// Runs the script once, within `request.timeout`, connecting first if needed.
     async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        let slot =
-            &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
+        let slot = self.connections.slot();
         let outcome = tokio::time::timeout(request.timeout, async {
             let mut connection = self
+                .connections
                 .connection(slot)
                 .await
                 .map_err(|error| (Failure::Connection, error))?;
             let mut invocation = self.script.key(redis_key(request));
             push_arguments(&mut invocation, request.limit, request.cost);
-            let reply: Vec<i64> =
-                invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|error| {
-                        let failure = if error.is_timeout() {
-                            Failure::Timeout
-                        } else if error.is_io_error()
-                            || error.is_connection_dropped()
-                            || error.is_unrecoverable_error()
-                        {
-                            // The next call opens a fresh connection.
-                            slot.connection.store(None);
-                            Failure::Connection
-                        } else {
-                            Failure::Script
-                        };
-                        (failure, error)
-                    })?;
+            let reply: Vec<i64> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|error| (Failure::classify(&error, slot, Failure::Script), error))?;
             Ok(reply)
         })
         .await;
@@ -297,26 +352,6 @@ impl RedisStore {
                 self.name
             ))
         })
-    }
-
-    async fn connection(&self, slot: &Slot) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(connection) = slot.connection.load_full() {
-            return Ok((*connection).clone());
-        }
-        // One task connects per slot while the others wait for its result.
-        let _connecting = slot.connecting.lock().await;
-        if let Some(connection) = slot.connection.load_full() {
-            return Ok((*connection).clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(None);
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        slot.connection.store(Some(Arc::new(connection.clone())));
-        Ok(connection)
     }
 }
 
@@ -388,8 +423,10 @@ fn unavailable(cause: String) -> Error {
 
 /// Counts every store failure and logs at most one warning per interval, with the
 /// number of failures since the last one.
-struct ErrorLog {
+pub(crate) struct ErrorLog {
     store: String,
+    /// The warning logged, naming the failed store's kind and the consequence.
+    message: &'static str,
     interval_micros: u64,
     origin: Instant,
     /// Microseconds after `origin` when the next warning may be logged.
@@ -399,9 +436,15 @@ struct ErrorLog {
 }
 
 impl ErrorLog {
-    fn new(store: &str, interval: Duration, errors: StoreErrorMetrics) -> Self {
+    pub(crate) fn new(
+        store: &str,
+        interval: Duration,
+        errors: StoreErrorMetrics,
+        message: &'static str,
+    ) -> Self {
         Self {
             store: store.to_owned(),
+            message,
             interval_micros: interval.as_micros() as u64,
             origin: Instant::now(),
             next_log: AtomicU64::new(0),
@@ -410,7 +453,7 @@ impl ErrorLog {
         }
     }
 
-    fn record(&self, failure: Failure, error: Option<&redis::RedisError>) {
+    pub(crate) fn record(&self, failure: Failure, error: Option<&redis::RedisError>) {
         self.errors
             .get_or_create(&StoreErrorLabels {
                 store: self.store.clone(),
@@ -443,7 +486,8 @@ impl ErrorLog {
             reason = failure.label(),
             %error,
             failures_not_logged = suppressed,
-            "rate-limit store failed; policies apply on_store_error"
+            "{}",
+            self.message
         );
     }
 }
