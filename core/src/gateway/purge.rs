@@ -24,7 +24,7 @@ struct PurgeRequest {
     prefix: Option<String>,
 }
 
-/// What one purge removes.
+/// The entries one purge removes.
 enum Target {
     /// Every entry of one URL (`HOST/PATH?QUERY`).
     Url(String),
