@@ -5,19 +5,23 @@
 //! The gateway is built once per component instance, from the `gatehouse_config` Spin
 //! variable when it is set and not empty, or else from the config embedded at build
 //! time. Spin creates a new instance for every request, so state that the core keeps
-//! in memory (balancer positions, passive health) lasts for one request only.
+//! in memory (balancer positions, passive health) lasts for one request only. Rate
+//! limits that must hold across requests use a `redis` store, which the component
+//! reaches through Spin's outbound Redis.
 //!
 //! NOTE: round robin therefore sends every request to the first endpoint on Spin, and
 //! least outstanding and P2C choose without knowing the other requests.
 //! `gatehouse check --target spin` warns about such upstreams.
 
 mod convert;
+mod counters;
 mod key_value;
 mod platform;
 
 use std::sync::OnceLock;
 
 use gatehouse_core::config::ConfigErrors;
+use gatehouse_core::platform::Platform;
 use gatehouse_core::respond::problem_response;
 use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, ErrorKind, ErrorSource, Gateway};
 use http::HeaderName;
@@ -26,6 +30,7 @@ use spin_sdk::http_component;
 
 use crate::embedded;
 use convert::Incoming;
+use counters::SpinCounters;
 use platform::{SpinBody, SpinPlatform};
 
 /// Name of the Spin variable that replaces the embedded config with TOML text. Spin
@@ -43,7 +48,12 @@ static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
     let gateway = GATEWAY.get_or_init(build_gateway);
     let platform = match gateway {
-        Ok(gateway) => SpinPlatform::with_key_value(&gateway.config().key_value.spin_store),
+        Ok(gateway) => {
+            let platform = SpinPlatform::with_key_value(&gateway.config().key_value.spin_store);
+            let counters =
+                SpinCounters::from_config(&gateway.config().stores, |name| platform.secret(name));
+            platform.with_counters(counters)
+        }
         Err(_) => SpinPlatform::new(),
     };
     let (response, background) = match gateway {

@@ -24,6 +24,7 @@ use spin_sdk::http::{ErrorCode, IncomingResponse, Method, OutgoingRequest, Schem
 use wasi::clocks::{monotonic_clock, wall_clock};
 
 use super::convert::{fields, header_map};
+use super::counters::SpinCounters;
 use super::key_value::SpinKeyValue;
 
 /// The body of requests and responses on Spin: bytes held in memory.
@@ -92,6 +93,7 @@ pub struct SpinPlatform {
     upstream: SpinUpstream,
     key_value: Option<SpinKeyValue>,
     cache: MemoryResponseCache,
+    counters: SpinCounters,
 }
 
 impl SpinPlatform {
@@ -107,6 +109,7 @@ impl SpinPlatform {
             upstream: SpinUpstream,
             key_value: None,
             cache: MemoryResponseCache::new(ServerConfig::default().cache_max_bytes),
+            counters: SpinCounters::default(),
         }
     }
 
@@ -117,6 +120,11 @@ impl SpinPlatform {
             key_value: Some(SpinKeyValue::new(store_label)),
             ..Self::new()
         }
+    }
+
+    /// Sets the shared counter stores, the `redis` stores of `[stores]`.
+    pub fn with_counters(self, counters: SpinCounters) -> Self {
+        Self { counters, ..self }
     }
 
     /// Returns a new request id, for responses sent before the gateway runs.
@@ -131,7 +139,7 @@ impl Platform for SpinPlatform {
     type Upstream = SpinUpstream;
     type KeyValue = SpinKeyValue;
     type ResponseCache = MemoryResponseCache;
-    type Counters = gatehouse_core::platform::NoSharedStores;
+    type Counters = SpinCounters;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
@@ -183,8 +191,8 @@ impl Platform for SpinPlatform {
         }
     }
 
-    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
-        &gatehouse_core::platform::NoSharedStores
+    fn counters(&self) -> &SpinCounters {
+        &self.counters
     }
 
     fn random_u64(&self) -> u64 {
