@@ -13,6 +13,10 @@ pub const URL_PLACEHOLDER: &str = "redis.url";
 /// Environment variable that turns a missing `redis-server` from a skip into a failure.
 pub const REQUIRE_ENV: &str = "GATEHOUSE_REQUIRE_REDIS";
 
+/// The scenario secret that, when present, is also the server's password
+/// (`requirepass`), so a store can name it with `password = { secret = "..." }`.
+pub const PASSWORD_SECRET: &str = "REDIS_PASSWORD";
+
 /// Time for the server to reply to `PING` after it starts.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -21,6 +25,7 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     child: Child,
     address: SocketAddr,
+    password: Option<String>,
 }
 
 /// Why no server was started.
@@ -33,8 +38,9 @@ pub enum Unavailable {
 }
 
 impl RedisServer {
-    /// Starts `redis-server` on a free loopback port and waits until it replies to `PING`.
-    pub fn start() -> Result<Self, Unavailable> {
+    /// Starts `redis-server` on a free loopback port, requiring `password` when given,
+    /// and waits until it replies to `PING`.
+    pub fn start(password: Option<&str>) -> Result<Self, Unavailable> {
         let Some(binary) = find_redis_server() else {
             let message = "redis-server is not on PATH; install it with apt-get install \
                            redis-server"
@@ -47,7 +53,8 @@ impl RedisServer {
             });
         };
         let port = free_port().map_err(Unavailable::Failed)?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args([
                 "--save",
@@ -56,7 +63,11 @@ impl RedisServer {
                 "no",
                 "--protected-mode",
                 "yes",
-            ])
+            ]);
+        if let Some(password) = password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -67,6 +78,7 @@ impl RedisServer {
         let server = Self {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
+            password: password.map(str::to_owned),
         };
         server.wait_until_ready().map_err(Unavailable::Failed)?;
         Ok(server)
@@ -80,7 +92,7 @@ impl RedisServer {
     fn wait_until_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while Instant::now() < deadline {
-            if ping(self.address).is_ok() {
+            if ping(self.address, self.password.as_deref()).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -99,22 +111,37 @@ impl Drop for RedisServer {
     }
 }
 
-/// Sends `PING` in the inline form of the Redis protocol and expects `+PONG`.
-fn ping(address: SocketAddr) -> Result<(), String> {
+/// Sends `AUTH` when there is a password, then `PING`, and expects `+OK` and `+PONG`.
+fn ping(address: SocketAddr, password: Option<&str>) -> Result<(), String> {
     let timeout = Duration::from_millis(200);
     let mut stream =
         TcpStream::connect_timeout(&address, timeout).map_err(|error| error.to_string())?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|error| error.to_string())?;
+
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    if let Some(password) = password {
+        // An array of bulk strings, so any byte of the password is sent as it is.
+        request
+            .extend_from_slice(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len()).as_bytes());
+        request.extend_from_slice(password.as_bytes());
+        request.extend_from_slice(b"\r\n");
+        expected.extend_from_slice(b"+OK\r\n");
+    }
+    request.extend_from_slice(b"PING\r\n");
+    expected.extend_from_slice(b"+PONG\r\n");
+
     stream
-        .write_all(b"PING\r\n")
+        .write_all(&request)
         .map_err(|error| error.to_string())?;
-    let mut reply = [0_u8; 7];
+    let mut reply = vec![0_u8; expected.len()];
     stream
         .read_exact(&mut reply)
         .map_err(|error| error.to_string())?;
-    if &reply == b"+PONG\r\n" {
+
+    if reply == expected {
         Ok(())
     } else {
         Err(format!(

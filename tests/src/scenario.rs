@@ -47,7 +47,7 @@ pub struct Scenario {
     pub skip: BTreeMap<String, String>,
     /// Test-only platform secrets by name, such as an HMAC key that a `jwt` policy
     /// names with `secret = "NAME"`. The native target passes them as environment
-    /// variables.
+    /// variables. `REDIS_PASSWORD` is also the password of the scenario's Redis server.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Test-only entries of the platform's key-value store, loaded before the first

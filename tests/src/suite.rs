@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::check::check_step;
-use crate::redis::{RedisServer, Unavailable};
+use crate::redis::{PASSWORD_SECRET, RedisServer, Unavailable};
 use crate::report::{Outcome, ScenarioResult, SuiteReport};
 use crate::scenario::{Scenario, ScenarioFile, load_dir, scenario_dir};
 use crate::target::{Target, build_request};
@@ -66,7 +66,8 @@ fn run_scenario(target: &mut dyn Target, scenario: &Scenario) -> Outcome {
     }
     // The server lives until the scenario ends, so each scenario counts from empty.
     let (_redis, scenario) = if scenario.uses_redis() {
-        match RedisServer::start() {
+        let password = scenario.secrets.get(PASSWORD_SECRET).map(String::as_str);
+        match RedisServer::start(password) {
             Ok(server) => {
                 let rendered = scenario.with_redis_url(&server.url());
                 (Some(server), rendered)
