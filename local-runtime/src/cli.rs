@@ -180,7 +180,8 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Checks the config, then that the Spin manifest allows every upstream endpoint.
+/// Checks the config, then that the Spin manifest allows every upstream endpoint and
+/// Redis store.
 fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
     let gateway = match load_gateway(path) {
         Ok(gateway) => gateway,
@@ -191,7 +192,8 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let unsupported = gatehouse_core::config::check_store_support(gateway.config(), "Spin", &[]);
+    let unsupported =
+        gatehouse_core::config::check_store_support(gateway.config(), "Spin", &["redis"]);
     if !unsupported.is_empty() {
         for problem in &unsupported {
             print_stdout(&problem.to_string());
@@ -223,7 +225,7 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     print_stdout(&format!(
-        "config OK for Spin: {}; {} allows every upstream endpoint",
+        "config OK for Spin: {}; {} allows every upstream endpoint and Redis store",
         summary(&gateway),
         manifest.display()
     ));

@@ -1,6 +1,7 @@
 //! The native runtime's shared counter stores: Redis, with a local tier in front.
 //!
-//! Each decision is one Lua script ([`decide.lua`](decide.lua)) run with `EVALSHA`;
+//! Each decision is one Lua script ([`DECIDE_SCRIPT`], shared with the Spin component)
+//! run with `EVALSHA`;
 //! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
 //! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
 //! have to agree. Connections are multiplexed, so concurrent decisions on one
@@ -26,7 +27,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use gatehouse_core::config::{RedisStoreConfig, StoreConfig, StoreMode};
-use gatehouse_core::limit::{CalendarPeriod, Decision, Limit};
+use gatehouse_core::limit::Decision;
+use gatehouse_core::limit::redis_script::{
+    DECIDE_SCRIPT, ScriptArgument, decision_from_reply, script_arguments, script_key,
+};
 use gatehouse_core::platform::{CounterRequest, Counters};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -191,7 +195,7 @@ impl RedisStore {
                 .collect(),
             next: AtomicUsize::new(0),
             connection_timeout: config.timeout.get(),
-            script: Script::new(include_str!("decide.lua")),
+            script: Script::new(DECIDE_SCRIPT),
             local: Arc::new(LocalTier::default()),
             max_in_flight: config.async_max_in_flight.max(1),
             log: ErrorLog::new(name, config.error_log_interval.get(), errors),
@@ -252,8 +256,13 @@ impl RedisStore {
                 .connection(slot)
                 .await
                 .map_err(|error| (Failure::Connection, error))?;
-            let mut invocation = self.script.key(redis_key(request));
-            push_arguments(&mut invocation, request.limit, request.cost);
+            let mut invocation = self.script.key(script_key(request.key, request.limit));
+            for argument in script_arguments(request.limit, request.cost) {
+                match argument {
+                    ScriptArgument::Text(text) => invocation.arg(text),
+                    ScriptArgument::Integer(number) => invocation.arg(number),
+                };
+            }
             let reply: Vec<i64> =
                 invocation
                     .invoke_async(&mut connection)
@@ -290,7 +299,7 @@ impl RedisStore {
                 )));
             }
         };
-        decision_from(&reply).ok_or_else(|| {
+        decision_from_reply(&reply).ok_or_else(|| {
             self.log.record(Failure::Script, None);
             unavailable(format!(
                 "store {:?} returned an unexpected reply",
@@ -318,63 +327,6 @@ impl RedisStore {
         slot.connection.store(Some(Arc::new(connection.clone())));
         Ok(connection)
     }
-}
-
-/// Prefixes the key with the algorithm, so a policy whose algorithm changed in a new
-/// config never reads a value of another shape.
-fn redis_key(request: &CounterRequest<'_>) -> String {
-    let algorithm = match request.limit {
-        Limit::Gcra(_) => "gcra",
-        Limit::Window(_) => "window",
-        Limit::Calendar(_) => "calendar",
-    };
-    format!("gatehouse:{algorithm}:{}", request.key)
-}
-
-fn push_arguments(invocation: &mut redis::ScriptInvocation<'_>, limit: &Limit, cost: u64) {
-    match limit {
-        Limit::Gcra(gcra) => {
-            invocation
-                .arg("gcra")
-                .arg(cost)
-                .arg(gcra.emission_micros())
-                .arg(gcra.tolerance_micros())
-                .arg(gcra.burst());
-        }
-        Limit::Window(window) => {
-            invocation
-                .arg("window")
-                .arg(cost)
-                .arg(window.limit())
-                .arg(window.window_micros());
-        }
-        Limit::Calendar(quota) => {
-            let period = match quota.period() {
-                CalendarPeriod::Minute => "minute",
-                CalendarPeriod::Hour => "hour",
-                CalendarPeriod::Day => "day",
-                CalendarPeriod::Month => "month",
-            };
-            invocation
-                .arg("calendar")
-                .arg(cost)
-                .arg(quota.limit())
-                .arg(period);
-        }
-    }
-}
-
-fn decision_from(reply: &[i64]) -> Option<Decision> {
-    let [allowed, remaining, retry_after, reset_after] = *reply else {
-        return None;
-    };
-    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
-    Some(Decision {
-        allowed: allowed == 1,
-        remaining: u64::try_from(remaining).unwrap_or(0),
-        retry_after: micros(retry_after),
-        reset_after: micros(reset_after),
-    })
 }
 
 fn unavailable(cause: String) -> Error {
