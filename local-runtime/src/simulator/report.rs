@@ -252,7 +252,8 @@ impl Report {
             let _ = writeln!(
                 text,
                 "{:<32} {:<6} {:>6}  {:>8}  {:>8}  {:>14}  {:>9}  {:>5}",
-                format!("{}/{}", key.store, key.key),
+                // Key parts are joined by a control character, shown escaped.
+                format!("{}/{}", key.store, key.key.escape_debug()),
                 key.mode,
                 key.limit,
                 key.window_seconds,
