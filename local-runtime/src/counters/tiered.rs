@@ -1,5 +1,5 @@
 //! A shared store with the local tier in front: the decision path of both store
-//! modes, whatever answers behind it (Redis natively, the coordinator in
+//! modes, whichever store decides behind it (Redis natively, the coordinator in
 //! `gatehouse dev`).
 
 use std::future::Future;
@@ -23,7 +23,7 @@ pub trait StoreCall: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Decision, Error>> + Send;
 }
 
-/// One store as one gateway sees it: the local tier and the store behind it.
+/// One store as one gateway uses it: the local tier and the store behind it.
 #[derive(Debug)]
 pub struct TieredStore<S> {
     store: Arc<S>,
@@ -47,8 +47,8 @@ impl<S: StoreCall> TieredStore<S> {
         &self.store
     }
 
-    /// Decides `request` in the mode it names; see the module documentation of
-    /// [`crate::counters`].
+    /// Decides `request` in the mode it names, as the module documentation of
+    /// [`crate::counters`] describes.
     pub async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
         let now = Instant::now();
         if let Some(rejection) = self.local.blocked(request.key, request.cost, now) {

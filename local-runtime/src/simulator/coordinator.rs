@@ -5,7 +5,7 @@
 //! Each location reaches it through the native runtime's local tier
 //! ([`TieredStore`]), as a gateway reaches Redis: in `strict` mode every admission
 //! waits for the coordinator, so a limit is exact across locations; in `async` mode a
-//! location admits from the coordinator's last answer and the call runs in the
+//! location admits from the coordinator's last decision and the call runs in the
 //! background, so the limit can be exceeded by what the locations admit before the
 //! coordinator's rejections reach them. Decisions run at the owner one at a time per
 //! key (the core's [`MemoryCounters`] decides each key under a lock). Calls from other
