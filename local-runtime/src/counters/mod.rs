@@ -18,6 +18,7 @@
 //!   background. Otherwise the request waits for the store as in `strict` mode.
 
 mod local;
+mod tiered;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use gatehouse_core::config::{RedisStoreConfig, StoreConfig, StoreMode};
+use gatehouse_core::config::{RedisStoreConfig, StoreConfig};
 use gatehouse_core::limit::Decision;
 use gatehouse_core::limit::redis_script::{
     DECIDE_SCRIPT, ScriptArgument, decision_from_reply, script_arguments, script_key,
@@ -39,7 +40,7 @@ use prometheus_client::metrics::family::Family;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
 
-use local::{LocalTier, Ticket};
+pub use tiered::{StoreCall, TieredStore};
 
 /// Labels of `gatehouse_rate_limit_store_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -56,7 +57,7 @@ pub type StoreErrorMetrics = Family<StoreErrorLabels, Counter>;
 /// The shared stores of one process, by name, built once from the config at start.
 #[derive(Debug, Default)]
 pub struct NativeCounters {
-    stores: HashMap<String, Arc<RedisStore>>,
+    stores: HashMap<String, TieredStore<RedisStore>>,
     /// The config the stores were built from, to tell a reload that changes them.
     config: BTreeMap<String, StoreConfig>,
     errors: StoreErrorMetrics,
@@ -80,7 +81,8 @@ impl NativeCounters {
                 }
             };
             let store = RedisStore::new(name, redis, errors.clone())?;
-            stores.insert(name.clone(), Arc::new(store));
+            let store = TieredStore::new(store, redis.async_max_in_flight);
+            stores.insert(name.clone(), store);
         }
         Ok(Self {
             stores,
@@ -112,7 +114,7 @@ impl Counters for NativeCounters {
     }
 }
 
-/// One Redis store: a fixed pool of multiplexed connections and the local tier.
+/// One Redis store: a fixed pool of multiplexed connections.
 pub struct RedisStore {
     name: String,
     client: Client,
@@ -120,8 +122,6 @@ pub struct RedisStore {
     next: AtomicUsize,
     connection_timeout: Duration,
     script: Script,
-    local: Arc<LocalTier>,
-    max_in_flight: u32,
     log: ErrorLog,
 }
 
@@ -196,57 +196,32 @@ impl RedisStore {
             next: AtomicUsize::new(0),
             connection_timeout: config.timeout.get(),
             script: Script::new(DECIDE_SCRIPT),
-            local: Arc::new(LocalTier::default()),
-            max_in_flight: config.async_max_in_flight.max(1),
             log: ErrorLog::new(name, config.error_log_interval.get(), errors),
         })
     }
 
-    /// Decides `request` in the mode it names; see the module documentation.
-    pub async fn decide(self: &Arc<Self>, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        let now = Instant::now();
-        if let Some(rejection) = self.local.blocked(request.key, request.cost, now) {
-            return Ok(rejection);
+    async fn connection(&self, slot: &Slot) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((*connection).clone());
         }
-        if request.mode == StoreMode::Async {
-            let admitted = self
-                .local
-                .try_admit(request.key, request.cost, self.max_in_flight, now);
-            if let Some((decision, ticket)) = admitted {
-                self.decide_in_background(request, ticket);
-                return Ok(decision);
-            }
+        // One task connects per slot while the others wait for its result.
+        let _connecting = slot.connecting.lock().await;
+        if let Some(connection) = slot.connection.load_full() {
+            return Ok((*connection).clone());
         }
-        let ticket = self.local.start(request.key, request.cost);
-        let result = self.call(request).await;
-        self.local
-            .finish(ticket, result.as_ref().ok(), Instant::now());
-        result
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(None);
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        slot.connection.store(Some(Arc::new(connection.clone())));
+        Ok(connection)
     }
+}
 
-    fn decide_in_background(self: &Arc<Self>, request: &CounterRequest<'_>, ticket: Ticket) {
-        let store = Arc::clone(self);
-        let key = request.key.to_owned();
-        let limit = *request.limit;
-        let (cost, timeout, now) = (request.cost, request.timeout, request.now_unix_micros);
-        let name = request.store.to_owned();
-        tokio::spawn(async move {
-            let request = CounterRequest {
-                store: &name,
-                key: &key,
-                limit: &limit,
-                cost,
-                mode: StoreMode::Async,
-                timeout,
-                now_unix_micros: now,
-            };
-            let result = store.call(&request).await;
-            store
-                .local
-                .finish(ticket, result.as_ref().ok(), Instant::now());
-        });
-    }
-
+impl StoreCall for RedisStore {
     /// Runs the script once, within `request.timeout`, connecting first if needed.
     async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
         let slot =
@@ -306,26 +281,6 @@ impl RedisStore {
                 self.name
             ))
         })
-    }
-
-    async fn connection(&self, slot: &Slot) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(connection) = slot.connection.load_full() {
-            return Ok((*connection).clone());
-        }
-        // One task connects per slot while the others wait for its result.
-        let _connecting = slot.connecting.lock().await;
-        if let Some(connection) = slot.connection.load_full() {
-            return Ok((*connection).clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(None);
-        let connection = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        slot.connection.store(Some(Arc::new(connection.clone())));
-        Ok(connection)
     }
 }
 
