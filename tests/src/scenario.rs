@@ -34,7 +34,8 @@ pub struct Scenario {
     /// Name, unique within its file.
     pub name: String,
     /// `gatehouse.toml` text without listeners. `{{upstream.NAME}}` becomes the
-    /// `127.0.0.1:PORT` address of test upstream NAME and `{{unused_port}}` a closed port.
+    /// `127.0.0.1:PORT` address of test upstream NAME, `{{unused_port}}` a closed port
+    /// and `{{redis.url}}` the URL of a `redis-server` started for this scenario.
     pub config: String,
     /// Test upstreams by name.
     #[serde(default)]
@@ -46,7 +47,7 @@ pub struct Scenario {
     pub skip: BTreeMap<String, String>,
     /// Test-only platform secrets by name, such as an HMAC key that a `jwt` policy
     /// names with `secret = "NAME"`. The native target passes them as environment
-    /// variables.
+    /// variables. `REDIS_PASSWORD` is also the password of the scenario's Redis server.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Test-only entries of the platform's key-value store, loaded before the first
@@ -57,6 +58,36 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Tells whether the config names `{{redis.url}}`, so the scenario needs a Redis
+    /// server.
+    pub fn uses_redis(&self) -> bool {
+        placeholders(&self.config).is_ok_and(|keys| keys.contains(&crate::redis::URL_PLACEHOLDER))
+    }
+
+    /// Returns the scenario with `{{redis.url}}` replaced by `url` in its config.
+    pub fn with_redis_url(&self, url: &str) -> Self {
+        let mut config = String::with_capacity(self.config.len());
+        let mut rest = self.config.as_str();
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                break;
+            };
+            config.push_str(&rest[..start]);
+            if after[..end].trim() == crate::redis::URL_PLACEHOLDER {
+                config.push_str(url);
+            } else {
+                config.push_str(&rest[start..start + 2 + end + 2]);
+            }
+            rest = &after[end + 2..];
+        }
+        config.push_str(rest);
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
+
     /// Returns the key-value entries as the text each target stores.
     pub fn key_value_entries(&self) -> BTreeMap<String, String> {
         self.key_value
@@ -427,7 +458,7 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
             for key in keys {
                 let known = match key.strip_prefix("upstream.") {
                     Some(upstream) => defined(upstream),
-                    None => key == "unused_port",
+                    None => key == "unused_port" || key == crate::redis::URL_PLACEHOLDER,
                 };
                 if !known {
                     problems.push(format!(
@@ -679,6 +710,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rendered, "x = \"127.0.0.1:4000\" y = 9");
+    }
+
+    #[test]
+    fn redis_placeholder_replaced_first() {
+        let text = MINIMAL.replace(
+            "[upstreams.main]",
+            "[stores.shared.redis]\n        url = \"{{ redis.url }}\"\n        [upstreams.main]",
+        );
+        let file = parse_file("redis.toml", &text).unwrap();
+        let scenario = &file.scenario[0];
+        assert!(scenario.uses_redis());
+        let rendered = scenario.with_redis_url("redis://127.0.0.1:7000/0");
+        assert!(!rendered.uses_redis());
+        assert!(
+            rendered
+                .config
+                .contains("url = \"redis://127.0.0.1:7000/0\""),
+            "{}",
+            rendered.config
+        );
+        assert!(
+            rendered.config.contains("{{upstream.a}}"),
+            "{}",
+            rendered.config
+        );
+        assert!(!parse_file("minimal.toml", MINIMAL).unwrap().scenario[0].uses_redis());
     }
 
     #[test]

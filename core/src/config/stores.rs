@@ -11,7 +11,7 @@ use super::ConfigDuration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreConfig {
-    /// A Redis server (native runtime only). Each decision is one Lua script that
+    /// A Redis server (native runtime and Spin). Each decision is one Lua script that
     /// reads the server's clock.
     Redis(RedisStoreConfig),
     /// A Durable Object namespace (Cloudflare Worker only): one object per counter
@@ -76,7 +76,8 @@ fn default_durable_object_timeout() -> ConfigDuration {
 pub struct RedisStoreConfig {
     /// `redis://host:port/db`, without a password: set `password` instead.
     pub url: String,
-    /// The Redis password (`AUTH`), read from a platform secret.
+    /// The Redis password (`AUTH`), read from a platform secret: an environment
+    /// variable natively, the Spin variable of the name in lowercase on Spin.
     #[serde(default)]
     pub password: Option<SecretRef>,
     /// The ACL user name, sent with the password.

@@ -5,7 +5,9 @@
 //! The gateway is built once per component instance, from the `gatehouse_config` Spin
 //! variable when it is set and not empty, or else from the config embedded at build
 //! time. Spin creates a new instance for every request, so state that the core keeps
-//! in memory (balancer positions, passive health) lasts for one request only.
+//! in memory (balancer positions, passive health) lasts for one request only. Rate
+//! limits that must hold across requests use a `redis` store, which the component
+//! reaches through Spin's outbound Redis.
 //!
 //! NOTE: round robin therefore sends every request to the first endpoint on Spin, and
 //! least outstanding and P2C choose without knowing the other requests.
@@ -13,12 +15,14 @@
 
 mod cache;
 mod convert;
+mod counters;
 mod key_value;
 mod platform;
 
 use std::sync::OnceLock;
 
 use gatehouse_core::config::ConfigErrors;
+use gatehouse_core::platform::Platform;
 use gatehouse_core::respond::problem_response;
 use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, ErrorKind, ErrorSource, Gateway};
 use http::HeaderName;
@@ -27,6 +31,7 @@ use spin_sdk::http_component;
 
 use crate::embedded;
 use convert::Incoming;
+use counters::SpinCounters;
 use platform::{SpinBody, SpinPlatform};
 
 /// Name of the Spin variable that replaces the embedded config with TOML text. Spin
@@ -45,9 +50,11 @@ async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
     let gateway = GATEWAY.get_or_init(build_gateway);
     let platform = match gateway {
         Ok(gateway) => {
-            let stores = &gateway.config().key_value;
-            SpinPlatform::with_key_value(&stores.spin_store)
-                .with_response_cache(stores.spin_cache_store())
+            let config = gateway.config();
+            let platform = SpinPlatform::with_key_value(&config.key_value.spin_store)
+                .with_response_cache(config.key_value.spin_cache_store());
+            let counters = SpinCounters::from_config(&config.stores, |name| platform.secret(name));
+            platform.with_counters(counters)
         }
         Err(_) => SpinPlatform::new(),
     };

@@ -1,6 +1,7 @@
 //! The native runtime's shared counter stores: Redis, with a local tier in front.
 //!
-//! Each decision is one Lua script ([`decide.lua`](decide.lua)) run with `EVALSHA`;
+//! Each decision is one Lua script ([`DECIDE_SCRIPT`], shared with the Spin component)
+//! run with `EVALSHA`;
 //! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
 //! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
 //! have to agree. Connections are multiplexed, so concurrent decisions on one
@@ -17,6 +18,7 @@
 //!   background. Otherwise the request waits for the store as in `strict` mode.
 
 mod local;
+mod tiered;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -25,8 +27,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use gatehouse_core::config::{RedisStoreConfig, StoreConfig, StoreMode};
-use gatehouse_core::limit::{CalendarPeriod, Decision, Limit};
+use gatehouse_core::config::{RedisStoreConfig, StoreConfig};
+use gatehouse_core::limit::Decision;
+use gatehouse_core::limit::redis_script::{
+    DECIDE_SCRIPT, ScriptArgument, decision_from_reply, script_arguments, script_key,
+};
 use gatehouse_core::platform::{CounterRequest, Counters};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,7 +40,7 @@ use prometheus_client::metrics::family::Family;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
 
-use local::{LocalTier, Ticket};
+pub use tiered::{StoreCall, TieredStore};
 
 /// Labels of `gatehouse_rate_limit_store_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -52,7 +57,7 @@ pub type StoreErrorMetrics = Family<StoreErrorLabels, Counter>;
 /// The shared stores of one process, by name, built once from the config at start.
 #[derive(Debug, Default)]
 pub struct NativeCounters {
-    stores: HashMap<String, Arc<RedisStore>>,
+    stores: HashMap<String, TieredStore<RedisStore>>,
     /// The config the stores were built from, to tell a reload that changes them.
     config: BTreeMap<String, StoreConfig>,
     errors: StoreErrorMetrics,
@@ -76,7 +81,8 @@ impl NativeCounters {
                 }
             };
             let store = RedisStore::new(name, redis, errors.clone())?;
-            stores.insert(name.clone(), Arc::new(store));
+            let store = TieredStore::new(store, redis.async_max_in_flight);
+            stores.insert(name.clone(), store);
         }
         Ok(Self {
             stores,
@@ -108,13 +114,11 @@ impl Counters for NativeCounters {
     }
 }
 
-/// One Redis store: a fixed pool of multiplexed connections and the local tier.
+/// One Redis store: a fixed pool of multiplexed connections.
 pub struct RedisStore {
     name: String,
     connections: Connections,
     script: Script,
-    local: Arc<LocalTier>,
-    max_in_flight: u32,
     log: ErrorLog,
 }
 
@@ -256,9 +260,7 @@ impl RedisStore {
         Ok(Self {
             name: name.to_owned(),
             connections: Connections::new(name, config)?,
-            script: Script::new(include_str!("decide.lua")),
-            local: Arc::new(LocalTier::default()),
-            max_in_flight: config.async_max_in_flight.max(1),
+            script: Script::new(DECIDE_SCRIPT),
             log: ErrorLog::new(
                 name,
                 config.error_log_interval.get(),
@@ -267,52 +269,9 @@ impl RedisStore {
             ),
         })
     }
+}
 
-    /// Decides `request` in the mode it names; see the module documentation.
-    pub async fn decide(self: &Arc<Self>, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        let now = Instant::now();
-        if let Some(rejection) = self.local.blocked(request.key, request.cost, now) {
-            return Ok(rejection);
-        }
-        if request.mode == StoreMode::Async {
-            let admitted = self
-                .local
-                .try_admit(request.key, request.cost, self.max_in_flight, now);
-            if let Some((decision, ticket)) = admitted {
-                self.decide_in_background(request, ticket);
-                return Ok(decision);
-            }
-        }
-        let ticket = self.local.start(request.key, request.cost);
-        let result = self.call(request).await;
-        self.local
-            .finish(ticket, result.as_ref().ok(), Instant::now());
-        result
-    }
-
-    fn decide_in_background(self: &Arc<Self>, request: &CounterRequest<'_>, ticket: Ticket) {
-        let store = Arc::clone(self);
-        let key = request.key.to_owned();
-        let limit = *request.limit;
-        let (cost, timeout, now) = (request.cost, request.timeout, request.now_unix_micros);
-        let name = request.store.to_owned();
-        tokio::spawn(async move {
-            let request = CounterRequest {
-                store: &name,
-                key: &key,
-                limit: &limit,
-                cost,
-                mode: StoreMode::Async,
-                timeout,
-                now_unix_micros: now,
-            };
-            let result = store.call(&request).await;
-            store
-                .local
-                .finish(ticket, result.as_ref().ok(), Instant::now());
-        });
-    }
-
+impl StoreCall for RedisStore {
     /// Runs the script once, within `request.timeout`, connecting first if needed.
     async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
         let slot = self.connections.slot();
@@ -322,8 +281,13 @@ impl RedisStore {
                 .connection(slot)
                 .await
                 .map_err(|error| (Failure::Connection, error))?;
-            let mut invocation = self.script.key(redis_key(request));
-            push_arguments(&mut invocation, request.limit, request.cost);
+            let mut invocation = self.script.key(script_key(request.key, request.limit));
+            for argument in script_arguments(request.limit, request.cost) {
+                match argument {
+                    ScriptArgument::Text(text) => invocation.arg(text),
+                    ScriptArgument::Integer(number) => invocation.arg(number),
+                };
+            }
             let reply: Vec<i64> = invocation
                 .invoke_async(&mut connection)
                 .await
@@ -345,7 +309,7 @@ impl RedisStore {
                 )));
             }
         };
-        decision_from(&reply).ok_or_else(|| {
+        decision_from_reply(&reply).ok_or_else(|| {
             self.log.record(Failure::Script, None);
             unavailable(format!(
                 "store {:?} returned an unexpected reply",
@@ -353,63 +317,6 @@ impl RedisStore {
             ))
         })
     }
-}
-
-/// Prefixes the key with the algorithm, so a policy whose algorithm changed in a new
-/// config never reads a value of another shape.
-fn redis_key(request: &CounterRequest<'_>) -> String {
-    let algorithm = match request.limit {
-        Limit::Gcra(_) => "gcra",
-        Limit::Window(_) => "window",
-        Limit::Calendar(_) => "calendar",
-    };
-    format!("gatehouse:{algorithm}:{}", request.key)
-}
-
-fn push_arguments(invocation: &mut redis::ScriptInvocation<'_>, limit: &Limit, cost: u64) {
-    match limit {
-        Limit::Gcra(gcra) => {
-            invocation
-                .arg("gcra")
-                .arg(cost)
-                .arg(gcra.emission_micros())
-                .arg(gcra.tolerance_micros())
-                .arg(gcra.burst());
-        }
-        Limit::Window(window) => {
-            invocation
-                .arg("window")
-                .arg(cost)
-                .arg(window.limit())
-                .arg(window.window_micros());
-        }
-        Limit::Calendar(quota) => {
-            let period = match quota.period() {
-                CalendarPeriod::Minute => "minute",
-                CalendarPeriod::Hour => "hour",
-                CalendarPeriod::Day => "day",
-                CalendarPeriod::Month => "month",
-            };
-            invocation
-                .arg("calendar")
-                .arg(cost)
-                .arg(quota.limit())
-                .arg(period);
-        }
-    }
-}
-
-fn decision_from(reply: &[i64]) -> Option<Decision> {
-    let [allowed, remaining, retry_after, reset_after] = *reply else {
-        return None;
-    };
-    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
-    Some(Decision {
-        allowed: allowed == 1,
-        remaining: u64::try_from(remaining).unwrap_or(0),
-        retry_after: micros(retry_after),
-        reset_after: micros(reset_after),
-    })
 }
 
 fn unavailable(cause: String) -> Error {
