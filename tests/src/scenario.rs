@@ -816,4 +816,33 @@ mod tests {
         assert!(!ValueFormat::Uuid.matches("123e4567e89b42d3a456426614174000"));
         assert!(!ValueFormat::Uuid.matches("123E4567-E89B-42D3-A456-426614174000"));
     }
+
+    #[test]
+    fn key_value_placeholders_rendered() {
+        let text = format!(
+            "{MINIMAL}\n        [scenario.key_value]\n        \
+             \"plain\" = \"{{{{upstream.a}}}}\"\n        \
+             \"record\" = {{ endpoints = [{{ address = \"{{{{upstream.a}}}}\" }}] }}\n"
+        );
+        let file = parse_file("key_value.toml", &text).unwrap();
+        let address: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let upstreams = BTreeMap::from([("a".to_owned(), address)]);
+        let entries = file.scenario[0].key_value_entries(&upstreams, 1).unwrap();
+        assert_eq!(entries["plain"], "127.0.0.1:4000");
+        assert_eq!(
+            entries["record"],
+            r#"{"endpoints":[{"address":"127.0.0.1:4000"}]}"#
+        );
+    }
+
+    #[test]
+    fn key_value_unknown_upstream_rejected() {
+        let text = format!(
+            "{MINIMAL}\n        [scenario.key_value]\n        \
+             \"plain\" = \"{{{{upstream.zz}}}}\"\n"
+        );
+        let problems = parse_file("key_value.toml", &text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("upstream.zz"), "{problems:?}");
+    }
 }
