@@ -11,7 +11,7 @@
 use std::fmt;
 use std::path::Path;
 
-use gatehouse_core::config::{BalancerKind, Config, StoreConfig};
+use gatehouse_core::config::{BalancerKind, Config, DiscoverySource, StoreConfig};
 
 /// An upstream endpoint or Redis store that no `allowed_outbound_hosts` entry of a
 /// component allows.
@@ -220,13 +220,18 @@ pub fn stateful_balancer_warnings(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Lists the upstreams with a `discovery` table, which a Spin component does not
-/// read: it serves their static `endpoints`, if any.
+/// Lists the upstreams whose `discovery` source a Spin component does not read (`dns`,
+/// `srv` and `file`): it serves their static `endpoints`, if any. A `key_value`
+/// source is read on every request.
 pub fn discovery_warnings(config: &Config) -> Vec<String> {
     config
         .upstreams
         .iter()
-        .filter(|(_, upstream)| upstream.discovery.is_some())
+        .filter(|(_, upstream)| {
+            upstream.discovery.as_ref().is_some_and(|discovery| {
+                !matches!(discovery.source(), Some(DiscoverySource::KeyValue(_)))
+            })
+        })
         .map(|(name, upstream)| {
             let serves = if upstream.endpoints.is_empty() {
                 "has no endpoints and answers 503"
@@ -234,8 +239,8 @@ pub fn discovery_warnings(config: &Config) -> Vec<String> {
                 "serves its endpoints list"
             };
             format!(
-                "upstreams.{name}.discovery: Spin does not read discovery sources, so the \
-                 upstream {serves}"
+                "upstreams.{name}.discovery: Spin reads only key_value discovery sources, so \
+                 the upstream {serves}"
             )
         })
         .collect()
@@ -683,5 +688,27 @@ mod tests {
         let error =
             check_text(&config(&["127.0.0.1:9001"]), "spin_manifest_version = 2\n").unwrap_err();
         assert!(error.contains("[component.NAME]"), "{error}");
+    }
+
+    #[test]
+    fn discovery_warnings_skip_key_value() {
+        let text = "[upstreams.kv]\nendpoints = [{ address = \"127.0.0.1:8080\" }]\n\
+                    discovery = { key_value = \"upstreams/kv\" }\n\n\
+                    [upstreams.dns]\nendpoints = []\n\
+                    discovery = { dns = \"api.internal:8080\" }\n\n\
+                    [[routes]]\nupstream = \"kv\"\n";
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let warnings = discovery_warnings(gateway.config());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("upstreams.dns.discovery:"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].contains("has no endpoints and answers 503"),
+            "{warnings:?}"
+        );
     }
 }
