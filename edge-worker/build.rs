@@ -39,7 +39,7 @@ fn main() {
     let (platform, store_types): (&str, &[&str]) = if worker {
         ("Cloudflare Workers", &["durable_object"])
     } else {
-        ("Spin", &[])
+        ("Spin", &["redis"])
     };
     let unsupported = check_store_support(gateway.config(), platform, store_types);
     if !unsupported.is_empty() {

@@ -224,8 +224,16 @@ pub trait Platform {
         false
     }
 
-    /// Returns the store that `cache` policies keep responses in.
+    /// Returns the store that `cache` policies without a `store` keep responses in.
     fn response_cache(&self) -> &Self::ResponseCache;
+
+    /// Returns the response store kept in the `[stores]` entry named `store`, for
+    /// `cache` policies that name it, or `None` when the platform has no such store.
+    /// Requests of a policy whose store is missing pass through uncached.
+    fn store_response_cache(&self, store: &str) -> Option<&Self::ResponseCache> {
+        let _ = store;
+        None
+    }
     /// Returns the shared counter stores. Every request names its store in
     /// [`CounterRequest::store`].
     fn counters(&self) -> &Self::Counters;

@@ -16,14 +16,14 @@ pub const PLATFORM_NAME: &str = "Cloudflare Workers";
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
 pub const PLATFORM_NAME: &str = "Spin";
 
-/// The `[stores]` types this build can reach: Durable Objects on the Worker, none
-/// in the Spin component, whose rate limits count in the memory of each instance.
+/// The `[stores]` types this build can reach: Durable Objects on the Worker, Redis
+/// (through Spin's outbound Redis) in the Spin component.
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 pub const STORE_TYPES: &[&str] = &["durable_object"];
-/// The `[stores]` types this build can reach: Durable Objects on the Worker, none
-/// in the Spin component, whose rate limits count in the memory of each instance.
+/// The `[stores]` types this build can reach: Durable Objects on the Worker, Redis
+/// (through Spin's outbound Redis) in the Spin component.
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
-pub const STORE_TYPES: &[&str] = &[];
+pub const STORE_TYPES: &[&str] = &["redis"];
 
 /// The config validated by the build script, as JSON.
 pub const EMBEDDED_CONFIG_JSON: &str =
@@ -77,15 +77,45 @@ mod tests {
         );
     }
 
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     #[test]
-    fn redis_store_rejected_on_the_edge() {
+    fn redis_store_rejected_on_worker() {
         let config = "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n";
         let errors = build_gateway(Some(config)).unwrap_err();
         assert_eq!(errors.0.len(), 1, "{errors}");
         assert_eq!(errors.0[0].path, "stores.shared.redis");
     }
 
-    /// Host builds check as the Spin component does, which has no shared store.
+    #[test]
+    fn redis_cache_store_rejected_on_the_edge() {
+        let config = "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n\
+                      [policies.pages.cache]\nstore = \"shared\"\n";
+        // The Worker also rejects the store itself; Spin reaches Redis stores.
+        let errors = build_gateway(Some(config)).unwrap_err();
+        let cache_error = errors
+            .0
+            .iter()
+            .find(|error| error.path == "policies.pages.cache.store")
+            .expect("an error at the policy's store field");
+        assert!(
+            cache_error
+                .to_string()
+                .contains("a redis response cache store is not available on"),
+            "{errors}"
+        );
+    }
+
+    /// Host builds check as the Spin component does, which reaches Redis stores only.
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+    #[test]
+    fn redis_store_accepted_on_spin() {
+        let config = "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n";
+        let gateway = build_gateway(Some(config)).expect("Spin reaches redis stores");
+        assert_eq!(gateway.config().stores.len(), 1);
+    }
+
+    /// Host builds check as the Spin component does, which reaches Redis stores only.
+    #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
     #[test]
     fn durable_object_store_rejected_on_spin() {
         let config = "[stores.shared.durable_object]\n";

@@ -73,6 +73,8 @@ pub struct AdminState {
     pub clock: NativeClock,
     /// The response cache, for purges and its metrics.
     pub cache: Arc<MemoryResponseCache>,
+    /// Every response cache a purge empties: `cache` and the Redis stores.
+    pub purge_caches: Vec<crate::cache_store::NativeResponseCache>,
     /// The in-memory key-value store, whose entries `/key-value/KEY` reads and writes.
     pub key_value: Arc<MemoryKeyValue<NativeClock>>,
     /// Reloads the config file.
@@ -317,7 +319,7 @@ async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<Full<
             return invalid("a purge request needs exactly one non-empty field: url or prefix");
         }
     };
-    match state.cache.purge_prefix(&prefix).await {
+    match purge_all(&state.purge_caches, &prefix).await {
         Ok(removed) => {
             tracing::info!(prefix = %prefix.trim_end(), removed, "purged cached responses");
             json_response(
@@ -336,6 +338,28 @@ async fn purge(state: &AdminState, request: Request<Incoming>) -> Response<Full<
                 None,
             )
         }
+    }
+}
+
+/// Purges `prefix` from every cache in `caches`, returning the entries removed. Every
+/// cache is tried even when one fails, and then the first error is returned.
+async fn purge_all(
+    caches: &[crate::cache_store::NativeResponseCache],
+    prefix: &str,
+) -> Result<u64, gatehouse_core::Error> {
+    let mut removed = 0;
+    let mut first_error = None;
+    for cache in caches {
+        match cache.purge_prefix(prefix).await {
+            Ok(count) => removed += count,
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(removed),
     }
 }
 

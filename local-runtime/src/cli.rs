@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use gatehouse_core::config::Config;
 
+use crate::cache_store::RedisResponseCaches;
 use crate::config_file::{ConfigFileError, load_gateway, summary};
 use crate::counters::NativeCounters;
 use crate::demo::DemoUpstream;
@@ -180,7 +181,8 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// Checks the config, then that the Spin manifest allows every upstream endpoint.
+/// Checks the config, then that the Spin manifest allows every upstream endpoint and
+/// Redis store.
 fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
     let gateway = match load_gateway(path) {
         Ok(gateway) => gateway,
@@ -191,7 +193,8 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let unsupported = gatehouse_core::config::check_store_support(gateway.config(), "Spin", &[]);
+    let unsupported =
+        gatehouse_core::config::check_store_support(gateway.config(), "Spin", &["redis"]);
     if !unsupported.is_empty() {
         for problem in &unsupported {
             print_stdout(&problem.to_string());
@@ -223,7 +226,7 @@ fn check_spin(path: &Path, manifest: &Path) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     print_stdout(&format!(
-        "config OK for Spin: {}; {} allows every upstream endpoint",
+        "config OK for Spin: {}; {} allows every upstream endpoint and Redis store",
         summary(&gateway),
         manifest.display()
     ));
@@ -308,7 +311,17 @@ fn serve(
                 return ExitCode::from(EXIT_INVALID_CONFIG);
             }
         };
-        let platform = platform.with_counters(counters);
+        let caches = match RedisResponseCaches::from_config(&gateway.config().stores) {
+            Ok(caches) => caches,
+            Err(error) => {
+                tracing::error!(%error, "failed to set up the response cache stores");
+                print_stderr(&format!("gatehouse: {error}"));
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        };
+        let platform = platform
+            .with_counters(counters)
+            .with_response_caches(caches);
         let server = match Server::bind(gateway, platform).await {
             Ok(server) => server,
             Err(error) => {
@@ -316,6 +329,9 @@ fn serve(
                 return ExitCode::from(EXIT_FAILURE);
             }
         };
+        // Installed before the listeners are announced, so that a supervisor may stop
+        // the process as soon as it sees them.
+        let shutdown = shutdown_signal();
         for listener in server.listeners() {
             tracing::info!(listener = listener.name(), address = %listener.address(), "listening");
             let scheme = if listener.is_tls() { "https" } else { "http" };
@@ -325,7 +341,7 @@ fn serve(
                 listener.address()
             ));
         }
-        let served = operations::serve(server, path, shutdown_signal(), |address| {
+        let served = operations::serve(server, path, shutdown, |address| {
             print_stdout(&format!("gatehouse: admin on http://{address}"));
         })
         .await;
@@ -396,34 +412,52 @@ fn loopback_address(endpoint: &str) -> Option<SocketAddr> {
         .then_some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
-/// Completes on SIGTERM or Ctrl-C (SIGINT).
-pub(crate) async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "failed to listen for Ctrl-C; only SIGTERM stops the server");
-            std::future::pending::<()>().await;
-        }
-    };
-
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from the moment it is called, and completes
+/// when either arrives. Call it before the gateway reports ready: a signal that arrives
+/// before its handler is installed ends the process at once, without draining.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
+    {
+        use tokio::signal::unix::SignalKind;
+        let interrupt = listen_for(SignalKind::interrupt(), "Ctrl-C");
+        let terminate = listen_for(SignalKind::terminate(), "SIGTERM");
+        async move {
+            tokio::select! {
+                () = interrupt => tracing::info!("received Ctrl-C"),
+                () = terminate => tracing::info!("received SIGTERM"),
             }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("received Ctrl-C"),
             Err(error) => {
-                tracing::error!(%error, "failed to listen for SIGTERM; only Ctrl-C stops the server");
+                tracing::error!(%error, "failed to listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
+    }
+}
 
-    tokio::select! {
-        () = interrupt => tracing::info!("received Ctrl-C"),
-        () = terminate => tracing::info!("received SIGTERM"),
+/// Installs the handler of one signal now and returns a future that completes when the
+/// signal arrives, or never when the handler could not be installed.
+#[cfg(unix)]
+fn listen_for(
+    kind: tokio::signal::unix::SignalKind,
+    name: &'static str,
+) -> impl Future<Output = ()> + Send + 'static {
+    let installed = tokio::signal::unix::signal(kind);
+    async move {
+        match installed {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, signal = name, "failed to listen for a stop signal");
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

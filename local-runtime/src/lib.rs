@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+pub mod cache_store;
 pub mod cli;
 pub mod config_file;
 pub mod counters;

@@ -295,6 +295,20 @@ impl Metrics {
         );
     }
 
+    /// Registers the failure counters of the Redis response cache stores as
+    /// `gatehouse_cache_store_errors_total`.
+    pub fn register_cache_store_errors(&self, errors: crate::counters::StoreErrorMetrics) {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        registry.register(
+            "gatehouse_cache_store_errors",
+            "Failed or timed-out commands of Redis response cache stores, by store and reason; failed lookups count as misses",
+            errors,
+        );
+    }
+
     /// Counts one finished request from its completed access record.
     pub fn record_request(&self, record: &AccessRecord) {
         let route = label(record.route.as_deref());

@@ -57,6 +57,7 @@ pub async fn serve(
             metrics,
             clock: server.clock(),
             cache: server.response_cache(),
+            purge_caches: server.all_response_caches(),
             key_value: server.key_value(),
             reloader: Arc::clone(&reloader),
             readiness: Arc::clone(&readiness),

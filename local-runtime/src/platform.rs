@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::ServerName;
 
 use crate::body::NativeBody;
+use crate::cache_store::{NativeResponseCache, RedisResponseCaches};
 use crate::counters::NativeCounters;
 
 /// How long an idle pooled upstream connection is kept, the same as hyper-util's
@@ -42,6 +43,9 @@ pub struct NativePlatform {
     upstream: NativeUpstream,
     key_value: Arc<MemoryKeyValue<NativeClock>>,
     cache: Arc<MemoryResponseCache>,
+    /// `cache`, as the pipeline uses it.
+    memory_cache: NativeResponseCache,
+    shared_caches: RedisResponseCaches,
     counters: NativeCounters,
 }
 
@@ -66,13 +70,16 @@ impl NativePlatform {
     /// `memory_max_entries` takes effect only after a restart.
     pub fn with_key_value(config: &KeyValueConfig) -> Self {
         let clock = NativeClock::default();
+        let cache = Arc::new(MemoryResponseCache::new(
+            ServerConfig::default().cache_max_bytes,
+        ));
         Self {
             clock,
             upstream: NativeUpstream::default(),
             key_value: Arc::new(MemoryKeyValue::new(clock, config.memory_max_entries)),
-            cache: Arc::new(MemoryResponseCache::new(
-                ServerConfig::default().cache_max_bytes,
-            )),
+            memory_cache: NativeResponseCache::Memory(Arc::clone(&cache)),
+            cache,
+            shared_caches: RedisResponseCaches::default(),
             counters: NativeCounters::default(),
         }
     }
@@ -101,6 +108,27 @@ impl NativePlatform {
         }
     }
 
+    /// Returns every response cache, memory and Redis, for purges.
+    pub fn all_response_caches(&self) -> Vec<NativeResponseCache> {
+        let mut caches = vec![self.memory_cache.clone()];
+        caches.extend(self.shared_caches.all());
+        caches
+    }
+
+    /// Returns the Redis response caches.
+    pub fn redis_response_caches(&self) -> &RedisResponseCaches {
+        &self.shared_caches
+    }
+
+    /// Returns this platform with `caches` as the response caches of `cache` policies
+    /// that name a store.
+    pub fn with_response_caches(self, caches: RedisResponseCaches) -> Self {
+        Self {
+            shared_caches: caches,
+            ..self
+        }
+    }
+
     /// Returns this platform with `counters` as its shared counter stores.
     pub fn with_counters(self, counters: NativeCounters) -> Self {
         Self { counters, ..self }
@@ -112,15 +140,19 @@ impl Platform for NativePlatform {
     type Clock = NativeClock;
     type Upstream = NativeUpstream;
     type KeyValue = MemoryKeyValue<NativeClock>;
-    type ResponseCache = MemoryResponseCache;
+    type ResponseCache = NativeResponseCache;
     type Counters = NativeCounters;
 
     fn clock(&self) -> &NativeClock {
         &self.clock
     }
 
-    fn response_cache(&self) -> &MemoryResponseCache {
-        &self.cache
+    fn response_cache(&self) -> &NativeResponseCache {
+        &self.memory_cache
+    }
+
+    fn store_response_cache(&self, store: &str) -> Option<&NativeResponseCache> {
+        self.shared_caches.get(store)
     }
 
     fn upstream(&self) -> &NativeUpstream {

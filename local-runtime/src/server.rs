@@ -30,6 +30,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::access_log::AccessLogBody;
 use crate::body::NativeBody;
+use crate::cache_store::NativeResponseCache;
 use crate::metrics::Metrics;
 use crate::otlp::SpanExport;
 use crate::platform::{NativeClock, NativePlatform};
@@ -173,6 +174,7 @@ impl Server {
         }
         let metrics = Metrics::new();
         metrics.register_store_errors(platform.counters().error_metrics());
+        metrics.register_cache_store_errors(platform.redis_response_caches().error_metrics());
         Ok(Self {
             listeners,
             tls: Arc::new(tls),
@@ -210,9 +212,14 @@ impl Server {
         self.state.platform.shared_key_value()
     }
 
-    /// Returns the platform's response cache.
+    /// Returns the platform's in-memory response cache.
     pub fn response_cache(&self) -> Arc<MemoryResponseCache> {
         self.state.platform.shared_response_cache()
+    }
+
+    /// Returns every response cache of the platform, memory and Redis, for purges.
+    pub fn all_response_caches(&self) -> Vec<NativeResponseCache> {
+        self.state.platform.all_response_caches()
     }
 
     /// Returns the clock whose monotonic time the gateway's health state uses.

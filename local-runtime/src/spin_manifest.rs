@@ -1,35 +1,38 @@
 //! Checks a gateway config against a Spin manifest (`spin.toml`, manifest version 2):
-//! Spin rejects outbound requests to hosts missing from a component's
-//! `allowed_outbound_hosts`, which would otherwise show only in production as 502s.
+//! Spin rejects outbound connections to hosts missing from a component's
+//! `allowed_outbound_hosts`, which would otherwise show only in production, as 502s
+//! for upstream endpoints and as `on_store_error` for Redis stores.
 //!
-//! Entries understood: `SCHEME://HOST[:PORT]`, where SCHEME is `http`, `https` or `*`,
-//! HOST is a name, an IP literal, `*` or `*.SUFFIX`, and PORT is a number, `*` or
-//! absent (the scheme's default port). Entries with `{{ variable }}` templates depend
+//! Entries understood: `SCHEME://HOST[:PORT]`, where SCHEME is `http`, `https`,
+//! `redis` or `*`, HOST is a name, an IP literal, `*` or `*.SUFFIX`, and PORT is a
+//! number, `*` or absent (the scheme's default port: 80, 443 or 6379). Entries with `{{ variable }}` templates depend
 //! on values known only at deployment, so they are reported as not checked.
 
 use std::fmt;
 use std::path::Path;
 
-use gatehouse_core::config::{BalancerKind, Config};
+use gatehouse_core::config::{BalancerKind, Config, DiscoverySource, StoreConfig};
 
-/// An upstream endpoint that no `allowed_outbound_hosts` entry of a component allows.
+/// An upstream endpoint or Redis store that no `allowed_outbound_hosts` entry of a
+/// component allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingHost {
-    /// Config path of the endpoint address, such as `upstreams.users.endpoints[0].address`.
+    /// Config path of the address, such as `upstreams.users.endpoints[0].address` or
+    /// `stores.shared.redis.url`.
     pub path: String,
-    /// The endpoint address, `host:port`.
+    /// The address, `host:port`.
     pub address: String,
     /// The component of the manifest that lacks the entry.
     pub component: String,
-    /// Whether the upstream uses TLS, so the component needs an `https` entry.
-    pub tls: bool,
+    /// The scheme the component connects with: `http`, `https` (an upstream with
+    /// TLS) or `redis`.
+    pub scheme: &'static str,
 }
 
 impl MissingHost {
-    /// Returns the `allowed_outbound_hosts` entry that allows this endpoint.
+    /// Returns the `allowed_outbound_hosts` entry that allows this address.
     pub fn suggested_entry(&self) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 }
 
@@ -59,8 +62,8 @@ pub struct ManifestReport {
     pub components: usize,
 }
 
-/// Reads the manifest at `path` and checks every upstream endpoint of `config` against
-/// the `allowed_outbound_hosts` of each component in it.
+/// Reads the manifest at `path` and checks every upstream endpoint and Redis store of
+/// `config` against the `allowed_outbound_hosts` of each component in it.
 pub fn check_file(config: &Config, path: &Path) -> Result<ManifestReport, String> {
     let text = std::fs::read_to_string(path).map_err(|error| {
         format!(
@@ -71,7 +74,8 @@ pub fn check_file(config: &Config, path: &Path) -> Result<ManifestReport, String
     check_text(config, &text).map_err(|error| format!("{}: {error}", path.display()))
 }
 
-/// Checks every upstream endpoint of `config` against the manifest text.
+/// Checks every upstream endpoint and Redis store of `config` against the manifest
+/// text.
 pub fn check_text(config: &Config, manifest: &str) -> Result<ManifestReport, String> {
     let document: toml::Table =
         toml::from_str(manifest).map_err(|error| format!("invalid TOML: {error}"))?;
@@ -114,26 +118,78 @@ pub fn check_text(config: &Config, manifest: &str) -> Result<ManifestReport, Str
             }
         }
         for (upstream_name, upstream) in &config.upstreams {
-            let tls = upstream.tls.is_some();
+            let scheme = if upstream.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             for (index, endpoint) in upstream.endpoints.iter().enumerate() {
                 let allowed = split_address(&endpoint.address).is_some_and(|(host, port)| {
                     patterns
                         .iter()
-                        .any(|pattern| pattern.allows(tls, host, port))
+                        .any(|pattern| pattern.allows(scheme, host, port))
                 });
                 if !allowed {
                     report.missing.push(MissingHost {
                         path: format!("upstreams.{upstream_name}.endpoints[{index}].address"),
                         address: endpoint.address.clone(),
                         component: name.clone(),
-                        tls,
+                        scheme,
                     });
                 }
+            }
+        }
+        for (store_name, store) in &config.stores {
+            let StoreConfig::Redis(redis) = store else {
+                continue;
+            };
+            let Some((host, port)) = redis_host_port(&redis.url) else {
+                // The config check rejected URLs without a host.
+                continue;
+            };
+            let allowed = patterns
+                .iter()
+                .any(|pattern| pattern.allows("redis", &host, port));
+            if !allowed {
+                let address = if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                report.missing.push(MissingHost {
+                    path: format!("stores.{store_name}.redis.url"),
+                    address,
+                    component: name.clone(),
+                    scheme: "redis",
+                });
             }
         }
     }
     Ok(report)
 }
+
+/// Returns the host, without brackets, and the port (6379 when absent) of a
+/// `redis://[USER@]HOST[:PORT][/DB]` URL.
+fn redis_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("redis://")?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host_port)| host_port);
+    let (host, port) = match host_port.rsplit_once(':') {
+        // A colon inside brackets belongs to an IPv6 address, not to a port.
+        Some((host, port)) if !port.contains(']') => (host, port.parse().ok()?),
+        _ => (host_port, REDIS_DEFAULT_PORT),
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|host| host.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+/// The port of `redis://` URLs and `allowed_outbound_hosts` entries that name none.
+const REDIS_DEFAULT_PORT: u16 = 6379;
 
 /// Lists the upstreams whose balancer keeps its state in memory between requests.
 ///
@@ -164,13 +220,18 @@ pub fn stateful_balancer_warnings(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// Lists the upstreams with a `discovery` table, which a Spin component does not
-/// read: it serves their static `endpoints`, if any.
+/// Lists the upstreams whose `discovery` source a Spin component does not read (`dns`,
+/// `srv` and `file`): it serves their static `endpoints`, if any. A `key_value`
+/// source is read on every request.
 pub fn discovery_warnings(config: &Config) -> Vec<String> {
     config
         .upstreams
         .iter()
-        .filter(|(_, upstream)| upstream.discovery.is_some())
+        .filter(|(_, upstream)| {
+            upstream.discovery.as_ref().is_some_and(|discovery| {
+                !matches!(discovery.source(), Some(DiscoverySource::KeyValue(_)))
+            })
+        })
         .map(|(name, upstream)| {
             let serves = if upstream.endpoints.is_empty() {
                 "has no endpoints and answers 503"
@@ -178,8 +239,8 @@ pub fn discovery_warnings(config: &Config) -> Vec<String> {
                 "serves its endpoints list"
             };
             format!(
-                "upstreams.{name}.discovery: Spin does not read discovery sources, so the \
-                 upstream {serves}"
+                "upstreams.{name}.discovery: Spin reads only key_value discovery sources, so \
+                 the upstream {serves}"
             )
         })
         .collect()
@@ -269,9 +330,8 @@ fn split_address(address: &str) -> Option<(&str, u16)> {
 /// One parsed `allowed_outbound_hosts` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HostPattern {
-    /// Whether the entry allows plain HTTP, the protocol of upstream endpoints.
-    allows_http: bool,
-    allows_https: bool,
+    /// The scheme in lowercase, `*` for any.
+    scheme: String,
     host: HostMatch,
     port: PortMatch,
 }
@@ -301,7 +361,8 @@ impl HostPattern {
             "http" => vec![80],
             "https" => vec![443],
             "*" => vec![80, 443],
-            // Other schemes (redis, postgres, mysql, ...) never allow HTTP upstreams.
+            "redis" => vec![REDIS_DEFAULT_PORT],
+            // Other schemes (postgres, mysql, ...) allow nothing the gateway connects to.
             _ => Vec::new(),
         };
         let rest = rest.trim_end_matches('/');
@@ -333,15 +394,14 @@ impl HostPattern {
             ]),
         };
         Ok(Self {
-            allows_http: matches!(scheme, "http" | "*"),
-            allows_https: matches!(scheme, "https" | "*"),
+            scheme: scheme.to_ascii_lowercase(),
             host,
             port,
         })
     }
 
-    /// Returns whether the entry allows an endpoint, over `https` when `tls` is set.
-    fn allows(&self, tls: bool, host: &str, port: u16) -> bool {
+    /// Returns whether the entry allows connecting to `host:port` with `scheme`.
+    fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
         let host = host.to_ascii_lowercase();
         let host_allowed = match &self.host {
             HostMatch::Any => true,
@@ -352,11 +412,7 @@ impl HostPattern {
             PortMatch::Any => true,
             PortMatch::Ports(ports) => ports.contains(&port),
         };
-        let scheme_allowed = if tls {
-            self.allows_https
-        } else {
-            self.allows_http
-        };
+        let scheme_allowed = self.scheme == "*" || self.scheme == scheme;
         scheme_allowed && host_allowed && port_allowed
     }
 }
@@ -491,6 +547,61 @@ mod tests {
         );
     }
 
+    fn redis_config(url: &str) -> Config {
+        let text = format!("[stores.shared.redis]\nurl = \"{url}\"\n");
+        gatehouse_core::Gateway::from_text(&text, gatehouse_core::config::Format::Toml)
+            .expect("valid test config")
+            .config()
+            .clone()
+    }
+
+    fn missing_redis(url: &str, entries: &[&str]) -> Vec<String> {
+        check_text(&redis_config(url), &manifest(entries))
+            .expect("valid manifest")
+            .missing
+            .into_iter()
+            .map(|missing| missing.suggested_entry())
+            .collect()
+    }
+
+    #[test]
+    fn redis_store_needs_redis_entry() {
+        let url = "redis://127.0.0.1:6380/0";
+        assert!(missing_redis(url, &["redis://127.0.0.1:6380"]).is_empty());
+        assert!(missing_redis(url, &["redis://127.0.0.1:*"]).is_empty());
+        assert!(missing_redis(url, &["*://*:*"]).is_empty());
+        for entries in [
+            &["http://127.0.0.1:6380"][..],
+            &["redis://127.0.0.1"],
+            &["redis://127.0.0.2:6380"],
+            &[],
+        ] {
+            assert_eq!(
+                missing_redis(url, entries),
+                ["redis://127.0.0.1:6380"],
+                "{entries:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn redis_default_port_is_6379() {
+        assert!(missing_redis("redis://cache.internal", &["redis://cache.internal"]).is_empty());
+        assert!(missing_redis("redis://app@[::1]/2", &["redis://[::1]:6379"]).is_empty());
+        assert_eq!(
+            missing_redis("redis://[::1]/2", &[]),
+            ["redis://[::1]:6379"]
+        );
+    }
+
+    #[test]
+    fn redis_store_named_by_url_path() {
+        let report = check_text(&redis_config("redis://10.0.0.9"), &manifest(&[])).expect("valid");
+        assert_eq!(report.missing.len(), 1);
+        assert_eq!(report.missing[0].path, "stores.shared.redis.url");
+        assert_eq!(report.missing[0].scheme, "redis");
+    }
+
     #[test]
     fn protocol_options_are_warned_about() {
         let text = r#"
@@ -577,5 +688,27 @@ mod tests {
         let error =
             check_text(&config(&["127.0.0.1:9001"]), "spin_manifest_version = 2\n").unwrap_err();
         assert!(error.contains("[component.NAME]"), "{error}");
+    }
+
+    #[test]
+    fn discovery_warnings_skip_key_value() {
+        let text = "[upstreams.kv]\nendpoints = [{ address = \"127.0.0.1:8080\" }]\n\
+                    discovery = { key_value = \"upstreams/kv\" }\n\n\
+                    [upstreams.dns]\nendpoints = []\n\
+                    discovery = { dns = \"api.internal:8080\" }\n\n\
+                    [[routes]]\nupstream = \"kv\"\n";
+        let gateway =
+            gatehouse_core::Gateway::from_text(text, gatehouse_core::config::Format::Toml)
+                .expect("valid test config");
+        let warnings = discovery_warnings(gateway.config());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("upstreams.dns.discovery:"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].contains("has no endpoints and answers 503"),
+            "{warnings:?}"
+        );
     }
 }

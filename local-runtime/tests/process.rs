@@ -137,6 +137,56 @@ upstream = "api"
 }
 
 #[test]
+fn check_spin_names_missing_redis_store() {
+    let dir = TempDir::new();
+    let manifest = dir.write(
+        "spin.toml",
+        r#"
+spin_manifest_version = 2
+[application]
+name = "gatehouse"
+[component.gatehouse]
+source = "gatehouse_edge.wasm"
+allowed_outbound_hosts = ["http://127.0.0.1:9001", "redis://127.0.0.1"]
+"#,
+    );
+    let config = dir.write(
+        "gatehouse.toml",
+        r#"
+[stores.local.redis]
+url = "redis://127.0.0.1/0"
+[stores.shared.redis]
+url = "redis://10.0.0.9:6380/1"
+[upstreams.api]
+balancer = "random"
+endpoints = [{ address = "127.0.0.1:9001" }]
+[policies.limit.rate_limit]
+limit = 10
+period = "1m"
+store = "shared"
+[[routes]]
+upstream = "api"
+policies = ["limit"]
+"#,
+    );
+    let (status, stdout, _) = run_command(&[
+        "check",
+        "--target",
+        "spin",
+        &config.to_string_lossy(),
+        "--manifest",
+        &manifest.to_string_lossy(),
+    ]);
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout,
+        "stores.shared.redis.url: 10.0.0.9:6380 is missing from allowed_outbound_hosts of \
+         component \"gatehouse\"; add \"redis://10.0.0.9:6380\" to [component.gatehouse] \
+         allowed_outbound_hosts\n"
+    );
+}
+
+#[test]
 fn check_reports_missing_file() {
     let (status, stdout, _) = run_command(&["check", "/nonexistent/gatehouse.toml"]);
     assert_eq!(status.code(), Some(1));

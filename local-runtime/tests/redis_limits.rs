@@ -8,121 +8,16 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::redis_server::RedisServer;
 use common::*;
 use http::{Request, StatusCode};
-
-/// How long a test waits for Redis to accept commands after starting it.
-const REDIS_STARTUP: Duration = Duration::from_secs(10);
 
 /// Store settings of tests of exactness. A store timeout on a loaded machine would turn
 /// an admission into a 503, so this timeout is far above any round trip here.
 const GENEROUS_TIMEOUT: &str = "timeout = \"10s\"";
-
-/// A `redis-server` child on a loopback port, without persistence.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts `redis-server`, or returns `None` (after printing why) when it is not
-    /// installed and `GATEHOUSE_REQUIRE_REDIS` is not `1`.
-    fn start() -> Option<Self> {
-        let Some(binary) = find_redis_server() else {
-            let required = std::env::var("GATEHOUSE_REQUIRE_REDIS").is_ok_and(|value| value == "1");
-            assert!(
-                !required,
-                "redis-server is not on PATH and GATEHOUSE_REQUIRE_REDIS=1; install it with apt-get install redis-server"
-            );
-            eprintln!(
-                "skipped: redis-server is not on PATH (install it with apt-get install redis-server)"
-            );
-            return None;
-        };
-        let port = free_port();
-        Some(Self::start_on(&binary, port))
-    }
-
-    fn start_on(binary: &std::path::Path, port: u16) -> Self {
-        let child = Command::new(binary)
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let server = Self { child, port };
-        server.wait_until_ready();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn wait_until_ready(&self) {
-        let deadline = Instant::now() + REDIS_STARTUP;
-        let client = redis::Client::open(self.url()).expect("redis url");
-        while Instant::now() < deadline {
-            if let Ok(mut connection) =
-                client.get_connection_with_timeout(Duration::from_millis(200))
-            {
-                if redis::cmd("PING").query::<String>(&mut connection).is_ok() {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server on port {} did not answer PING in time",
-            self.port
-        );
-    }
-
-    /// Stops the server by its PID and waits for it to exit.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts the server again on the same port, with empty data.
-    fn restart(&mut self) {
-        self.kill();
-        let binary = find_redis_server().expect("redis-server was found before");
-        *self = Self::start_on(&binary, self.port);
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn find_redis_server() -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Returns a loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local address").port()
-}
 
 /// Builds a config with a listener, an upstream, the Redis store `shared` with the
 /// extra settings `store`, and `policies` with their routes.

@@ -295,7 +295,9 @@ async fn coordinator_limit_is_exact_across_locations() {
                 StatusCode::TOO_MANY_REQUESTS => denied += 1,
                 other => panic!("unexpected status {other} from {name}"),
             }
-            if name != "iad" {
+            // An admission waits for the coordinator; a rejection may come from the
+            // location's local tier, which remembers the coordinator's rejections.
+            if name != "iad" && status == StatusCode::OK {
                 assert!(
                     elapsed >= latency,
                     "a request in {name} took {elapsed:?}, less than the coordinator latency"
@@ -308,7 +310,12 @@ async fn coordinator_limit_is_exact_across_locations() {
         let report = running.shutdown().await;
         assert_eq!(report.coordinator_location, "iad");
         for location in &report.locations {
-            assert_eq!(location.coordinator_calls, 10, "{}", location.location);
+            assert!(
+                (1..=10).contains(&location.coordinator_calls),
+                "{}: {} calls",
+                location.location,
+                location.coordinator_calls
+            );
             assert_eq!(
                 location.rate_limit_allowed + location.rate_limit_denied,
                 10,
@@ -316,6 +323,155 @@ async fn coordinator_limit_is_exact_across_locations() {
                 location.location
             );
         }
+    })
+    .await;
+}
+
+/// Limit of the shared key in the store-mode tests.
+const SHARED_LIMIT: u64 = 20;
+/// `async_max_in_flight` of the store in the store-mode tests.
+const MAX_IN_FLIGHT: u64 = 4;
+const FIVE_LOCATIONS: [&str; 5] = ["fra", "iad", "sin", "gru", "syd"];
+
+/// Runs traffic over five locations against one global limit of `SHARED_LIMIT` in
+/// store mode `mode`, and returns the responses admitted (200) with the
+/// `GET /simulator` report once the coordinator has decided every call.
+async fn shared_limit_traffic(mode: &str) -> (u64, serde_json::Value) {
+    let upstream = demo_upstream().await;
+    let config = format!(
+        r#"
+        [[listeners]]
+        name = "main"
+        address = "127.0.0.1:0"
+
+        [admin]
+        address = "127.0.0.1:0"
+
+        [upstreams.app]
+        endpoints = [{{ address = "{upstream}" }}]
+
+        # gatehouse dev decides redis stores at its coordinator; nothing connects here.
+        [stores.shared.redis]
+        url = "redis://127.0.0.1:1"
+        timeout = "10s"
+        async_max_in_flight = {MAX_IN_FLIGHT}
+
+        [policies.global.rate_limit]
+        limit = {SHARED_LIMIT}
+        period = "1h"
+        burst = {SHARED_LIMIT}
+        key = []
+        store = "shared"
+        mode = "{mode}"
+        on_store_error = "deny"
+
+        [[routes]]
+        match.path_prefix = "/"
+        upstream = "app"
+        policies = ["global"]
+
+        [simulator]
+        locations = {locations:?}
+        coordinator = {{ location = "fra", latency = "300ms" }}
+        "#,
+        upstream = upstream.address(),
+        locations = FIVE_LOCATIONS,
+    );
+    let running = start(&config).await;
+    let admin_address = running.admin_address().expect("admin listens");
+
+    // First one request per location, so each location's local tier holds an answer
+    // of the coordinator; then ten at once per location.
+    let mut admitted = 0;
+    for burst in [1, 10] {
+        let mut requests = Vec::new();
+        for name in FIVE_LOCATIONS {
+            let address = running.address(name).expect("location listens");
+            for _ in 0..burst {
+                requests.push(tokio::spawn(async move {
+                    (name, get(address, "/", &[]).await.0)
+                }));
+            }
+        }
+        for request in requests {
+            let (name, status) = request.await.expect("request task");
+            match status {
+                StatusCode::OK => admitted += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("unexpected status {other} from {name}"),
+            }
+        }
+    }
+
+    // Background calls of async admissions may still be on their way.
+    let report = loop {
+        let (status, body) = admin(Method::GET, admin_address, "/simulator", "").await;
+        assert_eq!(status, StatusCode::OK);
+        let report = json(&body);
+        let settled = report["limits"]["keys"]
+            .as_array()
+            .expect("keys array")
+            .iter()
+            .all(|key| key["in_flight"] == 0);
+        if settled {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    running.shutdown().await;
+    (admitted, report)
+}
+
+fn shared_key(report: &serde_json::Value) -> &serde_json::Value {
+    let keys = report["limits"]["keys"].as_array().expect("keys array");
+    assert_eq!(keys.len(), 1, "{report}");
+    &keys[0]
+}
+
+#[tokio::test]
+async fn async_limit_overshoots_within_bound() {
+    bounded(async {
+        let (admitted, report) = shared_limit_traffic("async").await;
+        let key = shared_key(&report);
+        let bound = FIVE_LOCATIONS.len() as u64 * MAX_IN_FLIGHT;
+        assert!(
+            admitted > SHARED_LIMIT,
+            "async mode admitted {admitted}, expected more than {SHARED_LIMIT}"
+        );
+        assert!(
+            admitted <= SHARED_LIMIT + bound,
+            "async mode admitted {admitted}, over the documented bound of {bound}: {key}"
+        );
+        assert_eq!(key["mode"], "async");
+        assert_eq!(key["store"], "shared");
+        assert_eq!(key["limit"], SHARED_LIMIT);
+        assert_eq!(key["window_seconds"], 3600);
+        assert_eq!(key["admitted"], admitted, "{key}");
+        assert_eq!(key["store_admitted"], SHARED_LIMIT, "{key}");
+        assert_eq!(key["overshoot"], admitted - SHARED_LIMIT, "{key}");
+        assert_eq!(key["overshoot_bound"], bound);
+        let by_location: u64 = key["admitted_by_location"]
+            .as_object()
+            .expect("admitted_by_location object")
+            .values()
+            .map(|units| units.as_u64().expect("a count"))
+            .sum();
+        assert_eq!(by_location, admitted);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn strict_limit_never_overshoots() {
+    bounded(async {
+        let (admitted, report) = shared_limit_traffic("strict").await;
+        let key = shared_key(&report);
+        assert_eq!(admitted, SHARED_LIMIT);
+        assert_eq!(key["mode"], "strict");
+        assert_eq!(key["admitted"], SHARED_LIMIT, "{key}");
+        assert_eq!(key["store_admitted"], SHARED_LIMIT, "{key}");
+        assert_eq!(key["overshoot"], 0);
+        assert_eq!(key["overshoot_bound"], 0);
     })
     .await;
 }

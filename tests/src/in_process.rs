@@ -1,6 +1,8 @@
 //! The in-process target: builds a [`gatehouse_core::Gateway`] from the scenario config
 //! and calls [`gatehouse_core::Gateway::handle`] directly, with a platform whose clock
 //! is driven by hand and whose upstreams run the test behaviours without sockets.
+//! Before each step it reads the `key_value` discovery sources, as the edge adapters
+//! do on the request path.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use gatehouse_core::body::{self, LocalBody};
 use gatehouse_core::cache::MemoryResponseCache;
 use gatehouse_core::config::{Format, UpstreamProtocol as CoreProtocol};
+use gatehouse_core::discovery::KeyValueDiscovery;
 use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{ConnectionInfo, Error, Gateway};
@@ -60,7 +63,7 @@ impl Target for InProcessTarget {
         let config = gatehouse_core::config::load(&text, Format::Toml)
             .map_err(|errors| format!("the scenario config does not load: {errors}"))?;
         let key_value = MemoryKeyValue::new(clock.clone(), config.key_value.memory_max_entries);
-        for (key, value) in scenario.key_value_entries() {
+        for (key, value) in scenario.key_value_entries(&addresses, UNUSED_PORT)? {
             key_value
                 .insert(&key, Bytes::from(value), None)
                 .map_err(|error| format!("failed to store key {key:?}: {error}"))?;
@@ -80,13 +83,34 @@ impl Target for InProcessTarget {
             secrets: scenario.secrets.clone(),
             cache: MemoryResponseCache::new(gateway.config().server.cache_max_bytes),
         };
-        Ok(Box::new(InProcessInstance { gateway, platform }))
+        Ok(Box::new(InProcessInstance {
+            gateway,
+            platform,
+            discovery: KeyValueDiscovery::new(),
+        }))
     }
 }
 
 struct InProcessInstance {
     gateway: Gateway,
     platform: TestPlatform,
+    discovery: KeyValueDiscovery,
+}
+
+impl InProcessInstance {
+    /// Reads the `key_value` discovery sources that are due and swaps in the gateway
+    /// rebuilt with changed endpoints.
+    fn discover(&mut self, limits: DriveLimits) -> Result<(), String> {
+        let now = self.platform.clock.monotonic();
+        let refresh = self
+            .discovery
+            .refresh(&self.gateway, &self.platform.key_value, now);
+        let (next, _reads) = drive(&self.platform.clock, refresh, limits)?;
+        if let Some(next) = next {
+            self.gateway = next;
+        }
+        Ok(())
+    }
 }
 
 impl Instance for InProcessInstance {
@@ -104,6 +128,9 @@ impl Instance for InProcessInstance {
             virtual_time: STEP_VIRTUAL_TIME,
             real_time: STEP_REAL_TIME,
         };
+        if let Err(error) = self.discover(limits) {
+            return (0..count).map(|_| Err(error.clone())).collect();
+        }
         let handle = |request: Request<Bytes>| {
             let gateway = &self.gateway;
             let platform = &self.platform;

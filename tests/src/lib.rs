@@ -15,6 +15,7 @@ pub mod clock;
 pub mod in_process;
 pub mod native;
 pub mod process;
+pub mod redis;
 pub mod report;
 pub mod scenario;
 pub mod spin;

@@ -107,12 +107,12 @@ impl<L: Launcher> Target for ProcessTarget<L> {
         let upstreams = self
             .runtime
             .block_on(SocketUpstreams::start(&scenario.upstreams))?;
-        let config = render_config(&scenario.config, upstreams.addresses(), unused_port()?)?;
-        let gateway = self.launcher.launch_with_key_value(
-            &config,
-            &scenario.secrets,
-            &scenario.key_value_entries(),
-        )?;
+        let unused_port = unused_port()?;
+        let config = render_config(&scenario.config, upstreams.addresses(), unused_port)?;
+        let key_value = scenario.key_value_entries(upstreams.addresses(), unused_port)?;
+        let gateway =
+            self.launcher
+                .launch_with_key_value(&config, &scenario.secrets, &key_value)?;
         Ok(Box::new(ProcessInstance {
             runtime: &self.runtime,
             gateway,

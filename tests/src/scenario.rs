@@ -34,7 +34,8 @@ pub struct Scenario {
     /// Name, unique within its file.
     pub name: String,
     /// `gatehouse.toml` text without listeners. `{{upstream.NAME}}` becomes the
-    /// `127.0.0.1:PORT` address of test upstream NAME and `{{unused_port}}` a closed port.
+    /// `127.0.0.1:PORT` address of test upstream NAME, `{{unused_port}}` a closed port
+    /// and `{{redis.url}}` the URL of a `redis-server` started for this scenario.
     pub config: String,
     /// Test upstreams by name.
     #[serde(default)]
@@ -46,29 +47,108 @@ pub struct Scenario {
     pub skip: BTreeMap<String, String>,
     /// Test-only platform secrets by name, such as an HMAC key that a `jwt` policy
     /// names with `secret = "NAME"`. The native target passes them as environment
-    /// variables.
+    /// variables. `REDIS_PASSWORD` is also the password of the scenario's Redis server.
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
     /// Test-only entries of the platform's key-value store, loaded before the first
     /// request. A string is stored as its UTF-8 bytes; any other value (such as a
-    /// consumer record table) as its compact JSON text.
+    /// consumer record table) as its compact JSON text. Strings may contain
+    /// `{{upstream.NAME}}` and `{{unused_port}}`, replaced as in `config`.
     #[serde(default)]
     pub key_value: BTreeMap<String, serde_json::Value>,
 }
 
 impl Scenario {
-    /// Returns the key-value entries as the text each target stores.
-    pub fn key_value_entries(&self) -> BTreeMap<String, String> {
-        self.key_value
-            .iter()
-            .map(|(key, value)| {
-                let text = match value {
-                    serde_json::Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                };
-                (key.clone(), text)
-            })
-            .collect()
+    /// Tells whether the config names `{{redis.url}}`, so the scenario needs a Redis
+    /// server.
+    pub fn uses_redis(&self) -> bool {
+        placeholders(&self.config).is_ok_and(|keys| keys.contains(&crate::redis::URL_PLACEHOLDER))
+    }
+
+    /// Returns the scenario with `{{redis.url}}` replaced by `url` in its config.
+    pub fn with_redis_url(&self, url: &str) -> Self {
+        let mut config = String::with_capacity(self.config.len());
+        let mut rest = self.config.as_str();
+        while let Some(start) = rest.find("{{") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                break;
+            };
+            config.push_str(&rest[..start]);
+            if after[..end].trim() == crate::redis::URL_PLACEHOLDER {
+                config.push_str(url);
+            } else {
+                config.push_str(&rest[start..start + 2 + end + 2]);
+            }
+            rest = &after[end + 2..];
+        }
+        config.push_str(rest);
+        Self {
+            config,
+            ..self.clone()
+        }
+    }
+
+    /// Returns the key-value entries as the text each target stores, with the
+    /// placeholders in their strings replaced as in the config ([`render_config`]).
+    pub fn key_value_entries(
+        &self,
+        upstreams: &BTreeMap<String, SocketAddr>,
+        unused_port: u16,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut entries = BTreeMap::new();
+        for (key, value) in &self.key_value {
+            let mut value = value.clone();
+            render_strings(&mut value, upstreams, unused_port)
+                .map_err(|problem| format!("key-value entry {key:?}: {problem}"))?;
+            let text = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            entries.insert(key.clone(), text);
+        }
+        Ok(entries)
+    }
+}
+
+/// Replaces the placeholders in every string of a JSON value.
+fn render_strings(
+    value: &mut serde_json::Value,
+    upstreams: &BTreeMap<String, SocketAddr>,
+    unused_port: u16,
+) -> Result<(), String> {
+    match value {
+        serde_json::Value::String(text) => *text = render_config(text, upstreams, unused_port)?,
+        serde_json::Value::Array(items) => {
+            for item in items {
+                render_strings(item, upstreams, unused_port)?;
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for field in fields.values_mut() {
+                render_strings(field, upstreams, unused_port)?;
+            }
+        }
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+    }
+    Ok(())
+}
+
+/// Collects every string of a JSON value.
+fn json_strings<'v>(value: &'v serde_json::Value, strings: &mut Vec<&'v str>) {
+    match value {
+        serde_json::Value::String(text) => strings.push(text),
+        serde_json::Value::Array(items) => {
+            for item in items {
+                json_strings(item, strings);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for field in fields.values() {
+                json_strings(field, strings);
+            }
+        }
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
     }
 }
 
@@ -427,7 +507,7 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
             for key in keys {
                 let known = match key.strip_prefix("upstream.") {
                     Some(upstream) => defined(upstream),
-                    None => key == "unused_port",
+                    None => key == "unused_port" || key == crate::redis::URL_PLACEHOLDER,
                 };
                 if !known {
                     problems.push(format!(
@@ -437,6 +517,29 @@ fn check_scenario(scenario: &Scenario) -> Vec<String> {
             }
         }
         Err(problem) => problems.push(problem),
+    }
+    for (entry, value) in &scenario.key_value {
+        let mut strings = Vec::new();
+        json_strings(value, &mut strings);
+        for text in strings {
+            match placeholders(text) {
+                Ok(keys) => {
+                    for key in keys {
+                        let known = match key.strip_prefix("upstream.") {
+                            Some(upstream) => defined(upstream),
+                            None => key == "unused_port",
+                        };
+                        if !known {
+                            problems.push(format!(
+                                "key-value entry {entry:?} uses {{{{{key}}}}}, which names no \
+                                 test upstream"
+                            ));
+                        }
+                    }
+                }
+                Err(problem) => problems.push(format!("key-value entry {entry:?}: {problem}")),
+            }
+        }
     }
     for (upstream, behaviour) in &scenario.upstreams {
         if let Some(status) = behaviour.status
@@ -682,9 +785,64 @@ mod tests {
     }
 
     #[test]
+    fn redis_placeholder_replaced_first() {
+        let text = MINIMAL.replace(
+            "[upstreams.main]",
+            "[stores.shared.redis]\n        url = \"{{ redis.url }}\"\n        [upstreams.main]",
+        );
+        let file = parse_file("redis.toml", &text).unwrap();
+        let scenario = &file.scenario[0];
+        assert!(scenario.uses_redis());
+        let rendered = scenario.with_redis_url("redis://127.0.0.1:7000/0");
+        assert!(!rendered.uses_redis());
+        assert!(
+            rendered
+                .config
+                .contains("url = \"redis://127.0.0.1:7000/0\""),
+            "{}",
+            rendered.config
+        );
+        assert!(
+            rendered.config.contains("{{upstream.a}}"),
+            "{}",
+            rendered.config
+        );
+        assert!(!parse_file("minimal.toml", MINIMAL).unwrap().scenario[0].uses_redis());
+    }
+
+    #[test]
     fn uuid_format_checked() {
         assert!(ValueFormat::Uuid.matches("123e4567-e89b-42d3-a456-426614174000"));
         assert!(!ValueFormat::Uuid.matches("123e4567e89b42d3a456426614174000"));
         assert!(!ValueFormat::Uuid.matches("123E4567-E89B-42D3-A456-426614174000"));
+    }
+
+    #[test]
+    fn key_value_placeholders_rendered() {
+        let text = format!(
+            "{MINIMAL}\n        [scenario.key_value]\n        \
+             \"plain\" = \"{{{{upstream.a}}}}\"\n        \
+             \"record\" = {{ endpoints = [{{ address = \"{{{{upstream.a}}}}\" }}] }}\n"
+        );
+        let file = parse_file("key_value.toml", &text).unwrap();
+        let address: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let upstreams = BTreeMap::from([("a".to_owned(), address)]);
+        let entries = file.scenario[0].key_value_entries(&upstreams, 1).unwrap();
+        assert_eq!(entries["plain"], "127.0.0.1:4000");
+        assert_eq!(
+            entries["record"],
+            r#"{"endpoints":[{"address":"127.0.0.1:4000"}]}"#
+        );
+    }
+
+    #[test]
+    fn key_value_unknown_upstream_rejected() {
+        let text = format!(
+            "{MINIMAL}\n        [scenario.key_value]\n        \
+             \"plain\" = \"{{{{upstream.zz}}}}\"\n"
+        );
+        let problems = parse_file("key_value.toml", &text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("upstream.zz"), "{problems:?}");
     }
 }

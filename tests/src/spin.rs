@@ -1,6 +1,6 @@
 //! The Spin target: the gatehouse Spin component served by `gatehouse-spin-host`, a
 //! small wasmtime-based host (`tests/spin-host`) that provides `wasi:http` 0.2 and
-//! Spin's variables and key-value interfaces.
+//! Spin's variables, key-value and outbound Redis interfaces.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

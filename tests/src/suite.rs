@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::check::{check_step, check_websocket};
+use crate::redis::{PASSWORD_SECRET, RedisServer, Unavailable};
 use crate::report::{Outcome, ScenarioResult, SuiteReport};
 use crate::scenario::{Scenario, ScenarioFile, load_dir, scenario_dir};
 use crate::target::{Target, build_request};
@@ -63,6 +64,23 @@ fn run_scenario(target: &mut dyn Target, scenario: &Scenario) -> Outcome {
     if let Some(reason) = scenario.skip.get(target.name()) {
         return Outcome::Skipped(reason.clone());
     }
+    // The server lives until the scenario ends, so each scenario counts from empty.
+    let (_redis, scenario) = if scenario.uses_redis() {
+        let password = scenario.secrets.get(PASSWORD_SECRET).map(String::as_str);
+        match RedisServer::start(password) {
+            Ok(server) => {
+                let rendered = scenario.with_redis_url(&server.url());
+                (Some(server), rendered)
+            }
+            Err(Unavailable::NotInstalled(reason)) => return Outcome::Skipped(reason),
+            Err(Unavailable::Failed(error)) => {
+                return Outcome::Failed(vec![format!("could not start Redis: {error}")]);
+            }
+        }
+    } else {
+        (None, scenario.clone())
+    };
+    let scenario = &scenario;
     let mut instance = match target.start(scenario) {
         Ok(instance) => instance,
         Err(error) => return Outcome::Failed(vec![format!("could not start: {error}")]),

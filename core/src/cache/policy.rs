@@ -1,10 +1,11 @@
 //! The compiled `cache` policy.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::config::{CacheConfig, CacheQuery, ConfigError};
+use crate::config::{CacheConfig, CacheQuery, ConfigError, StoreConfig, closest_name};
 
 /// A `cache` policy with its names parsed.
 #[derive(Debug, Clone)]
@@ -18,11 +19,23 @@ pub(crate) struct CachePolicy {
     pub status_header: HeaderName,
     pub keep_stale: Duration,
     pub lock_timeout: Duration,
+    /// The `[stores]` entry that keeps the responses, or `None` for the platform's
+    /// own cache.
+    pub store: Option<String>,
 }
 
 impl CachePolicy {
-    /// Compiles `config`, reporting problems under `path`.
-    pub fn compile(config: &CacheConfig, path: &str, errors: &mut Vec<ConfigError>) -> Self {
+    /// Compiles `config`, reporting problems under `path`. `stores` are the config's
+    /// `[stores]`, which `store` must name.
+    pub fn compile(
+        config: &CacheConfig,
+        stores: &BTreeMap<String, StoreConfig>,
+        path: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Self {
+        if let Some(name) = &config.store {
+            check_store(name, stores, path, errors);
+        }
         let status_header =
             HeaderName::from_bytes(config.status_header.as_bytes()).unwrap_or_else(|_| {
                 errors.push(
@@ -64,6 +77,43 @@ impl CachePolicy {
             status_header,
             keep_stale: config.keep_stale.get(),
             lock_timeout: config.lock_timeout.get(),
+            store: config.store.clone(),
+        }
+    }
+}
+
+/// Checks that `name` is a Redis store of `stores`, the only kind that keeps responses.
+fn check_store(
+    name: &str,
+    stores: &BTreeMap<String, StoreConfig>,
+    path: &str,
+    errors: &mut Vec<ConfigError>,
+) {
+    let field = format!("{path}.store");
+    match stores.get(name) {
+        Some(StoreConfig::Redis(_)) => {}
+        Some(other) => errors.push(
+            ConfigError::new(
+                field,
+                format!(
+                    "store {name:?} is a {} store, which cannot keep responses",
+                    other.kind()
+                ),
+            )
+            .with_hint("name a [stores.NAME.redis] store, or remove store to cache in the platform's own cache"),
+        ),
+        None => {
+            let names: Vec<&String> = stores.keys().collect();
+            let hint = match closest_name(name, &names) {
+                Some(close) => format!("did you mean {close:?}?"),
+                None => format!(
+                    "define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\", \
+                     or remove store to cache in the platform's own cache"
+                ),
+            };
+            errors.push(
+                ConfigError::new(field, format!("store {name:?} is not defined")).with_hint(hint),
+            );
         }
     }
 }
@@ -133,6 +183,38 @@ policies = {route_policies}
                 .starts_with("routes[0].policies: has a cache policy with authenticated = true"),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn store_must_be_defined_redis_store() {
+        let found = problems(
+            "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n[policies.pages.cache]\nstore = \"shraed\"",
+            r#"["pages"]"#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("policies.pages.cache.store: store \"shraed\" is not defined"),
+            "{found:?}"
+        );
+        assert!(found[0].contains("did you mean \"shared\"?"), "{found:?}");
+
+        let found = problems(
+            "[stores.objects.durable_object]\n[policies.pages.cache]\nstore = \"objects\"",
+            r#"["pages"]"#,
+        );
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with(
+                "policies.pages.cache.store: store \"objects\" is a durable_object store, which cannot keep responses"
+            ),
+            "{found:?}"
+        );
+
+        let found = problems(
+            "[stores.shared.redis]\nurl = \"redis://127.0.0.1:6379\"\n[policies.pages.cache]\nstore = \"shared\"",
+            r#"["pages"]"#,
+        );
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

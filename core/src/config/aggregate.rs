@@ -16,6 +16,9 @@ pub enum Dispatch {
     /// Send the calls of the route's `aggregate` table and return their JSON bodies
     /// merged into one object.
     Aggregate,
+    /// Remove cached responses named by the JSON request body, `{"url": "HOST/PATH"}`
+    /// or `{"prefix": "HOST/PATH"}`. The route must have a `jwt` or `api_key` policy.
+    Purge,
 }
 
 impl Dispatch {

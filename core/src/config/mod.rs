@@ -728,6 +728,10 @@ pub struct CacheConfig {
     /// Time a request waits for a concurrent request of the same key to fill the
     /// cache before it goes upstream itself.
     pub lock_timeout: ConfigDuration,
+    /// A Redis store of `[stores]` that keeps the responses, shared by every gateway
+    /// that names it (native runtime only). Without it, responses stay in the
+    /// platform's own cache: process memory natively.
+    pub store: Option<String>,
 }
 
 /// One megabyte keeps a full cache of the default size at over 60 objects; 5 seconds
@@ -744,6 +748,7 @@ impl Default for CacheConfig {
             status_header: "x-cache-status".to_owned(),
             keep_stale: ConfigDuration::from_millis(600_000),
             lock_timeout: ConfigDuration::from_millis(5_000),
+            store: None,
         }
     }
 }

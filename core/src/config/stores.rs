@@ -11,7 +11,7 @@ use super::ConfigDuration;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreConfig {
-    /// A Redis server (native runtime only). Each decision is one Lua script that
+    /// A Redis server (native runtime and Spin). Each decision is one Lua script that
     /// reads the server's clock.
     Redis(RedisStoreConfig),
     /// A Durable Object namespace (Cloudflare Worker only): one object per counter
@@ -76,7 +76,8 @@ fn default_durable_object_timeout() -> ConfigDuration {
 pub struct RedisStoreConfig {
     /// `redis://host:port/db`, without a password: set `password` instead.
     pub url: String,
-    /// The Redis password (`AUTH`), read from a platform secret.
+    /// The Redis password (`AUTH`), read from a platform secret: an environment
+    /// variable natively, the Spin variable of the name in lowercase on Spin.
     #[serde(default)]
     pub password: Option<SecretRef>,
     /// The ACL user name, sent with the password.
@@ -199,5 +200,42 @@ pub fn check_store_support(
                 "remove the store and its policies' store setting, so their counters stay in memory",
             )
         })
+        .chain(unsupported_cache_stores(config, platform, supported))
         .collect()
+}
+
+/// Returns an error for each `cache` policy whose `store` names a store of a type the
+/// platform cannot reach, pointing at the policy so the fix is clear.
+fn unsupported_cache_stores<'a>(
+    config: &'a super::Config,
+    platform: &'a str,
+    supported: &'a [&str],
+) -> impl Iterator<Item = super::ConfigError> + 'a {
+    config.policies.iter().filter_map(move |(name, policy)| {
+        let super::PolicyConfig::Cache(cache) = policy else {
+            return None;
+        };
+        let store = config.stores.get(cache.store.as_deref()?)?;
+        // Other kinds are rejected as cache stores when the policy compiles.
+        if !matches!(store, super::StoreConfig::Redis(_)) || supported.contains(&store.kind()) {
+            return None;
+        }
+        Some(
+            super::ConfigError::new(
+                format!("policies.{name}.cache.store"),
+                format!(
+                    "a {} response cache store is not available on {platform}",
+                    store.kind()
+                ),
+            )
+            .with_hint(format!(
+                "remove store, so responses stay in the platform's own cache ({})",
+                match platform {
+                    p if p.contains("Worker") => "the Cache API",
+                    p if p.contains("Spin") => "Spin key-value",
+                    _ => "process memory",
+                }
+            )),
+        )
+    })
 }

@@ -165,9 +165,11 @@ async fn lookup_or_fetch<P: Platform>(
     platform: &P,
     access: &mut AccessRecord,
 ) -> CacheOutcome<P::Body> {
-    let consumer = match eligibility(policy, &request, outgoing.authenticated) {
-        Ok(consumer) => consumer,
-        Err(()) => {
+    // A policy whose store the platform lacks passes requests through uncached.
+    let eligible = eligibility(policy, &request, outgoing.authenticated);
+    let (store, consumer) = match (policy_store(platform, policy), eligible) {
+        (Some(store), Ok(consumer)) => (store, consumer),
+        _ => {
             let result = dispatch::proxy(gateway, request, outgoing, platform, access).await;
             return CacheOutcome {
                 result,
@@ -190,7 +192,6 @@ async fn lookup_or_fetch<P: Platform>(
     let request_control = CacheControl::parse(request.headers());
     // A client's `no-cache` (or `max-age=0`) requests a response validated upstream.
     let must_validate = request_control.no_cache || request_control.max_age == Some(0);
-    let store = platform.response_cache();
     let now = platform.clock().unix_millis();
 
     let stored = lookup(store, &mut keys, request.headers(), now).await;
@@ -358,6 +359,18 @@ impl BackgroundTask {
     }
 }
 
+/// Returns the store that keeps `policy`'s responses, or `None` when the platform has
+/// no store of the name the policy gives.
+fn policy_store<'a, P: Platform>(
+    platform: &'a P,
+    policy: &CachePolicy,
+) -> Option<&'a P::ResponseCache> {
+    match &policy.store {
+        None => Some(platform.response_cache()),
+        Some(name) => platform.store_response_cache(name),
+    }
+}
+
 /// Decides whether a request may use the cache. Returns the consumer that keys its
 /// entries (`None` for anonymous requests), or `Err` to bypass the cache.
 fn eligibility<B>(
@@ -506,15 +519,9 @@ async fn fetch<P: Platform>(
     if let Some(stale) = stale {
         if status == StatusCode::NOT_MODIFIED && stale.has_validator() {
             let refreshed = refresh(stale, response.headers(), policy, now);
-            save(
-                platform.response_cache(),
-                keys,
-                &[],
-                &refreshed,
-                policy,
-                now,
-            )
-            .await;
+            if let Some(store) = policy_store(platform, policy) {
+                save(store, keys, &[], &refreshed, policy, now).await;
+            }
             return served(refreshed, now, CacheStatus::Revalidated, &method);
         }
         if ERROR_STATUSES.contains(&status.as_u16()) && stale_for_error(&stale) {
@@ -562,15 +569,9 @@ async fn fetch<P: Platform>(
         };
         &variant
     };
-    save(
-        platform.response_cache(),
-        keys,
-        &decision.vary,
-        &entry,
-        policy,
-        now,
-    )
-    .await;
+    if let Some(store) = policy_store(platform, policy) {
+        save(store, keys, &decision.vary, &entry, policy, now).await;
+    }
     CacheOutcome {
         result: Ok(Response::from_parts(parts, P::Body::from(body))),
         status: CacheStatus::Miss,

@@ -193,6 +193,8 @@ pub(crate) struct CompiledRoute {
     pub websocket_idle: Option<std::time::Duration>,
     /// The calls of a route with `dispatch = "aggregate"`.
     pub aggregate: Option<Box<super::aggregate::CompiledAggregate>>,
+    /// Whether the route purges cached responses (`dispatch = "purge"`).
+    pub purge: bool,
 }
 
 /// Everything the pipeline needs, built once per config version.
@@ -917,6 +919,10 @@ fn compile_routes(
         let (upstream, aggregate) = match route.dispatch {
             Dispatch::Proxy => (proxy_upstream(route, &path, upstream_names, errors), None),
             Dispatch::Aggregate => (None, route_aggregate(config, route, &path, errors)),
+            Dispatch::Purge => {
+                check_purge_route(route, &path, errors);
+                (None, None)
+            }
         };
 
         let route_policies = resolve_policies(
@@ -961,6 +967,9 @@ fn compile_routes(
             .and_then(|position| config.upstreams.get(upstream_names[position].as_str()))
             .map(|upstream| upstream.protocol);
         check_protocols(route, upstream_protocol, &path, errors);
+        if route.dispatch == Dispatch::Purge {
+            check_purge_policies(&route_policies, &path, errors);
+        }
         if route.dispatch == Dispatch::Aggregate && route_policies.cache.is_some() {
             errors.push(
                 ConfigError::new(
@@ -980,9 +989,55 @@ fn compile_routes(
                 .websocket
                 .map(|websocket| websocket.idle_timeout.get()),
             aggregate: aggregate.map(Box::new),
+            purge: route.dispatch == Dispatch::Purge,
         });
     }
     routes
+}
+
+/// Reports the settings a route with `dispatch = "purge"` would not use.
+fn check_purge_route(route: &RouteConfig, path: &str, errors: &mut Vec<ConfigError>) {
+    if !route.upstream.is_empty() {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.upstream"),
+                "upstream is set but dispatch is \"purge\", which sends nothing upstream",
+            )
+            .with_hint("remove upstream from the purge route"),
+        );
+    }
+    if route.aggregate.is_some() {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.aggregate"),
+                "aggregate is set but dispatch is \"purge\"",
+            )
+            .with_hint("remove the aggregate table from the purge route"),
+        );
+    }
+}
+
+/// Requires authentication on a purge route, so that only credentialed clients can
+/// empty the cache, and rejects a cache policy on it.
+fn check_purge_policies(policies: &PolicySet, path: &str, errors: &mut Vec<ConfigError>) {
+    if policies.authenticate.is_none() {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.policies"),
+                "a route with dispatch = \"purge\" has no jwt or api_key policy",
+            )
+            .with_hint("add an api_key or jwt policy, and optionally authorize, so only operators can purge the cache"),
+        );
+    }
+    if policies.cache.is_some() {
+        errors.push(
+            ConfigError::new(
+                format!("{path}.policies"),
+                "has a cache policy, which routes with dispatch = \"purge\" do not use",
+            )
+            .with_hint("remove the cache policy from the purge route"),
+        );
+    }
 }
 
 /// Returns the index of the upstream of a route with `dispatch = "proxy"`, reporting

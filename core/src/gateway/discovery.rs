@@ -127,6 +127,29 @@ pub enum DiscoveryRead {
     Failed(String),
 }
 
+impl DiscoveryRead {
+    /// Returns whether the read failed, so that the caller logs it as an error.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Failed(_))
+    }
+
+    /// Formats the log line of this outcome for `upstream`, or returns `None` when
+    /// there is nothing to log (the endpoints are unchanged).
+    pub fn log_line(&self, upstream: &str) -> Option<String> {
+        match self {
+            Self::Unchanged => None,
+            Self::Changed { endpoints } => Some(format!(
+                "gatehouse: discovered endpoints of upstream {upstream} changed \
+                 ({endpoints} endpoints)"
+            )),
+            Self::Failed(problem) => Some(format!(
+                "gatehouse: service discovery of upstream {upstream} failed, the last good \
+                 endpoints keep serving: {problem}"
+            )),
+        }
+    }
+}
+
 /// Reads the `key_value` discovery sources of a gateway at most once per `interval`
 /// each, for platforms that run no background tasks: the caller passes every request's
 /// gateway through [`KeyValueDiscovery::refresh`] and swaps in the gateway it returns.

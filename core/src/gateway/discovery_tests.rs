@@ -318,3 +318,22 @@ fn key_value_empty_set_when_allowed() {
         assert!(addresses(&next.unwrap()).is_empty());
     });
 }
+
+#[test]
+fn read_log_lines() {
+    assert_eq!(DiscoveryRead::Unchanged.log_line("api"), None);
+    assert!(!DiscoveryRead::Unchanged.is_failure());
+
+    let changed = DiscoveryRead::Changed { endpoints: 2 };
+    assert!(!changed.is_failure());
+    assert_eq!(
+        changed.log_line("api").unwrap(),
+        "gatehouse: discovered endpoints of upstream api changed (2 endpoints)"
+    );
+
+    let failed = DiscoveryRead::Failed("key \"k\" not found".to_owned());
+    assert!(failed.is_failure());
+    let line = failed.log_line("api").unwrap();
+    assert!(line.contains("upstream api failed"), "{line}");
+    assert!(line.ends_with("key \"k\" not found"), "{line}");
+}

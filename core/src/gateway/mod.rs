@@ -8,6 +8,7 @@ mod cache;
 mod compile;
 pub(crate) mod discovery;
 mod dispatch;
+mod purge;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -605,6 +606,9 @@ impl Gateway {
             grpc_deadline,
             websocket_idle,
         };
+        if route.purge {
+            return purge::respond(self, request, platform).await;
+        }
         if let Some(aggregate) = &route.aggregate {
             return aggregate::respond(self, aggregate, request, outgoing, platform, access).await;
         }

@@ -4,6 +4,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod quota;
+pub mod redis_script;
 pub mod remote;
 pub mod window;
 

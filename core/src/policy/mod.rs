@@ -227,6 +227,7 @@ fn compile_policy(
         )),
         PolicyConfig::Cache(cache) => CompiledPolicy::Cache(Arc::new(CachePolicy::compile(
             cache,
+            stores,
             &format!("policies.{name}.cache"),
             errors,
         ))),

@@ -440,8 +440,8 @@ fn compile_store(
         let hint = match closest_name(name, &names) {
             Some(close) => format!("did you mean {close:?}?"),
             None => format!(
-                "define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\" natively, \
-                 or as [stores.{name}.durable_object] on a Cloudflare Worker"
+                "define it as [stores.{name}.redis] with url = \"redis://HOST:PORT\" natively \
+                 or on Spin, or as [stores.{name}.durable_object] on a Cloudflare Worker"
             ),
         };
         errors.push(

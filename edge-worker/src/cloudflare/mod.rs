@@ -14,7 +14,7 @@ use std::cell::{OnceCell, RefCell};
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 
-use gatehouse_core::discovery::{DiscoveryRead, KeyValueDiscovery};
+use gatehouse_core::discovery::KeyValueDiscovery;
 use gatehouse_core::platform::{Clock, Platform};
 use gatehouse_core::respond::problem_response;
 use gatehouse_core::websocket::Relay;
@@ -189,15 +189,10 @@ async fn discover(isolate: &Isolate, cell: &RefCell<Rc<Gateway>>) -> Rc<Gateway>
     let now = isolate.platform.clock().monotonic();
     let (next, reads) = isolate.discovery.refresh(&current, key_value, now).await;
     for (upstream, read) in reads {
-        match read {
-            DiscoveryRead::Failed(problem) => console_error!(
-                "gatehouse: service discovery of upstream {upstream} failed, the last good \
-                 endpoints keep serving: {problem}"
-            ),
-            DiscoveryRead::Changed { endpoints } => console_log!(
-                "gatehouse: discovered endpoints of upstream {upstream} changed ({endpoints} endpoints)"
-            ),
-            DiscoveryRead::Unchanged => {}
+        match read.log_line(&upstream) {
+            Some(line) if read.is_failure() => console_error!("{line}"),
+            Some(line) => console_log!("{line}"),
+            None => {}
         }
     }
     match next {

@@ -5,7 +5,10 @@
 //! The gateway is built once per component instance, from the `gatehouse_config` Spin
 //! variable when it is set and not empty, or else from the config embedded at build
 //! time. Spin creates a new instance for every request, so state that the core keeps
-//! in memory (balancer positions, passive health) lasts for one request only.
+//! in memory (balancer positions, passive health) lasts for one request only. Rate
+//! limits that must hold across requests use a `redis` store, which the component
+//! reaches through Spin's outbound Redis. `key_value` service discovery reads its
+//! key on every request for the same reason.
 //!
 //! NOTE: round robin therefore sends every request to the first endpoint on Spin, and
 //! least outstanding and P2C choose without knowing the other requests.
@@ -13,12 +16,15 @@
 
 mod cache;
 mod convert;
+mod counters;
 mod key_value;
 mod platform;
 
 use std::sync::OnceLock;
 
 use gatehouse_core::config::ConfigErrors;
+use gatehouse_core::discovery::KeyValueDiscovery;
+use gatehouse_core::platform::{Clock, Platform};
 use gatehouse_core::respond::problem_response;
 use gatehouse_core::{BackgroundTask, ConnectionInfo, Error, ErrorKind, ErrorSource, Gateway};
 use http::HeaderName;
@@ -27,6 +33,7 @@ use spin_sdk::http_component;
 
 use crate::embedded;
 use convert::Incoming;
+use counters::SpinCounters;
 use platform::{SpinBody, SpinPlatform};
 
 /// Name of the Spin variable that replaces the embedded config with TOML text. Spin
@@ -42,31 +49,55 @@ static GATEWAY: OnceLock<Result<Gateway, String>> = OnceLock::new();
 
 #[http_component]
 async fn handle(request: IncomingRequest, response_out: ResponseOutparam) {
-    let gateway = GATEWAY.get_or_init(build_gateway);
-    let platform = match gateway {
-        Ok(gateway) => {
-            let stores = &gateway.config().key_value;
-            SpinPlatform::with_key_value(&stores.spin_store)
-                .with_response_cache(stores.spin_cache_store())
-        }
-        Err(_) => SpinPlatform::new(),
-    };
-    let (response, background) = match gateway {
-        Ok(gateway) => handle_with(gateway, request, &platform).await,
+    let configured = match GATEWAY.get_or_init(build_gateway) {
+        Ok(gateway) => gateway,
         Err(detail) => {
             let platform = SpinPlatform::new();
             let error = Error::new(ErrorKind::Internal, ErrorSource::Config, detail.clone());
             let request_id = platform.new_request_id();
             let response = problem_response(&error, &FALLBACK_REQUEST_ID_HEADER, &request_id);
-            (response, None)
+            convert::send_response(response, response_out).await;
+            return;
         }
     };
+    let config = configured.config();
+    let platform = SpinPlatform::with_key_value(&config.key_value.spin_store)
+        .with_response_cache(config.key_value.spin_cache_store());
+    let counters = SpinCounters::from_config(&config.stores, |name| platform.secret(name));
+    let platform = platform.with_counters(counters);
+
+    let discovered = discover(configured, &platform).await;
+    let gateway = discovered.as_ref().unwrap_or(configured);
+    let (response, background) = handle_with(gateway, request, &platform).await;
     convert::send_response(response, response_out).await;
     // The instance lives until this handler returns, so work after the response,
     // such as a cache revalidation, runs here.
-    if let (Some(task), Some(Ok(gateway))) = (background, GATEWAY.get()) {
+    if let Some(task) = background {
         gateway.run_background(task, &platform).await;
     }
+}
+
+/// Reads the `key_value` discovery sources and returns the gateway rebuilt with the
+/// discovered endpoints, or `None` when every upstream keeps its configured ones.
+///
+/// A new instance serves every request, so every key is read on every request, and
+/// the gateway is rebuilt whenever an entry differs from the config. Failed reads are
+/// logged and keep the configured endpoints. Changes are not logged, because they
+/// would repeat on every request.
+async fn discover(gateway: &Gateway, platform: &SpinPlatform) -> Option<Gateway> {
+    let key_value = platform.key_value()?;
+    let now = platform.clock().monotonic();
+    let (next, reads) = KeyValueDiscovery::new()
+        .refresh(gateway, key_value, now)
+        .await;
+    for (upstream, read) in reads {
+        if let Some(line) = read.log_line(&upstream)
+            && read.is_failure()
+        {
+            eprintln!("{line}");
+        }
+    }
+    next
 }
 
 /// Converts the request, runs it through the gateway and logs what happened.

@@ -23,6 +23,7 @@ use wasi::clocks::{monotonic_clock, wall_clock};
 
 use super::cache::SpinResponseCache;
 use super::convert::{fields, header_map};
+use super::counters::SpinCounters;
 use super::key_value::SpinKeyValue;
 
 /// The body of requests and responses on Spin: bytes held in memory.
@@ -91,6 +92,7 @@ pub struct SpinPlatform {
     upstream: SpinUpstream,
     key_value: Option<SpinKeyValue>,
     cache: SpinResponseCache,
+    counters: SpinCounters,
 }
 
 impl SpinPlatform {
@@ -102,6 +104,7 @@ impl SpinPlatform {
             upstream: SpinUpstream,
             key_value: None,
             cache: SpinResponseCache::disabled(),
+            counters: SpinCounters::default(),
         }
     }
 
@@ -123,6 +126,11 @@ impl SpinPlatform {
         }
     }
 
+    /// Sets the shared counter stores, the `redis` stores of `[stores]`.
+    pub fn with_counters(self, counters: SpinCounters) -> Self {
+        Self { counters, ..self }
+    }
+
     /// Returns a new request id, for responses sent before the gateway runs.
     pub fn new_request_id(&self) -> String {
         new_request_id(self.random_u64(), self.random_u64())
@@ -135,7 +143,7 @@ impl Platform for SpinPlatform {
     type Upstream = SpinUpstream;
     type KeyValue = SpinKeyValue;
     type ResponseCache = SpinResponseCache;
-    type Counters = gatehouse_core::platform::NoSharedStores;
+    type Counters = SpinCounters;
 
     fn clock(&self) -> &WasiClock {
         &self.clock
@@ -187,8 +195,8 @@ impl Platform for SpinPlatform {
         }
     }
 
-    fn counters(&self) -> &gatehouse_core::platform::NoSharedStores {
-        &gatehouse_core::platform::NoSharedStores
+    fn counters(&self) -> &SpinCounters {
+        &self.counters
     }
 
     fn random_u64(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! The native runtime's shared counter stores: Redis, with a local tier in front.
 //!
-//! Each decision is one Lua script ([`decide.lua`](decide.lua)) run with `EVALSHA`;
+//! Each decision is one Lua script ([`DECIDE_SCRIPT`], shared with the Spin component)
+//! run with `EVALSHA`;
 //! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
 //! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
 //! have to agree. Connections are multiplexed, so concurrent decisions on one
@@ -17,6 +18,7 @@
 //!   background. Otherwise the request waits for the store as in `strict` mode.
 
 mod local;
+mod tiered;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -25,8 +27,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use gatehouse_core::config::{RedisStoreConfig, StoreConfig, StoreMode};
-use gatehouse_core::limit::{CalendarPeriod, Decision, Limit};
+use gatehouse_core::config::{RedisStoreConfig, StoreConfig};
+use gatehouse_core::limit::Decision;
+use gatehouse_core::limit::redis_script::{
+    DECIDE_SCRIPT, ScriptArgument, decision_from_reply, script_arguments, script_key,
+};
 use gatehouse_core::platform::{CounterRequest, Counters};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,14 +40,14 @@ use prometheus_client::metrics::family::Family;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
 
-use local::{LocalTier, Ticket};
+pub use tiered::{StoreCall, TieredStore};
 
 /// Labels of `gatehouse_rate_limit_store_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct StoreErrorLabels {
     /// The store's name in `[stores]`.
     pub store: String,
-    /// `timeout`, `connection` or `script`.
+    /// `timeout`, `connection`, `script` or `command`.
     pub reason: &'static str,
 }
 
@@ -52,7 +57,7 @@ pub type StoreErrorMetrics = Family<StoreErrorLabels, Counter>;
 /// The shared stores of one process, by name, built once from the config at start.
 #[derive(Debug, Default)]
 pub struct NativeCounters {
-    stores: HashMap<String, Arc<RedisStore>>,
+    stores: HashMap<String, TieredStore<RedisStore>>,
     /// The config the stores were built from, to tell a reload that changes them.
     config: BTreeMap<String, StoreConfig>,
     errors: StoreErrorMetrics,
@@ -76,7 +81,8 @@ impl NativeCounters {
                 }
             };
             let store = RedisStore::new(name, redis, errors.clone())?;
-            stores.insert(name.clone(), Arc::new(store));
+            let store = TieredStore::new(store, redis.async_max_in_flight);
+            stores.insert(name.clone(), store);
         }
         Ok(Self {
             stores,
@@ -108,16 +114,11 @@ impl Counters for NativeCounters {
     }
 }
 
-/// One Redis store: a fixed pool of multiplexed connections and the local tier.
+/// One Redis store: a fixed pool of multiplexed connections.
 pub struct RedisStore {
     name: String,
-    client: Client,
-    connections: Vec<Slot>,
-    next: AtomicUsize,
-    connection_timeout: Duration,
+    connections: Connections,
     script: Script,
-    local: Arc<LocalTier>,
-    max_in_flight: u32,
     log: ErrorLog,
 }
 
@@ -127,23 +128,35 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("name", &self.name)
-            .field("connections", &self.connections.len())
+            .field("connections", &self.connections.slots.len())
             .finish_non_exhaustive()
     }
 }
 
+/// A fixed pool of multiplexed connections to one Redis server, each opened on first
+/// use and opened again after it fails.
+pub(crate) struct Connections {
+    client: Client,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    connection_timeout: Duration,
+}
+
 #[derive(Default)]
-struct Slot {
+pub(crate) struct Slot {
     connection: ArcSwapOption<MultiplexedConnection>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 /// The cause of a failed store call, for the metric label and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     Timeout,
     Connection,
+    /// The server rejected a script or returned a reply of an unexpected shape.
     Script,
+    /// The server rejected a command.
+    Command,
 }
 
 impl Failure {
@@ -152,16 +165,31 @@ impl Failure {
             Self::Timeout => "timeout",
             Self::Connection => "connection",
             Self::Script => "script",
+            Self::Command => "command",
+        }
+    }
+
+    /// Classifies `error` and, when the connection is broken, clears `slot` so the
+    /// next call opens a fresh one. `other` is the cause of any other error.
+    pub(crate) fn classify(error: &redis::RedisError, slot: &Slot, other: Self) -> Self {
+        if error.is_timeout() {
+            Self::Timeout
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+        {
+            slot.connection.store(None);
+            Self::Connection
+        } else {
+            other
         }
     }
 }
 
-impl RedisStore {
-    fn new(
-        name: &str,
-        config: &RedisStoreConfig,
-        errors: StoreErrorMetrics,
-    ) -> Result<Self, String> {
+impl Connections {
+    /// Creates the client of `config`, reading the password from the environment
+    /// now; a missing one is an error naming the variable. Connections open later.
+    pub(crate) fn new(name: &str, config: &RedisStoreConfig) -> Result<Self, String> {
         // The URL was checked to carry no password, so it may appear in this message.
         let info = config
             .url
@@ -184,122 +212,25 @@ impl RedisStore {
         let client = Client::open(info.set_redis_settings(settings))
             .map_err(|error| format!("store {name:?}: {error}"))?;
         Ok(Self {
-            name: name.to_owned(),
             client,
-            connections: (0..config.pool_size.max(1))
+            slots: (0..config.pool_size.max(1))
                 .map(|_| Slot::default())
                 .collect(),
             next: AtomicUsize::new(0),
             connection_timeout: config.timeout.get(),
-            script: Script::new(include_str!("decide.lua")),
-            local: Arc::new(LocalTier::default()),
-            max_in_flight: config.async_max_in_flight.max(1),
-            log: ErrorLog::new(name, config.error_log_interval.get(), errors),
         })
     }
 
-    /// Decides `request` in the mode it names; see the module documentation.
-    pub async fn decide(self: &Arc<Self>, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        let now = Instant::now();
-        if let Some(rejection) = self.local.blocked(request.key, request.cost, now) {
-            return Ok(rejection);
-        }
-        if request.mode == StoreMode::Async {
-            let admitted = self
-                .local
-                .try_admit(request.key, request.cost, self.max_in_flight, now);
-            if let Some((decision, ticket)) = admitted {
-                self.decide_in_background(request, ticket);
-                return Ok(decision);
-            }
-        }
-        let ticket = self.local.start(request.key, request.cost);
-        let result = self.call(request).await;
-        self.local
-            .finish(ticket, result.as_ref().ok(), Instant::now());
-        result
+    /// Returns the next slot, round robin.
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()]
     }
 
-    fn decide_in_background(self: &Arc<Self>, request: &CounterRequest<'_>, ticket: Ticket) {
-        let store = Arc::clone(self);
-        let key = request.key.to_owned();
-        let limit = *request.limit;
-        let (cost, timeout, now) = (request.cost, request.timeout, request.now_unix_micros);
-        let name = request.store.to_owned();
-        tokio::spawn(async move {
-            let request = CounterRequest {
-                store: &name,
-                key: &key,
-                limit: &limit,
-                cost,
-                mode: StoreMode::Async,
-                timeout,
-                now_unix_micros: now,
-            };
-            let result = store.call(&request).await;
-            store
-                .local
-                .finish(ticket, result.as_ref().ok(), Instant::now());
-        });
-    }
-
-    /// Runs the script once, within `request.timeout`, connecting first if needed.
-    async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        let slot =
-            &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
-        let outcome = tokio::time::timeout(request.timeout, async {
-            let mut connection = self
-                .connection(slot)
-                .await
-                .map_err(|error| (Failure::Connection, error))?;
-            let mut invocation = self.script.key(redis_key(request));
-            push_arguments(&mut invocation, request.limit, request.cost);
-            let reply: Vec<i64> =
-                invocation
-                    .invoke_async(&mut connection)
-                    .await
-                    .map_err(|error| {
-                        let failure = if error.is_timeout() {
-                            Failure::Timeout
-                        } else if error.is_io_error()
-                            || error.is_connection_dropped()
-                            || error.is_unrecoverable_error()
-                        {
-                            // The next call opens a fresh connection.
-                            slot.connection.store(None);
-                            Failure::Connection
-                        } else {
-                            Failure::Script
-                        };
-                        (failure, error)
-                    })?;
-            Ok(reply)
-        })
-        .await;
-        let reply = match outcome {
-            Ok(Ok(reply)) => reply,
-            Ok(Err((failure, error))) => {
-                self.log.record(failure, Some(&error));
-                return Err(unavailable(format!("store {:?}: {error}", self.name)));
-            }
-            Err(_) => {
-                self.log.record(Failure::Timeout, None);
-                return Err(unavailable(format!(
-                    "store {:?} did not answer within {:?}",
-                    self.name, request.timeout
-                )));
-            }
-        };
-        decision_from(&reply).ok_or_else(|| {
-            self.log.record(Failure::Script, None);
-            unavailable(format!(
-                "store {:?} returned an unexpected reply",
-                self.name
-            ))
-        })
-    }
-
-    async fn connection(&self, slot: &Slot) -> redis::RedisResult<MultiplexedConnection> {
+    /// Returns the connection of `slot`, opening it first if needed.
+    pub(crate) async fn connection(
+        &self,
+        slot: &Slot,
+    ) -> redis::RedisResult<MultiplexedConnection> {
         if let Some(connection) = slot.connection.load_full() {
             return Ok((*connection).clone());
         }
@@ -320,61 +251,72 @@ impl RedisStore {
     }
 }
 
-/// Prefixes the key with the algorithm, so a policy whose algorithm changed in a new
-/// config never reads a value of another shape.
-fn redis_key(request: &CounterRequest<'_>) -> String {
-    let algorithm = match request.limit {
-        Limit::Gcra(_) => "gcra",
-        Limit::Window(_) => "window",
-        Limit::Calendar(_) => "calendar",
-    };
-    format!("gatehouse:{algorithm}:{}", request.key)
-}
-
-fn push_arguments(invocation: &mut redis::ScriptInvocation<'_>, limit: &Limit, cost: u64) {
-    match limit {
-        Limit::Gcra(gcra) => {
-            invocation
-                .arg("gcra")
-                .arg(cost)
-                .arg(gcra.emission_micros())
-                .arg(gcra.tolerance_micros())
-                .arg(gcra.burst());
-        }
-        Limit::Window(window) => {
-            invocation
-                .arg("window")
-                .arg(cost)
-                .arg(window.limit())
-                .arg(window.window_micros());
-        }
-        Limit::Calendar(quota) => {
-            let period = match quota.period() {
-                CalendarPeriod::Minute => "minute",
-                CalendarPeriod::Hour => "hour",
-                CalendarPeriod::Day => "day",
-                CalendarPeriod::Month => "month",
-            };
-            invocation
-                .arg("calendar")
-                .arg(cost)
-                .arg(quota.limit())
-                .arg(period);
-        }
+impl RedisStore {
+    fn new(
+        name: &str,
+        config: &RedisStoreConfig,
+        errors: StoreErrorMetrics,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            name: name.to_owned(),
+            connections: Connections::new(name, config)?,
+            script: Script::new(DECIDE_SCRIPT),
+            log: ErrorLog::new(
+                name,
+                config.error_log_interval.get(),
+                errors,
+                "rate-limit store failed; policies apply on_store_error",
+            ),
+        })
     }
 }
 
-fn decision_from(reply: &[i64]) -> Option<Decision> {
-    let [allowed, remaining, retry_after, reset_after] = *reply else {
-        return None;
-    };
-    let micros = |value: i64| Duration::from_micros(u64::try_from(value).unwrap_or(0));
-    Some(Decision {
-        allowed: allowed == 1,
-        remaining: u64::try_from(remaining).unwrap_or(0),
-        retry_after: micros(retry_after),
-        reset_after: micros(reset_after),
-    })
+impl StoreCall for RedisStore {
+    /// Runs the script once, within `request.timeout`, connecting first if needed.
+    async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        let slot = self.connections.slot();
+        let outcome = tokio::time::timeout(request.timeout, async {
+            let mut connection = self
+                .connections
+                .connection(slot)
+                .await
+                .map_err(|error| (Failure::Connection, error))?;
+            let mut invocation = self.script.key(script_key(request.key, request.limit));
+            for argument in script_arguments(request.limit, request.cost) {
+                match argument {
+                    ScriptArgument::Text(text) => invocation.arg(text),
+                    ScriptArgument::Integer(number) => invocation.arg(number),
+                };
+            }
+            let reply: Vec<i64> = invocation
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|error| (Failure::classify(&error, slot, Failure::Script), error))?;
+            Ok(reply)
+        })
+        .await;
+        let reply = match outcome {
+            Ok(Ok(reply)) => reply,
+            Ok(Err((failure, error))) => {
+                self.log.record(failure, Some(&error));
+                return Err(unavailable(format!("store {:?}: {error}", self.name)));
+            }
+            Err(_) => {
+                self.log.record(Failure::Timeout, None);
+                return Err(unavailable(format!(
+                    "store {:?} did not answer within {:?}",
+                    self.name, request.timeout
+                )));
+            }
+        };
+        decision_from_reply(&reply).ok_or_else(|| {
+            self.log.record(Failure::Script, None);
+            unavailable(format!(
+                "store {:?} returned an unexpected reply",
+                self.name
+            ))
+        })
+    }
 }
 
 fn unavailable(cause: String) -> Error {
@@ -388,8 +330,10 @@ fn unavailable(cause: String) -> Error {
 
 /// Counts every store failure and logs at most one warning per interval, with the
 /// number of failures since the last one.
-struct ErrorLog {
+pub(crate) struct ErrorLog {
     store: String,
+    /// The warning logged, naming the failed store's kind and the consequence.
+    message: &'static str,
     interval_micros: u64,
     origin: Instant,
     /// Microseconds after `origin` when the next warning may be logged.
@@ -399,9 +343,15 @@ struct ErrorLog {
 }
 
 impl ErrorLog {
-    fn new(store: &str, interval: Duration, errors: StoreErrorMetrics) -> Self {
+    pub(crate) fn new(
+        store: &str,
+        interval: Duration,
+        errors: StoreErrorMetrics,
+        message: &'static str,
+    ) -> Self {
         Self {
             store: store.to_owned(),
+            message,
             interval_micros: interval.as_micros() as u64,
             origin: Instant::now(),
             next_log: AtomicU64::new(0),
@@ -410,7 +360,7 @@ impl ErrorLog {
         }
     }
 
-    fn record(&self, failure: Failure, error: Option<&redis::RedisError>) {
+    pub(crate) fn record(&self, failure: Failure, error: Option<&redis::RedisError>) {
         self.errors
             .get_or_create(&StoreErrorLabels {
                 store: self.store.clone(),
@@ -443,7 +393,8 @@ impl ErrorLog {
             reason = failure.label(),
             %error,
             failures_not_logged = suppressed,
-            "rate-limit store failed; policies apply on_store_error"
+            "{}",
+            self.message
         );
     }
 }

@@ -95,6 +95,9 @@ pub fn dev(
             report.coordinator_location,
             report.coordinator_latency_ms
         ));
+        // Installed before the listeners are announced, so that a supervisor may stop
+        // the process as soon as it sees them.
+        let shutdown = shutdown_signal();
         for listener in running.listeners() {
             tracing::info!(
                 location = %listener.location,
@@ -110,7 +113,7 @@ pub fn dev(
         if let Some(address) = running.admin_address() {
             print_stdout(&format!("gatehouse: admin on http://{address}"));
         }
-        shutdown_signal().await;
+        shutdown.await;
         let report = running.shutdown().await;
         print_stdout(&format!(
             "gatehouse: simulator report\n{}",

@@ -2,12 +2,17 @@
 //! location, like a Durable Object. It decides the `redis` and `durable_object` stores
 //! of the config for every location.
 //!
-//! Decisions run at the owner one at a time per key (the core's
-//! [`MemoryCounters`] decides each key under a lock), so a limit is exact across
-//! locations in both store modes. Calls from other locations wait the configured
-//! round-trip latency, half before the decision and half after it.
+//! Each location reaches it through the native runtime's local tier
+//! ([`TieredStore`]), as a gateway reaches Redis: in `strict` mode every admission
+//! waits for the coordinator, so a limit is exact across locations; in `async` mode a
+//! location admits from the coordinator's last decision and the call runs in the
+//! background, so the limit can be exceeded by what the locations admit before the
+//! coordinator's rejections reach them. Decisions run at the owner one at a time per
+//! key (the core's [`MemoryCounters`] decides each key under a lock). Calls from other
+//! locations wait the configured round-trip latency, half before the decision and half
+//! after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +23,8 @@ use gatehouse_core::platform::{CounterRequest, Counters};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 
 use super::report::LocationStats;
+use super::tally::LimitTally;
+use crate::counters::{StoreCall, TieredStore};
 
 /// The owner of the shared counters.
 #[derive(Debug)]
@@ -25,27 +32,38 @@ pub struct Coordinator {
     location: usize,
     latency: Duration,
     counters: MemoryCounters,
-    /// The store names of the config, with their type.
-    stores: BTreeMap<String, &'static str>,
+    /// The `async_max_in_flight` of each store of the config; 1 for stores that
+    /// allow only `strict` mode.
+    max_in_flight: BTreeMap<String, u32>,
+    tally: Arc<LimitTally>,
 }
 
 impl Coordinator {
     /// Creates the coordinator owned by location index `location`, deciding the
-    /// stores of `stores` and keeping up to `max_keys` counters.
+    /// stores of `stores`, keeping up to `max_keys` counters and counting its
+    /// decisions in `tally`.
     pub fn new(
         location: usize,
         latency: Duration,
         stores: &BTreeMap<String, StoreConfig>,
         max_keys: usize,
+        tally: Arc<LimitTally>,
     ) -> Self {
         Self {
             location,
             latency,
             counters: MemoryCounters::new(max_keys),
-            stores: stores
+            max_in_flight: stores
                 .iter()
-                .map(|(name, store)| (name.clone(), store.kind()))
+                .map(|(name, store)| {
+                    let max_in_flight = match store {
+                        StoreConfig::Redis(redis) => redis.async_max_in_flight.max(1),
+                        StoreConfig::DurableObject(_) => 1,
+                    };
+                    (name.clone(), max_in_flight)
+                })
                 .collect(),
+            tally,
         }
     }
 
@@ -59,16 +77,19 @@ impl Coordinator {
         self.latency
     }
 
+    /// Returns the `async_max_in_flight` of each store.
+    pub fn max_in_flight(&self) -> &BTreeMap<String, u32> {
+        &self.max_in_flight
+    }
+
+    /// Returns the admissions per shared key.
+    pub fn tally(&self) -> &LimitTally {
+        &self.tally
+    }
+
     /// Decides `request` for a caller in location `caller`.
-    async fn decide(&self, caller: usize, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        if !self.stores.contains_key(request.store) {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                ErrorSource::Platform,
-                "the rate-limit store is not available",
-            )
-            .with_cause(format!("store {:?} is not in [stores]", request.store)));
-        }
+    async fn decide(&self, caller: usize, request: &CounterRequest<'_>) -> Decision {
+        self.tally.record_call(request);
         let remote = caller != self.location;
         if remote {
             tokio::time::sleep(self.latency / 2).await;
@@ -80,41 +101,56 @@ impl Coordinator {
         let decision = self
             .counters
             .decide(request.key, request.limit, request.cost, now_micros);
+        self.tally.record_decided(request, decision.allowed);
         if remote {
             tokio::time::sleep(self.latency - self.latency / 2).await;
         }
-        Ok(decision)
+        decision
     }
 }
 
-/// The coordinator as one location calls it: the platform's [`Counters`].
-#[derive(Debug, Clone)]
-pub struct LocationCounters {
+/// The coordinator as the local tier of one location calls it.
+#[derive(Debug)]
+pub struct CoordinatorCall {
     location: usize,
     coordinator: Arc<Coordinator>,
     stats: Arc<LocationStats>,
 }
 
-impl LocationCounters {
-    /// Creates the counters of location index `location`, which records into `stats`.
-    pub fn new(location: usize, coordinator: Arc<Coordinator>, stats: Arc<LocationStats>) -> Self {
-        Self {
-            location,
-            coordinator,
-            stats,
-        }
-    }
-}
-
-impl Counters for LocationCounters {
+impl StoreCall for CoordinatorCall {
     /// Decides at the coordinator within the request's store timeout. A call that
-    /// takes longer fails, as a slow Durable Object call does, so the policy's
-    /// `on_store_error` applies.
-    async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+    /// takes longer fails, as a slow Redis or Durable Object call does, so the
+    /// policy's `on_store_error` applies. The coordinator still decides a call that
+    /// timed out, as a store still runs a call it received, so a timeout can only
+    /// make a limit admit fewer requests.
+    async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
         self.stats.coordinator_calls.fetch_add(1, Ordering::Relaxed);
-        let call = self.coordinator.decide(self.location, request);
+        let coordinator = Arc::clone(&self.coordinator);
+        let caller = self.location;
+        let (store, key, limit) = (
+            request.store.to_owned(),
+            request.key.to_owned(),
+            *request.limit,
+        );
+        let (cost, mode, now) = (request.cost, request.mode, request.now_unix_micros);
+        let timeout = request.timeout;
+        let call = tokio::spawn(async move {
+            let request = CounterRequest {
+                store: &store,
+                key: &key,
+                limit: &limit,
+                cost,
+                mode,
+                timeout,
+                now_unix_micros: now,
+            };
+            coordinator.decide(caller, &request).await
+        });
         match tokio::time::timeout(request.timeout, call).await {
-            Ok(decision) => decision,
+            Ok(Ok(decision)) => Ok(decision),
+            Ok(Err(error)) => {
+                Err(Error::internal("the coordinator call failed").with_cause(error.to_string()))
+            }
             Err(_elapsed) => Err(Error::new(
                 ErrorKind::Unavailable,
                 ErrorSource::Platform,
@@ -131,6 +167,57 @@ impl Counters for LocationCounters {
     }
 }
 
+/// The shared stores as one location uses them: the platform's [`Counters`].
+#[derive(Debug)]
+pub struct LocationCounters {
+    location: usize,
+    stores: HashMap<String, TieredStore<CoordinatorCall>>,
+    tally: Arc<LimitTally>,
+}
+
+impl LocationCounters {
+    /// Creates the counters of location index `location`, which records into `stats`.
+    pub fn new(location: usize, coordinator: Arc<Coordinator>, stats: Arc<LocationStats>) -> Self {
+        let stores = coordinator
+            .max_in_flight
+            .iter()
+            .map(|(name, max_in_flight)| {
+                let call = CoordinatorCall {
+                    location,
+                    coordinator: Arc::clone(&coordinator),
+                    stats: Arc::clone(&stats),
+                };
+                (name.clone(), TieredStore::new(call, *max_in_flight))
+            })
+            .collect();
+        Self {
+            location,
+            stores,
+            tally: Arc::clone(&coordinator.tally),
+        }
+    }
+}
+
+impl Counters for LocationCounters {
+    /// Decides through the location's local tier of the store, which calls the
+    /// coordinator, and counts the admission in the simulation's tally.
+    async fn decide(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
+        let Some(store) = self.stores.get(request.store) else {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                ErrorSource::Platform,
+                "the rate-limit store is not available",
+            )
+            .with_cause(format!("store {:?} is not in [stores]", request.store)));
+        };
+        let decision = store.decide(request).await?;
+        if decision.allowed {
+            self.tally.record_admitted(self.location, request);
+        }
+        Ok(decision)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use gatehouse_core::config::{DurableObjectStoreConfig, StoreMode};
@@ -143,7 +230,8 @@ mod tests {
             serde_json::from_str::<DurableObjectStoreConfig>("{}").expect("defaults"),
         );
         let stores = BTreeMap::from([("shared".to_owned(), store)]);
-        Arc::new(Coordinator::new(0, latency, &stores, 100))
+        let tally = Arc::new(LimitTally::new(3));
+        Arc::new(Coordinator::new(0, latency, &stores, 100, tally))
     }
 
     fn request<'a>(store: &'a str, limit: &'a Limit, timeout: Duration) -> CounterRequest<'a> {

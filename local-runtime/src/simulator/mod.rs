@@ -18,6 +18,7 @@ mod limits;
 mod platform;
 mod report;
 mod server;
+mod tally;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,12 +31,14 @@ use tokio::task::JoinHandle;
 
 pub use key_value::{MAX_KEY_BYTES, MAX_VALUE_BYTES, SharedKeyValue};
 pub use report::{LocationReport, Percentiles, Report};
+pub use tally::{LimitKeyReport, LimitsReport};
 
 use coordinator::{Coordinator, LocationCounters};
 use key_value::LocationKeyValue;
 use platform::Location;
 use report::LocationStats;
 use server::LocationListener;
+use tally::LimitTally;
 
 use crate::platform::{NativeClock, NativeUpstream};
 
@@ -79,6 +82,10 @@ impl Simulator {
                     location.stats.report(&location.name, &address.to_string())
                 })
                 .collect(),
+            limits: self
+                .coordinator
+                .tally()
+                .report(&self.location_names(), self.coordinator.max_in_flight()),
         }
     }
 }
@@ -253,6 +260,7 @@ pub async fn start(config: Config, settings: SimulatorConfig) -> Result<RunningS
         settings.coordinator.latency.get(),
         &config.stores,
         config.server.max_rate_limit_keys,
+        Arc::new(LimitTally::new(settings.locations.len())),
     ));
     let upstream = Arc::new(NativeUpstream::default());
     let clock = NativeClock::default();

@@ -119,6 +119,12 @@ impl Platform for RequestPlatform {
         &self.location.cache
     }
 
+    /// Keeps the responses of policies that name a Redis store in the location's
+    /// memory cache, as the simulator ignores Redis URLs.
+    fn store_response_cache(&self, _store: &str) -> Option<&MemoryResponseCache> {
+        Some(&self.location.cache)
+    }
+
     fn counters(&self) -> &LocationCounters {
         &self.location.counters
     }

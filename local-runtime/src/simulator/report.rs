@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::tally::LimitsReport;
+
 /// Latency and CPU samples kept per location; older ones are overwritten, so the
 /// percentiles describe the most recent requests.
 const MAX_SAMPLES: usize = 65_536;
@@ -207,6 +209,9 @@ pub struct Report {
     pub coordinator_latency_ms: u64,
     /// The locations, in config order.
     pub locations: Vec<LocationReport>,
+    /// Each shared limit key: units admitted across all locations against those the
+    /// coordinator admitted, and the documented bound of the difference.
+    pub limits: LimitsReport,
 }
 
 impl Report {
@@ -237,6 +242,40 @@ impl Report {
             for (limit, count) in &location.limit_violations {
                 let _ = writeln!(text, "          {count} request(s) broke the {limit} limit");
             }
+        }
+        if !self.limits.keys.is_empty() {
+            text.push_str(
+                "\nshared limit key                 mode    limit  window_s  admitted  store_admitted  overshoot  bound\n",
+            );
+        }
+        for key in &self.limits.keys {
+            let _ = writeln!(
+                text,
+                "{:<32} {:<6} {:>6}  {:>8}  {:>8}  {:>14}  {:>9}  {:>5}",
+                // Key parts are joined by a control character, shown escaped.
+                format!("{}/{}", key.store, key.key.escape_debug()),
+                key.mode,
+                key.limit,
+                key.window_seconds,
+                key.admitted,
+                key.store_admitted,
+                key.overshoot,
+                key.overshoot_bound,
+            );
+            if key.overshoot > key.overshoot_bound {
+                let _ = writeln!(
+                    text,
+                    "          over the bound: the key ran out more than once, or calls \
+                     to the coordinator are still in flight"
+                );
+            }
+        }
+        if self.limits.untracked_keys > 0 {
+            let _ = writeln!(
+                text,
+                "{} more shared key(s) not tallied",
+                self.limits.untracked_keys
+            );
         }
         text
     }

@@ -22,6 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc as async_mpsc;
 
+pub mod redis_server;
+
 pub use gatehouse::NativeBody;
 
 /// Upper bound for the gateway to print its listener line.

@@ -4,10 +4,12 @@
 //! There is no Spin CLI in the package registries, and `wasmtime serve` does not
 //! provide Spin's own interfaces, so this host runs the component the way Spin does:
 //! one instance per request on wasmtime's `wasi:http` 0.2 implementation, plus Spin's
-//! `fermyon:spin/variables@2.0.0` and `fermyon:spin/key-value@2.0.0` interfaces. The
-//! key-value stores live in the host's memory and are shared by every request. It sends outbound HTTP only to 127.0.0.1
+//! `fermyon:spin/variables@2.0.0`, `fermyon:spin/key-value@2.0.0` and
+//! `fermyon:spin/redis@2.0.0` interfaces. The key-value stores live in the host's
+//! memory and are shared by every request. It sends outbound HTTP only to 127.0.0.1
 //! and [::1], and rejects any other host with `http-request-denied`, the error Spin
-//! returns for a host missing from `allowed_outbound_hosts`.
+//! returns for a host missing from `allowed_outbound_hosts`; Redis connections go to
+//! the same addresses only.
 //!
 //! Usage: `gatehouse-spin-host [--listen ADDR] [--var NAME=VALUE]...
 //! [--key-value-store LABEL]... [--key-value-seed FILE] COMPONENT.wasm`.
@@ -20,6 +22,7 @@
 
 mod key_value;
 mod outbound;
+mod outbound_redis;
 mod variables;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +78,8 @@ struct RequestState {
     key_value: Arc<KeyValueStores>,
     /// Key-value stores this instance holds open.
     open_stores: usize,
+    /// Redis connections this instance holds open.
+    open_redis_connections: usize,
 }
 
 impl WasiView for RequestState {
@@ -199,6 +204,7 @@ async fn serve(options: Options) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     variables::add_to_linker(&mut linker)?;
     key_value::add_to_linker(&mut linker)?;
+    outbound_redis::add_to_linker(&mut linker)?;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
 
     let key_value = KeyValueStores::new(&options.key_value_stores);
@@ -330,6 +336,7 @@ impl Server {
             variables: Arc::clone(&self.variables),
             key_value: Arc::clone(&self.key_value),
             open_stores: 0,
+            open_redis_connections: 0,
         };
         let mut store = Store::new(self.pre.engine(), state);
         let (sender, receiver) = tokio::sync::oneshot::channel();
