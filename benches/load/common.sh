@@ -47,7 +47,7 @@ wait_port() {
 }
 
 # An nginx that answers every request with a static 200, cheap enough to never be the
-# bottleneck.
+# bottleneck: `ok` as text, or a small JSON object under /json/.
 start_upstream() { # cpu, port
   cat >"$work/upstream.conf" <<CONF
 worker_processes 1;
@@ -61,9 +61,56 @@ http {
   server {
     listen 127.0.0.1:$2;
     location / { return 200 "ok\n"; }
+    location /json/ { default_type application/json; return 200 '{"ok": true}'; }
   }
 }
 CONF
   start "$1" nginx -c "$work/upstream.conf" -e "$work/upstream.err"
   wait_port "$2"
+}
+
+# Sums user and system CPU seconds of a process and its threads.
+cpu_seconds() {
+  awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$1/stat"
+}
+
+# Converts wrk's latency text (850.00us, 1.20ms, 1.01s) to milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else { print v }
+  }'
+}
+
+# Saturates one port with wrk on LOAD_CPU (CONNECTIONS keep-alive connections, 2 s of
+# warm-up, then DURATION seconds) and prints a tab-separated line: name, requests/s,
+# p50 ms, p99 ms and CPU µs per request of the proxy ("-" when its PID is "-").
+# Arguments after the path go to wrk, such as -H 'authorization: Bearer ...'.
+saturate() { # name, port, proxy pid or -, path, wrk arguments...
+  local name=$1 port=$2 pid=$3 path=$4
+  shift 4
+  wait_port "$port"
+  taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -d2s "$@" "http://127.0.0.1:$port$path" >/dev/null
+  local cpu_before=0 cpu_after=0
+  [ "$pid" != "-" ] && cpu_before=$(cpu_seconds "$pid")
+  taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" \
+    "http://127.0.0.1:$port$path" >"$work/$name.wrk"
+  [ "$pid" != "-" ] && cpu_after=$(cpu_seconds "$pid")
+  if grep -q 'Non-2xx' "$work/$name.wrk"; then
+    echo "$name: some answers were not 2xx:" >&2
+    cat "$work/$name.wrk" >&2
+    exit 1
+  fi
+  local rps requests p50 p99
+  rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/$name.wrk")
+  requests=$(awk '/requests in/ { print $1 }' "$work/$name.wrk")
+  p50=$(awk '$1 == "50%" { print $2 }' "$work/$name.wrk")
+  p99=$(awk '$1 == "99%" { print $2 }' "$work/$name.wrk")
+  local cpu_per_request="-"
+  if [ "$pid" != "-" ]; then
+    cpu_per_request=$(awk -v a="$cpu_before" -v b="$cpu_after" -v n="$requests" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$cpu_per_request"
 }

@@ -84,43 +84,12 @@ CONF
 
 start_upstream $LOAD_CPU $UPSTREAM_PORT
 
-# Sums user and system CPU seconds of a process and its threads.
-cpu_seconds() {
-  awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$1/stat"
-}
-
 results="$work/results.tsv"
 printf 'target\trps\tp50_ms\tp99_ms\tcpu_us_per_req\thalf_p99_ms\n' >"$results"
 
-# Runs the workload against one port; the second argument is the proxy PID or "-".
+# Runs the workload against one port; the third argument is the proxy PID or "-".
 measure() {
-  local name=$1 port=$2 pid=$3
-  wait_port "$port"
-  taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -d2s "http://127.0.0.1:$port/" >/dev/null
-  local cpu_before=0 cpu_after=0
-  [ "$pid" != "-" ] && cpu_before=$(cpu_seconds "$pid")
-  taskset -c $LOAD_CPU wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/" >"$work/$name.wrk"
-  [ "$pid" != "-" ] && cpu_after=$(cpu_seconds "$pid")
-  local rps requests p50 p99
-  rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/$name.wrk")
-  requests=$(awk '/requests in/ { print $1 }' "$work/$name.wrk")
-  p50=$(awk '$1 == "50%" { print $2 }' "$work/$name.wrk")
-  p99=$(awk '$1 == "99%" { print $2 }' "$work/$name.wrk")
-  local cpu_per_request="-"
-  if [ "$pid" != "-" ]; then
-    cpu_per_request=$(awk -v a="$cpu_before" -v b="$cpu_after" -v n="$requests" 'BEGIN { printf "%.1f", (b - a) / n * 1e6 }')
-  fi
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")" "$cpu_per_request" >>"$work/saturation.tsv"
-}
-
-# Converts wrk's latency text (850.00us, 1.20ms, 1.01s) to milliseconds.
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
-    else { print v }
-  }'
+  saturate "$1" "$2" "$3" / >>"$work/saturation.tsv"
 }
 
 # p99 at a fixed request rate, from oha's JSON summary.
