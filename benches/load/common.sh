@@ -84,9 +84,9 @@ to_ms() {
   }'
 }
 
-# Saturates one port with wrk on LOAD_CPU (CONNECTIONS keep-alive connections, 2 s of
-# warm-up, then DURATION seconds) and prints a tab-separated line: name, requests/s,
-# p50 ms, p99 ms and CPU µs per request of the proxy ("-" when its PID is "-").
+# Saturates one port with wrk on LOAD_CPU: CONNECTIONS keep-alive connections, 2 s of
+# warm-up, then DURATION seconds. Prints one tab-separated line: name, requests/s,
+# p50 ms, p99 ms and the proxy's CPU µs per request ("-" when its PID is "-").
 # Arguments after the path go to wrk, such as -H 'authorization: Bearer ...'.
 saturate() { # name, port, proxy pid or -, path, wrk arguments...
   local name=$1 port=$2 pid=$3 path=$4
@@ -99,7 +99,7 @@ saturate() { # name, port, proxy pid or -, path, wrk arguments...
     "http://127.0.0.1:$port$path" >"$work/$name.wrk"
   [ "$pid" != "-" ] && cpu_after=$(cpu_seconds "$pid")
   if grep -q 'Non-2xx' "$work/$name.wrk"; then
-    echo "$name: some answers were not 2xx:" >&2
+    echo "$name: some responses were not 2xx:" >&2
     cat "$work/$name.wrk" >&2
     exit 1
   fi
