@@ -73,7 +73,7 @@ pub fn gateway_from_text(
             let mut problems = tls::check_files(gateway.config());
             problems.extend(gatehouse_core::config::check_store_support(
                 gateway.config(),
-                "the native runtime",
+                gatehouse_core::config::NATIVE_PLATFORM,
                 &["redis"],
             ));
             if problems.is_empty() {

@@ -35,8 +35,9 @@ pub(crate) use load::closest_name;
 pub use load::{ConfigError, ConfigErrors, Format, json_schema, load, parse};
 pub use simulator::{CoordinatorConfig, SimulatorConfig, SimulatorLimits};
 pub use stores::{
-    CalendarPeriodConfig, DEFAULT_DURABLE_OBJECT_BINDING, DurableObjectStoreConfig, OnStoreError,
-    PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig, StoreMode, check_store_support,
+    CalendarPeriodConfig, DEFAULT_DURABLE_OBJECT_BINDING, DurableObjectStoreConfig,
+    NATIVE_PLATFORM, OnStoreError, PlanLimitConfig, RedisStoreConfig, SecretRef, StoreConfig,
+    StoreMode, check_store_support,
 };
 pub use tls::{CertificateConfig, ListenerTlsConfig, UpstreamTlsConfig};
 pub(crate) use tls::{check_listener_tls, check_upstream_tls};

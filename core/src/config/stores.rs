@@ -178,6 +178,10 @@ pub struct PlanLimitConfig {
     pub burst: Option<u64>,
 }
 
+/// The platform name the native runtime passes to [`check_store_support`]. Only there
+/// can a `cache` policy keep responses in a Redis store.
+pub const NATIVE_PLATFORM: &str = "the native runtime";
+
 /// Returns an error for each store in `config` whose type the platform named
 /// `platform` cannot reach, given the store types it `supported`s. Runtimes call it
 /// after loading a config, because a policy whose store never replies would fall back
@@ -200,16 +204,16 @@ pub fn check_store_support(
                 "remove the store and its policies' store setting, so their counters stay in memory",
             )
         })
-        .chain(unsupported_cache_stores(config, platform, supported))
+        .chain(unsupported_cache_stores(config, platform))
         .collect()
 }
 
-/// Returns an error for each `cache` policy whose `store` names a store of a type the
-/// platform cannot reach, pointing at the policy so the fix is clear.
+/// Returns an error for each `cache` policy whose `store` names a Redis store on a
+/// platform other than the native runtime, pointing at the policy so the fix is clear.
+/// Spin reaches Redis for counters, but keeps responses in Spin key-value.
 fn unsupported_cache_stores<'a>(
     config: &'a super::Config,
     platform: &'a str,
-    supported: &'a [&str],
 ) -> impl Iterator<Item = super::ConfigError> + 'a {
     config.policies.iter().filter_map(move |(name, policy)| {
         let super::PolicyConfig::Cache(cache) = policy else {
@@ -217,7 +221,7 @@ fn unsupported_cache_stores<'a>(
         };
         let store = config.stores.get(cache.store.as_deref()?)?;
         // Other kinds are rejected as cache stores when the policy compiles.
-        if !matches!(store, super::StoreConfig::Redis(_)) || supported.contains(&store.kind()) {
+        if !matches!(store, super::StoreConfig::Redis(_)) || platform == NATIVE_PLATFORM {
             return None;
         }
         Some(

@@ -19,7 +19,10 @@ const MAX_KEYS_PER_SHARD: usize = 4_096;
 struct KeyState {
     /// Units the store reported left after its last answer; `None` before any answer.
     remaining: Option<u64>,
-    reset_after: Duration,
+    /// When the store's count starts again, as the latest of its answers says.
+    /// Answers to concurrent requests arrive in any order, and the store's reset
+    /// time never moves earlier, so the latest one is the store's current view.
+    reset_at: Option<Instant>,
     /// Requests, and their units, sent to the store and not yet answered.
     in_flight: u32,
     in_flight_units: u64,
@@ -28,6 +31,13 @@ struct KeyState {
     blocked_until: Option<Instant>,
     blocked_cost: u64,
     blocked_remaining: u64,
+}
+
+impl KeyState {
+    fn reset_after(&self, now: Instant) -> Duration {
+        self.reset_at
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
+    }
 }
 
 /// The local tier of one store.
@@ -70,7 +80,7 @@ impl LocalTier {
             allowed: false,
             remaining: state.blocked_remaining,
             retry_after,
-            reset_after: state.reset_after.max(retry_after),
+            reset_after: state.reset_after(now).max(retry_after),
         })
     }
 
@@ -100,7 +110,7 @@ impl LocalTier {
             allowed: true,
             remaining: remaining - state.in_flight_units,
             retry_after: Duration::ZERO,
-            reset_after: state.reset_after,
+            reset_after: state.reset_after(now),
         };
         Some((
             decision,
@@ -144,7 +154,12 @@ impl LocalTier {
             return;
         };
         state.remaining = Some(answer.remaining);
-        state.reset_after = answer.reset_after;
+        let reset_at = now + answer.reset_after;
+        state.reset_at = Some(
+            state
+                .reset_at
+                .map_or(reset_at, |current| current.max(reset_at)),
+        );
         if !answer.allowed {
             let until = now + answer.retry_after;
             // A later block or a smaller blocked cost wins, so the block only grows.
@@ -231,6 +246,26 @@ mod tests {
                 .is_none()
         );
         assert!(tier.try_admit("k", 1, 8, now).is_none());
+    }
+
+    #[test]
+    fn older_answer_arriving_last_keeps_the_later_reset() {
+        let tier = LocalTier::default();
+        let now = Instant::now();
+        let admitted = tier.start("k", 1);
+        let rejected = tier.start("k", 1);
+        let rejection = Decision {
+            reset_after: Duration::from_secs(60),
+            ..answer(false, 0, 12_000)
+        };
+        let admission = Decision {
+            reset_after: Duration::from_secs(48),
+            ..answer(true, 0, 0)
+        };
+        tier.finish(rejected, Some(&rejection), now);
+        tier.finish(admitted, Some(&admission), now);
+        let blocked = tier.blocked("k", 1, now).unwrap();
+        assert_eq!(blocked.reset_after, Duration::from_secs(60));
     }
 
     #[test]
