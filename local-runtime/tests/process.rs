@@ -328,7 +328,7 @@ async fn sigterm_under_load_drains_every_request() {
 
 /// The same drain with every task on one thread, the runtime `--workers 1` builds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_under_load_drains_every_request_on_one_thread() {
+async fn sigterm_drains_on_one_thread() {
     drain_under_load(&["--workers", "1"]).await;
 }
 

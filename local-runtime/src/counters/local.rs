@@ -19,9 +19,9 @@ const MAX_KEYS_PER_SHARD: usize = 4_096;
 struct KeyState {
     /// Units the store reported left after its last answer; `None` before any answer.
     remaining: Option<u64>,
-    /// When the store's count starts again, as the latest of its answers says.
-    /// Answers to concurrent requests arrive in any order, and the store's reset
-    /// time never moves earlier, so the latest one is the store's current view.
+    /// Instant when the store's count starts again: the latest reset the store reported.
+    /// Replies to concurrent calls arrive in any order, and the store never moves its
+    /// reset earlier, so the latest reset is the current one.
     reset_at: Option<Instant>,
     /// Requests, and their units, sent to the store and not yet answered.
     in_flight: u32,
