@@ -21,11 +21,13 @@ cargo build --release --locked -p gatehouse
 gatehouse_bin="$root/target/release/gatehouse"
 
 work=$(mktemp -d)
+# nginx workers run as an unprivileged user and must reach their cache folder here.
+chmod 755 "$work"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 

@@ -121,7 +121,7 @@ keys = [{ alg = "HS256", secret = "BENCH_JWT_KEY" }]
 
 [policies.per-user.rate_limit]
 algorithm = "gcra"
-limit = 100000000
+limit = 1000000
 period = "1s"
 key = ["subject"]'
   for i in $(seq 0 $((ROUTES - 1))); do
