@@ -177,14 +177,21 @@ pub fn valid_request_id(value: &HeaderValue) -> Option<&str> {
 pub fn new_request_id(high: u64, low: u64) -> String {
     let high = (high & 0xFFFF_FFFF_FFFF_0FFF) | 0x0000_0000_0000_4000;
     let low = (low & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        high >> 32,
-        (high >> 16) & 0xFFFF,
-        high & 0xFFFF,
-        low >> 48,
-        low & 0xFFFF_FFFF_FFFF
-    )
+    // 8-4-4-4-12 hex digits: the big-endian bytes of `high` then `low`, with dashes
+    // between the groups.
+    let high = high.to_be_bytes();
+    let low = low.to_be_bytes();
+    let mut id = String::with_capacity(36);
+    crate::trace::push_hex(&mut id, &high[..4]);
+    id.push('-');
+    crate::trace::push_hex(&mut id, &high[4..6]);
+    id.push('-');
+    crate::trace::push_hex(&mut id, &high[6..]);
+    id.push('-');
+    crate::trace::push_hex(&mut id, &low[..2]);
+    id.push('-');
+    crate::trace::push_hex(&mut id, &low[2..]);
+    id
 }
 
 fn set_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -314,5 +321,11 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+    }
+
+    #[test]
+    fn request_id_keeps_every_digit() {
+        let id = new_request_id(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+        assert_eq!(id, "01234567-89ab-4def-bedc-ba9876543210");
     }
 }
