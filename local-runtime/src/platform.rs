@@ -243,22 +243,6 @@ struct ClientKey {
 type PlainClient = Client<HttpConnector, NativeBody>;
 type TlsClient = Client<HttpsConnector<HttpConnector>, NativeBody>;
 
-/// A pooled client, over TCP or over TLS.
-#[derive(Clone)]
-enum UpstreamClient {
-    Plain(PlainClient),
-    Tls(TlsClient),
-}
-
-impl UpstreamClient {
-    fn request(&self, request: Request<NativeBody>) -> ResponseFuture {
-        match self {
-            Self::Plain(client) => client.request(request),
-            Self::Tls(client) => client.request(request),
-        }
-    }
-}
-
 /// A TLS client with the settings and file stamps it was built from, so that a
 /// changed CA or client certificate file builds a new client.
 struct TlsClientEntry {
@@ -303,6 +287,17 @@ impl NativeUpstream {
             .entry(key)
             .or_insert_with(|| build_client(key))
             .clone()
+    }
+
+    /// Starts `request` on the plain client for `key`. The returned future owns what it
+    /// needs, so the lock is released before it is polled.
+    fn request_plain(&self, key: ClientKey, request: Request<NativeBody>) -> ResponseFuture {
+        // See `client` for why a poisoned lock is still usable.
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(key)
+            .or_insert_with(|| build_client(key))
+            .request(request)
     }
 
     /// Returns the TLS client for `key` and `tls`, building it when there is none yet
@@ -446,10 +441,12 @@ impl Upstream for NativeUpstream {
         };
         let (client, scheme) = match target.tls {
             Some(tls) => (
-                UpstreamClient::Tls(self.tls_client(key, tls, target.upstream)?),
+                Some(self.tls_client(key, tls, target.upstream)?),
                 Scheme::HTTPS,
             ),
-            None => (UpstreamClient::Plain(self.client(key)), Scheme::HTTP),
+            // The plain client is used under the map's lock below, which saves a clone
+            // of the client per request.
+            None => (None, Scheme::HTTP),
         };
         let (mut parts, body) = request.into_parts();
         parts.uri = absolute_uri(scheme, target.authority, &parts.uri).map_err(|error| {
@@ -462,11 +459,12 @@ impl Upstream for NativeUpstream {
 
         // The core races this call against the same deadline, so this timeout only
         // matters to callers that use the client directly.
-        let sent = tokio::time::timeout(
-            target.try_timeout,
-            client.request(Request::from_parts(parts, body)),
-        )
-        .await;
+        let request = Request::from_parts(parts, body);
+        let response = match client {
+            Some(client) => client.request(request),
+            None => self.request_plain(key, request),
+        };
+        let sent = tokio::time::timeout(target.try_timeout, response).await;
         match sent {
             Ok(Ok(response)) => Ok(response.map(NativeBody::from)),
             Ok(Err(error)) => {
