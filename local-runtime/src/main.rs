@@ -1,11 +1,11 @@
 //! The `gatehouse` command; see [`gatehouse::cli`].
 
-/// mimalloc in place of glibc's malloc, because the proxy allocates and frees many small
-/// buffers per request. In perf profiles of the `benches/load/run.sh` workload on a
-/// 2-core VM, allocation fell from about 7% to 4% of the proxy's CPU samples, at the
-/// cost of about 5 MB more resident memory.
+/// jemalloc in place of glibc's malloc, which took about 7% of the proxy's CPU samples
+/// in perf profiles of the `benches/load/run.sh` workload on a 2-core VM. mimalloc cut
+/// CPU per request about as much but peaked about 24 MiB higher in
+/// `benches/load/memory.sh`, where jemalloc stays within 1 MiB of glibc.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     gatehouse::cli::main()
