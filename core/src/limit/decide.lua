@@ -31,15 +31,12 @@ local function ceil_div(a, b)
   return math.floor((a + b - 1) / b)
 end
 
--- Formats an integer-valued double in decimal: Lua's own conversion switches to
--- exponent notation above 14 digits, which Redis rejects as an integer.
-local function decimal(number)
-  return string.format('%.0f', number)
-end
-
 -- Returns the expiry of a key in whole milliseconds, at least 1, for PX and PEXPIRE.
+-- Numbers are passed to redis.call as they are: Redis formats a number argument with
+-- 17 significant digits (checked on Redis 7.0), exact for the integers below 2^53
+-- used here, where Lua's tostring would round to 14.
 local function expiry_millis(micros)
-  return decimal(math.max(1, ceil_div(micros, 1000)))
+  return math.max(1, ceil_div(micros, 1000))
 end
 
 local function gcra(key, cost, emission, tolerance, burst)
@@ -55,7 +52,7 @@ local function gcra(key, cost, emission, tolerance, burst)
     local remaining = math.floor(math.max(0, tolerance - (tat - now)) / emission)
     return {0, remaining, retry, tat - now}
   end
-  redis.call('SET', key, decimal(new_tat), 'PX', expiry_millis(new_tat - now))
+  redis.call('SET', key, new_tat, 'PX', expiry_millis(new_tat - now))
   local remaining = math.floor(math.max(0, tolerance - (new_tat - now)) / emission)
   return {1, remaining, 0, new_tat - now}
 end
@@ -101,7 +98,7 @@ local function window(key, cost, limit, length)
     end
     return {0, math.max(0, limit - estimate), retry, remaining_share}
   end
-  redis.call('HSET', key, 'start', decimal(window_start),
+  redis.call('HSET', key, 'start', window_start,
     'current', current + cost, 'previous', previous)
   redis.call('PEXPIRE', key, expiry_millis(window_start + 2 * length - at))
   return {1, limit - estimate - cost, 0, remaining_share}
@@ -178,25 +175,37 @@ local function calendar(key, cost, limit, period)
     return {0, math.max(0, limit - used), reset, reset}
   end
   used = used + cost
-  redis.call('HSET', key, 'start', decimal(start), 'used', used)
+  redis.call('HSET', key, 'start', start, 'used', used)
   redis.call('PEXPIRE', key, expiry_millis(finish - now + 1000000))
   return {1, limit - used, 0, reset}
+end
+
+-- Converts argument text to a number once per call: the decisions of a batch often
+-- share a policy, so their arguments repeat.
+local numbers = {}
+local function number(text)
+  local value = numbers[text]
+  if value == nil then
+    value = tonumber(text)
+    numbers[text] = value
+  end
+  return value
 end
 
 -- Runs the decision on `key` of the argument group that starts after ARGV[base].
 local function decide(key, base, stride)
   local algorithm = ARGV[base + 1]
-  local cost = tonumber(ARGV[base + 2])
+  local cost = number(ARGV[base + 2])
   if cost == nil then
     error('the cost ' .. tostring(ARGV[base + 2]) .. ' is not a number')
   end
   if algorithm == 'gcra' and stride >= 5 then
-    return gcra(key, cost, tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]),
-      tonumber(ARGV[base + 5]))
+    return gcra(key, cost, number(ARGV[base + 3]), number(ARGV[base + 4]),
+      number(ARGV[base + 5]))
   elseif algorithm == 'window' then
-    return window(key, cost, tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]))
+    return window(key, cost, number(ARGV[base + 3]), number(ARGV[base + 4]))
   elseif algorithm == 'calendar' then
-    return calendar(key, cost, tonumber(ARGV[base + 3]), ARGV[base + 4])
+    return calendar(key, cost, number(ARGV[base + 3]), ARGV[base + 4])
   end
   error('unknown algorithm ' .. tostring(algorithm) .. ' in a group of ' .. stride
     .. ' arguments')

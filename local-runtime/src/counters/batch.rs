@@ -18,6 +18,10 @@ use tokio::time::Instant;
 
 use super::{Failure, RedisShared};
 
+/// Script calls in flight per lane at most. Two let the client handle the replies
+/// of one batch while Redis runs the next.
+const MAX_CALLS_IN_FLIGHT: usize = 2;
+
 /// Decisions per script call at most, so one call never holds Redis's single thread
 /// for long: about 64 times the cost of one decision.
 const MAX_BATCH: usize = 64;
@@ -45,8 +49,10 @@ pub(super) struct Queued {
 
 #[derive(Default)]
 struct LaneState {
-    /// Whether a call is in flight, or about to be sent, on this lane.
-    busy: bool,
+    /// Calls in flight on this lane, counting a batch task that has not sent yet.
+    in_flight: usize,
+    /// Whether a batch task was started and has not taken the queue yet.
+    scheduled: bool,
     queue: Vec<Queued>,
 }
 
@@ -58,20 +64,21 @@ pub(super) struct Lane {
 
 impl Lane {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
-        // The state stays consistent under every panic: each change is one assignment.
+        // Every change to the state is complete before any call that could panic, so
+        // the state of a poisoned lock is consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// What [`claim`] returns: either the lane is now the caller's to send on, or the
-/// caller's decision is queued and arrives on the receiver.
+/// What [`claim`] returns: either the caller sends its decision itself, or the
+/// decision is queued and its outcome arrives on the receiver.
 pub(super) enum Claim {
     Send(Busy, Entry),
     Queued(oneshot::Receiver<Outcome>),
 }
 
-/// Claims lane `index` for a call of `entry`, or queues `entry` when a call is in
-/// flight there. `deadline` is when the caller stops waiting.
+/// Claims lane `index` for a call of `entry` when nothing is in flight there, or
+/// queues `entry` for the next batch. `deadline` is when the caller stops waiting.
 pub(super) fn claim(
     shared: &Arc<RedisShared>,
     index: usize,
@@ -79,25 +86,31 @@ pub(super) fn claim(
     deadline: Instant,
 ) -> Claim {
     let mut state = shared.lanes[index].lock();
-    if state.busy {
-        let (reply, receiver) = oneshot::channel();
-        state.queue.push(Queued {
-            entry,
-            deadline,
-            reply,
-        });
-        return Claim::Queued(receiver);
+    if state.in_flight == 0 {
+        state.in_flight = 1;
+        let busy = Busy {
+            shared: Arc::clone(shared),
+            index,
+        };
+        return Claim::Send(busy, entry);
     }
-    state.busy = true;
-    let busy = Busy {
-        shared: Arc::clone(shared),
-        index,
-    };
-    Claim::Send(busy, entry)
+    let (reply, receiver) = oneshot::channel();
+    state.queue.push(Queued {
+        entry,
+        deadline,
+        reply,
+    });
+    let next = schedule(shared, index, &mut state);
+    drop(state);
+    if let Some(next) = next {
+        start_batch(next);
+    }
+    Claim::Queued(receiver)
 }
 
-/// Ownership of a busy lane. Dropping it, when its call returned or was cancelled,
-/// sends what queued meanwhile from a new task, or marks the lane idle.
+/// One call in flight on a lane, or a batch task about to send one. Dropping it,
+/// when its call returned or was cancelled, starts a batch task for what queued
+/// meanwhile.
 pub(super) struct Busy {
     shared: Arc<RedisShared>,
     index: usize,
@@ -105,38 +118,62 @@ pub(super) struct Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let lane = &self.shared.lanes[self.index];
-        let mut state = lane.lock();
-        if state.queue.is_empty() {
-            state.busy = false;
-            return;
-        }
+        let mut state = self.shared.lanes[self.index].lock();
+        state.in_flight -= 1;
+        let next = schedule(&self.shared, self.index, &mut state);
         drop(state);
-        let next = Busy {
-            shared: Arc::clone(&self.shared),
-            index: self.index,
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(flush(next));
-            }
-            Err(_) => {
-                // Outside a runtime, as while it shuts down, nothing can send the
-                // queue: dropping it closes each waiter's channel, which fails its
-                // decision, and dropping `next` finds the lane empty.
-                let queue = mem::take(&mut lane.lock().queue);
-                drop(queue);
-            }
+        if let Some(next) = next {
+            start_batch(next);
         }
     }
 }
 
-/// Sends one batch of what queued on the lane of `busy`, then drops `busy`, which
-/// sends the next batch from a new task if more queued.
-async fn flush(busy: Busy) {
+/// Counts a new batch task on lane `index` and returns its [`Busy`] when decisions
+/// are queued, no task is waiting to take them, and fewer than
+/// [`MAX_CALLS_IN_FLIGHT`] calls are in flight.
+fn schedule(shared: &Arc<RedisShared>, index: usize, state: &mut LaneState) -> Option<Busy> {
+    if state.queue.is_empty() || state.scheduled || state.in_flight >= MAX_CALLS_IN_FLIGHT {
+        return None;
+    }
+    state.in_flight += 1;
+    state.scheduled = true;
+    Some(Busy {
+        shared: Arc::clone(shared),
+        index,
+    })
+}
+
+/// Runs [`send_batch`] for `busy` on a new task.
+fn start_batch(busy: Busy) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(send_batch(busy));
+        }
+        Err(_) => {
+            // Outside a runtime, as while it shuts down, nothing can send the queue.
+            // Dropping it closes each waiter's channel, which fails its decision, and
+            // dropping `busy` then finds nothing to schedule.
+            let queue = {
+                let mut state = busy.shared.lanes[busy.index].lock();
+                state.scheduled = false;
+                mem::take(&mut state.queue)
+            };
+            drop(queue);
+        }
+    }
+}
+
+/// Sends what queued on the lane of `busy` as one script call and hands each caller
+/// its outcome.
+async fn send_batch(busy: Busy) {
+    // The tasks that are ready to run often decide at once, as callers do that were
+    // just answered. Letting them run first queues their decisions in this batch
+    // instead of the next one.
+    tokio::task::yield_now().await;
     let shared = Arc::clone(&busy.shared);
     let batch = {
         let mut state = shared.lanes[busy.index].lock();
+        state.scheduled = false;
         // A decision whose caller gave up (timed out or went away) is not sent, so it
         // uses no units.
         state.queue.retain(|queued| !queued.reply.is_closed());
@@ -153,25 +190,27 @@ async fn flush(busy: Busy) {
         .into_iter()
         .map(|queued| (queued.entry, queued.reply))
         .unzip();
-    let outcomes =
-        match tokio::time::timeout_at(deadline, shared.evaluate(busy.index, &entries)).await {
-            Ok(outcomes) => outcomes,
-            Err(_) => {
-                let cause = format!("store {:?} did not answer in time", shared.name);
-                entries
-                    .iter()
-                    .map(|_| {
-                        shared.log.record(Failure::Timeout, None);
-                        Err(cause.clone())
-                    })
-                    .collect()
-            }
-        };
+    let call = shared.evaluate(busy.index, &entries);
+    let outcomes = match tokio::time::timeout_at(deadline, call).await {
+        Ok(outcomes) => outcomes,
+        Err(_) => {
+            let cause = format!("store {:?} did not answer in time", shared.name);
+            entries
+                .iter()
+                .map(|_| {
+                    shared.log.record(Failure::Timeout, None);
+                    Err(cause.clone())
+                })
+                .collect()
+        }
+    };
+    // Frees the lane before waking the callers, so a decision they make next can
+    // start the following batch at once.
+    drop(busy);
     for (reply, outcome) in replies.into_iter().zip(outcomes) {
         // A caller that stopped waiting dropped its receiver; nothing to tell it.
         let _ = reply.send(outcome);
     }
-    drop(busy);
 }
 
 /// Builds the `EVALSHA` call of `entries`. One decision is sent as its own argument
