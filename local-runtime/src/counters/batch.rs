@@ -1,11 +1,12 @@
 //! Batching of Redis decisions per connection slot.
 //!
-//! Each slot has a lane with at most one script call in flight. A decision that finds
-//! its lane idle sends its own call at once, so a lone decision waits for nothing.
-//! Decisions that arrive while a call is in flight queue on the lane, and when the
-//! call returns they go out together as one script call with one key per decision.
-//! Redis then runs Lua once for the whole batch instead of once per decision. The
-//! script stays atomic, so batched decisions are as exact as single ones.
+//! Each slot has a lane with at most [`MAX_CALLS_IN_FLIGHT`] script calls in flight. A
+//! decision that finds its lane with nothing in flight sends its own call at once, so
+//! a lone decision waits for nothing. Decisions that arrive while a call is in flight
+//! queue on the lane and go out together as one script call with one key per
+//! decision, from a task started when the lane has room. Redis then runs Lua once
+//! for the whole batch instead of once per decision. The script stays atomic, so
+//! batched decisions are as exact as single ones.
 
 use std::mem;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -4,8 +4,8 @@
 //! run with `EVALSHA`;
 //! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
 //! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
-//! have to agree. Connections are multiplexed, so concurrent decisions on one
-//! connection are pipelined.
+//! have to agree. Decisions that queue on one connection while a call is in flight
+//! are sent together as one call of the script with several keys (see [`batch`]).
 //!
 //! The local tier remembers, per key, the store's last answer:
 //!
