@@ -1,6 +1,6 @@
 //! Batched Redis decisions against a real `redis-server`, started on a free loopback
-//! port and stopped by its PID: concurrent decisions on one connection go out as
-//! multi-key script calls, stay exact, and a key that fails does not fail the rest.
+//! port and stopped by its PID. Concurrent decisions on one connection go out as
+//! multi-key script calls and stay exact, and a key that fails does not fail the rest.
 //!
 //! The tests skip with a message when `redis-server` is not on `PATH`, and fail
 //! instead when `GATEHOUSE_REQUIRE_REDIS=1`.
@@ -126,7 +126,7 @@ async fn decisions_share_script_calls() {
     let client = redis::Client::open(redis.url()).expect("redis url");
     let mut connection = client.get_connection().expect("connect");
     let calls = evalsha_calls(&mut connection);
-    // One call per decision, plus the one answered NOSCRIPT, would be 201.
+    // One call per decision, plus the first one, rejected with NOSCRIPT, would be 201.
     assert!(calls < 100, "{calls} EVALSHA calls for 200 decisions");
 }
 

@@ -23,7 +23,7 @@ use super::{Failure, RedisShared};
 /// of one batch while Redis runs the next.
 const MAX_CALLS_IN_FLIGHT: usize = 2;
 
-/// Decisions per script call at most, so one call never holds Redis's single thread
+/// Decisions per script call at most, so one call never blocks Redis's single thread
 /// for long: about 64 times the cost of one decision.
 const MAX_BATCH: usize = 64;
 
@@ -71,7 +71,7 @@ impl Lane {
     }
 }
 
-/// What [`claim`] returns: either the caller sends its decision itself, or the
+/// The result of [`claim`]: either the caller sends its decision itself, or the
 /// decision is queued and its outcome arrives on the receiver.
 pub(super) enum Claim {
     Send(Busy, Entry),
@@ -167,9 +167,9 @@ fn start_batch(busy: Busy) {
 /// Sends what queued on the lane of `busy` as one script call and hands each caller
 /// its outcome.
 async fn send_batch(busy: Busy) {
-    // The tasks that are ready to run often decide at once, as callers do that were
-    // just answered. Letting them run first queues their decisions in this batch
-    // instead of the next one.
+    // Tasks that are ready to run often decide at once, as callers do that just
+    // received their outcomes. Letting them run first puts their decisions in this
+    // batch instead of the next one.
     tokio::task::yield_now().await;
     let shared = Arc::clone(&busy.shared);
     let batch = {
@@ -187,10 +187,12 @@ async fn send_batch(busy: Busy) {
     let Some(deadline) = batch.iter().map(|queued| queued.deadline).max() else {
         return;
     };
+
     let (entries, replies): (Vec<Entry>, Vec<_>) = batch
         .into_iter()
         .map(|queued| (queued.entry, queued.reply))
         .unzip();
+
     let call = shared.evaluate(busy.index, &entries);
     let outcomes = match tokio::time::timeout_at(deadline, call).await {
         Ok(outcomes) => outcomes,
@@ -205,6 +207,7 @@ async fn send_batch(busy: Busy) {
                 .collect()
         }
     };
+
     // Frees the lane before waking the callers, so a decision they make next can
     // start the following batch at once.
     drop(busy);
@@ -239,7 +242,7 @@ pub(super) fn script_call(hash: &str, entries: &[Entry]) -> Cmd {
     command
 }
 
-/// Why one decision of a script reply failed.
+/// The failure of one decision in a script reply.
 pub(super) enum ReplyError {
     /// The script failed for this key, as for a key holding another type.
     Server(RedisError),
