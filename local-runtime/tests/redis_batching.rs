@@ -227,3 +227,25 @@ fn script_replies_per_key() {
         items[3]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_server_fails_queued_decisions() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let counters = one_connection_store(&redis.url());
+    let first = decide_all(&counters, vec!["warm-up".to_owned()], no_refill(5)).await;
+    assert_eq!(first, vec![Ok(true)], "the connection opens");
+    redis.kill();
+    let keys: Vec<String> = (0..100).map(|index| format!("client-{index}")).collect();
+
+    let started = std::time::Instant::now();
+    let results = decide_all(&counters, keys, no_refill(5)).await;
+
+    // Every decision, queued or sent, fails instead of waiting for the 10 s timeout.
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    for (index, result) in results.iter().enumerate() {
+        assert!(result.is_err(), "decision {index}: {result:?}");
+    }
+}
