@@ -263,6 +263,9 @@ impl Reloader {
                 problems: vec![format!("failed to read {}: {error}", self.path.display())],
             }),
         };
+        // Parsing took far more memory than the new gateway keeps, whether or not the
+        // config was valid.
+        crate::memory::release_freed_memory();
         match &result {
             Ok(summary) => {
                 self.metrics

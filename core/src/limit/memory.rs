@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Mutex, PoisonError};
 
+use smartstring::{LazyCompact, SmartString};
+
 use super::Limit;
 use super::gcra::{Decision, GcraLimit};
 use super::quota::QuotaState;
@@ -33,9 +35,13 @@ struct Entry {
     used: u64,
 }
 
+/// A key, inline up to 23 bytes (the size of a `String`), which saves a separate
+/// allocation for the usual key: a policy name and a client address or id.
+type Key = SmartString<LazyCompact>;
+
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Box<str>, Entry, FixedState>,
+    entries: HashMap<Key, Entry, FixedState>,
     clock: u64,
 }
 
@@ -155,7 +161,7 @@ impl MemoryCounters {
             shard.evict(now_micros);
         }
         shard.entries.insert(
-            key.into(),
+            Key::from(key),
             Entry {
                 state,
                 expires_at,
@@ -207,6 +213,20 @@ mod tests {
         assert!(store.gcra("a", &limit, 1, 1_000_000).allowed);
         assert!(!store.gcra("a", &limit, 1, 1_000_000).allowed);
         assert!(store.gcra("b", &limit, 1, 1_000_000).allowed);
+    }
+
+    #[test]
+    fn inline_and_heap_keys_independent() {
+        // Keys of up to 23 bytes are stored inline, longer ones on the heap.
+        let store = MemoryCounters::new(1_000);
+        let limit = GcraLimit::new(1, Duration::from_secs(1), 1).unwrap();
+        let inline = "k".repeat(23);
+        let heap = "k".repeat(24);
+        assert!(store.gcra(&inline, &limit, 1, 1_000_000).allowed);
+        assert!(store.gcra(&heap, &limit, 1, 1_000_000).allowed);
+        assert!(!store.gcra(&inline, &limit, 1, 1_000_000).allowed);
+        assert!(!store.gcra(&heap, &limit, 1, 1_000_000).allowed);
+        assert_eq!(store.len(), 2);
     }
 
     #[test]
