@@ -985,7 +985,11 @@ fn compile_routes(
         routes.push(CompiledRoute {
             name: Arc::from(route.name.clone().unwrap_or(path)),
             upstream: upstream.unwrap_or(0),
-            timeouts: route.timeouts.unwrap_or(upstream_timeouts),
+            timeouts: route
+                .timeouts
+                .as_deref()
+                .copied()
+                .unwrap_or(upstream_timeouts),
             policies: share_policy_set(&mut shared_sets, &route.policies, route_policies),
             grpc_web: route.grpc_web,
             websocket_idle: route
