@@ -5,11 +5,10 @@
 //! `max_keys` first drops the keys whose state has fully refilled (they carry no
 //! information), and only then its oldest keys.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
-
-use smartstring::{LazyCompact, SmartString};
 
 use super::Limit;
 use super::gcra::{Decision, GcraLimit};
@@ -85,9 +84,61 @@ impl Entry {
     }
 }
 
-/// A key, inline up to 23 bytes (the size of a `String`), which saves a separate
-/// allocation for the usual key: a policy name and a client address or id.
-type Key = SmartString<LazyCompact>;
+/// Bytes of the longest key stored inline, so that a key takes 32 bytes.
+const INLINE_KEY_BYTES: usize = 30;
+
+/// A key, stored inline up to [`INLINE_KEY_BYTES`] bytes, which saves an allocation
+/// for the usual key: a policy name and a client address or id. Keys compare and hash
+/// as their bytes, so a map of them is searched with `&[u8]`.
+#[derive(Debug, Clone)]
+enum Key {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(key: &str) -> Self {
+        let key = key.as_bytes();
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY_BYTES => {
+                let mut bytes = [0; INLINE_KEY_BYTES];
+                bytes[..key.len()].copy_from_slice(key);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
 
 #[derive(Debug, Default)]
 struct Shard {
@@ -194,12 +245,12 @@ impl MemoryCounters {
         let used = shard.clock;
         let current = shard
             .entries
-            .get(key)
+            .get(key.as_bytes())
             .filter(|entry| entry.expires_at > now_micros)
             .map(Entry::state);
         let (decision, state, expires_at) = decide(current);
 
-        if let Some(entry) = shard.entries.get_mut(key) {
+        if let Some(entry) = shard.entries.get_mut(key.as_bytes()) {
             *entry = Entry::new(state, expires_at, used);
             return decision;
         }
@@ -208,7 +259,7 @@ impl MemoryCounters {
         }
         shard
             .entries
-            .insert(Key::from(key), Entry::new(state, expires_at, used));
+            .insert(Key::new(key), Entry::new(state, expires_at, used));
         decision
     }
 }
@@ -288,16 +339,16 @@ mod tests {
 
     #[test]
     fn inline_and_heap_keys_independent() {
-        // Keys of up to 23 bytes are stored inline, longer ones on the heap.
         let store = MemoryCounters::new(1_000);
         let limit = GcraLimit::new(1, Duration::from_secs(1), 1).unwrap();
-        let inline = "k".repeat(23);
-        let heap = "k".repeat(24);
+        let inline = "k".repeat(INLINE_KEY_BYTES);
+        let heap = "k".repeat(INLINE_KEY_BYTES + 1);
         assert!(store.gcra(&inline, &limit, 1, 1_000_000).allowed);
         assert!(store.gcra(&heap, &limit, 1, 1_000_000).allowed);
         assert!(!store.gcra(&inline, &limit, 1, 1_000_000).allowed);
         assert!(!store.gcra(&heap, &limit, 1, 1_000_000).allowed);
         assert_eq!(store.len(), 2);
+        assert_eq!(std::mem::size_of::<Key>(), 32);
     }
 
     #[test]
