@@ -263,8 +263,8 @@ impl Reloader {
                 problems: vec![format!("failed to read {}: {error}", self.path.display())],
             }),
         };
-        // Parsing took far more memory than the new gateway keeps, whether or not the
-        // config was valid.
+        // Parsing freed most of the memory it took, whether or not the config was
+        // valid, and glibc keeps such memory unless asked to return it.
         crate::memory::release_freed_memory();
         match &result {
             Ok(summary) => {

@@ -591,8 +591,9 @@ pub struct RouteConfig {
     /// `aggregate` sends the calls of `aggregate` and merges their responses.
     #[serde(default, skip_serializing_if = "Dispatch::is_proxy")]
     pub dispatch: Dispatch,
-    /// The calls of a route with `dispatch = "aggregate"`. Boxed, like `timeouts`,
-    /// because most routes leave it out and a config may have thousands of routes.
+    /// The calls of a route with `dispatch = "aggregate"`.
+    // Boxed, like `timeouts`, because most routes leave it out and a config may have
+    // thousands of routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<Box<AggregateConfig>>,
     /// Removes this path prefix before forwarding (`/api` turns `/api/users` into `/users`).
