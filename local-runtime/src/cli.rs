@@ -275,6 +275,7 @@ fn serve(
             return ExitCode::from(EXIT_INVALID_CONFIG);
         }
     };
+    crate::memory::release_freed_memory();
 
     let platform = NativePlatform::with_key_value(&gateway.config().key_value);
     if let Some(seed) = key_value_seed {

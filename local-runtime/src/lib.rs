@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod health_check;
 pub mod key_value_seed;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod operations;
 pub mod otlp;

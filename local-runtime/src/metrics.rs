@@ -4,7 +4,7 @@
 //! [`crate::access_log`]). Labels come only from config names and response statuses, so
 //! the number of series is bounded by the config and never grows with client input.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_core::cache::CacheStats;
@@ -26,21 +26,23 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+// Route and upstream names are shared with the gateway's own copies instead of
+// copied into each label set, because a config can have thousands of routes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
-    route: String,
-    upstream: String,
+    route: Arc<str>,
+    upstream: Arc<str>,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
+    route: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct CacheLabels {
-    route: String,
+    route: Arc<str>,
     status: &'static str,
 }
 
@@ -108,6 +110,9 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_entries: Gauge,
     cache_evictions: Counter,
+    /// The label value of a missing route or upstream name, kept so that requests
+    /// without one allocate no label.
+    empty_label: Arc<str>,
     /// The registry, locked during a scrape so that two scrapes cannot interleave
     /// their refresh of the endpoint gauges.
     registry: Mutex<Registry>,
@@ -146,6 +151,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             cache_evictions: Counter::default(),
+            empty_label: Arc::from(""),
             registry: Mutex::new(Registry::default()),
         };
         let registry = metrics.register_all();
@@ -309,10 +315,16 @@ impl Metrics {
         );
     }
 
+    /// Returns the label value of an optional name. Requests that matched no route, or
+    /// got a response before reaching an upstream, get an empty value.
+    fn label(&self, name: Option<&Arc<str>>) -> Arc<str> {
+        Arc::clone(name.unwrap_or(&self.empty_label))
+    }
+
     /// Counts one finished request from its completed access record.
     pub fn record_request(&self, record: &AccessRecord) {
-        let route = label(record.route.as_deref());
-        let upstream = label(record.upstream.as_deref());
+        let route = self.label(record.route.as_ref());
+        let upstream = self.label(record.upstream.as_ref());
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -336,7 +348,9 @@ impl Metrics {
                 .inc();
         }
         if record.upstream.is_some() {
-            let upstream = UpstreamLabels { upstream };
+            let upstream = UpstreamLabels {
+                upstream: upstream.to_string(),
+            };
             if record.error == Some(ErrorKind::CircuitOpen.slug()) {
                 self.circuit_rejections.get_or_create(&upstream).inc();
             }
@@ -488,12 +502,6 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.gauge.dec();
     }
-}
-
-/// Returns the label value of an optional name. Requests that matched no route, or got
-/// a response before reaching an upstream, get an empty value.
-fn label(name: Option<&str>) -> String {
-    name.unwrap_or_default().to_owned()
 }
 
 fn seconds(micros: u64) -> f64 {

@@ -263,6 +263,9 @@ impl Reloader {
                 problems: vec![format!("failed to read {}: {error}", self.path.display())],
             }),
         };
+        // Parsing freed most of the memory it took, whether or not the config was
+        // valid, and glibc keeps such memory unless asked to return it.
+        crate::memory::release_freed_memory();
         match &result {
             Ok(summary) => {
                 self.metrics

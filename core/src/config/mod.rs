@@ -592,8 +592,10 @@ pub struct RouteConfig {
     #[serde(default, skip_serializing_if = "Dispatch::is_proxy")]
     pub dispatch: Dispatch,
     /// The calls of a route with `dispatch = "aggregate"`.
+    // Boxed, like `timeouts`, because most routes leave it out and a config may have
+    // thousands of routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<AggregateConfig>,
+    pub aggregate: Option<Box<AggregateConfig>>,
     /// Removes this path prefix before forwarding (`/api` turns `/api/users` into `/users`).
     #[serde(default)]
     pub strip_prefix: Option<String>,
@@ -605,7 +607,7 @@ pub struct RouteConfig {
     pub policies: Vec<String>,
     /// Overrides the upstream's timeouts for this route.
     #[serde(default)]
-    pub timeouts: Option<TimeoutsConfig>,
+    pub timeouts: Option<Box<TimeoutsConfig>>,
     /// Translates gRPC-Web requests (`application/grpc-web` and
     /// `application/grpc-web-text`) into gRPC for the upstream, which must speak
     /// HTTP/2, and the responses back into gRPC-Web.

@@ -83,8 +83,8 @@ pub struct RedisStoreConfig {
     /// The ACL user name, sent with the password.
     #[serde(default)]
     pub username: Option<String>,
-    /// Connections opened to the server. Each is multiplexed, so concurrent decisions
-    /// on one connection are pipelined.
+    /// Connections opened to the server. Natively, decisions that queue on one
+    /// connection while a call is in flight are sent together as one script call.
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
     /// Maximum time of one decision, connecting included. A request never waits

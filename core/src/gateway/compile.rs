@@ -1,7 +1,7 @@
 //! Compiles a loaded [`Config`] into the immutable tables the pipeline reads, checking
 //! its meaning and collecting every problem with its path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -186,7 +186,9 @@ pub(crate) struct CompiledRoute {
     pub name: Arc<str>,
     pub upstream: usize,
     pub timeouts: TimeoutsConfig,
-    pub policies: PolicySet,
+    /// Shared by every route that lists the same policy names, because the set
+    /// depends only on those names and `server.policies`.
+    pub policies: Arc<PolicySet>,
     /// Whether gRPC-Web requests are translated into gRPC.
     pub grpc_web: bool,
     /// Idle timeout of relayed WebSockets, when the route relays them.
@@ -913,6 +915,7 @@ fn compile_routes(
         ip: Vec::new(),
         ..server_policies.clone()
     };
+    let mut shared_sets: HashMap<&[String], Arc<PolicySet>> = HashMap::new();
     let mut routes = Vec::with_capacity(config.routes.len());
     for (index, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{index}]");
@@ -982,8 +985,12 @@ fn compile_routes(
         routes.push(CompiledRoute {
             name: Arc::from(route.name.clone().unwrap_or(path)),
             upstream: upstream.unwrap_or(0),
-            timeouts: route.timeouts.unwrap_or(upstream_timeouts),
-            policies: route_policies,
+            timeouts: route
+                .timeouts
+                .as_deref()
+                .copied()
+                .unwrap_or(upstream_timeouts),
+            policies: share_policy_set(&mut shared_sets, &route.policies, route_policies),
             grpc_web: route.grpc_web,
             websocket_idle: route
                 .websocket
@@ -993,6 +1000,17 @@ fn compile_routes(
         });
     }
     routes
+}
+
+/// Returns the set already built for the policy names `names`, or stores `set` as
+/// that set. Each route's set is still resolved on its own, so that its problems are
+/// reported at its path, but only the first one with given names is kept.
+fn share_policy_set<'c>(
+    shared_sets: &mut HashMap<&'c [String], Arc<PolicySet>>,
+    names: &'c [String],
+    set: PolicySet,
+) -> Arc<PolicySet> {
+    Arc::clone(shared_sets.entry(names).or_insert_with(|| Arc::new(set)))
 }
 
 /// Reports the settings a route with `dispatch = "purge"` would not use.

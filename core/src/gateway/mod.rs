@@ -1067,4 +1067,88 @@ mod tests {
             "{invalid:?}"
         );
     }
+    #[test]
+    fn routes_with_same_policy_names_share_set() {
+        let text = r#"
+            [upstreams.api]
+            endpoints = [{ address = "127.0.0.1:9001" }]
+
+            [policies.per-client.rate_limit]
+            algorithm = "gcra"
+            limit = 10
+            period = "1s"
+            key = [{ header = "x-client" }]
+
+            [policies.per-ip.rate_limit]
+            algorithm = "gcra"
+            limit = 10
+            period = "1s"
+            key = ["client_ip"]
+
+            [[routes]]
+            match.path = "/a"
+            upstream = "api"
+            policies = ["per-client"]
+
+            [[routes]]
+            match.path = "/b"
+            upstream = "api"
+            policies = ["per-client"]
+
+            [[routes]]
+            match.path = "/c"
+            upstream = "api"
+            policies = ["per-client", "per-ip"]
+
+            [[routes]]
+            match.path = "/d"
+            upstream = "api"
+            policies = ["per-ip", "per-client"]
+        "#;
+        let gateway = Gateway::from_text(text, Format::Toml).expect("valid config");
+        let sets: Vec<&Arc<crate::policy::PolicySet>> = gateway
+            .compiled
+            .routes
+            .iter()
+            .map(|route| &route.policies)
+            .collect();
+        assert!(Arc::ptr_eq(sets[0], sets[1]));
+        assert!(!Arc::ptr_eq(sets[0], sets[2]));
+        assert!(!Arc::ptr_eq(sets[2], sets[3]));
+        // Each list keeps its own order: per-client, then per-ip, or the reverse.
+        let per_client = &sets[0].rate_limits[0];
+        let per_ip = &sets[2].rate_limits[1];
+        assert_eq!(sets[1].rate_limits.len(), 1);
+        assert!(!Arc::ptr_eq(per_client, per_ip));
+        assert!(Arc::ptr_eq(&sets[2].rate_limits[0], per_client));
+        assert!(Arc::ptr_eq(&sets[3].rate_limits[0], per_ip));
+        assert!(Arc::ptr_eq(&sets[3].rate_limits[1], per_client));
+    }
+
+    #[test]
+    fn shared_policy_set_problems_reported_per_route() {
+        let text = r#"
+            [upstreams.api]
+            endpoints = [{ address = "127.0.0.1:9001" }]
+
+            [policies.web.cors]
+            allow_origins = ["https://app.example.com"]
+
+            [policies.other.cors]
+            allow_origins = ["https://other.example.com"]
+
+            [[routes]]
+            match.path = "/a"
+            upstream = "api"
+            policies = ["web", "other"]
+
+            [[routes]]
+            match.path = "/b"
+            upstream = "api"
+            policies = ["web", "other"]
+        "#;
+        let errors = Gateway::from_text(text, Format::Toml).unwrap_err().0;
+        let paths: Vec<&str> = errors.iter().map(|error| error.path.as_str()).collect();
+        assert_eq!(paths, ["routes[0].policies[1]", "routes[1].policies[1]"]);
+    }
 }

@@ -5,8 +5,9 @@
 //! `max_keys` first drops the keys whose state has fully refilled (they carry no
 //! information), and only then its oldest keys.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 
 use super::Limit;
@@ -24,18 +25,124 @@ enum State {
     Quota(QuotaState),
 }
 
+/// The stored form of a key's state. The kind of state shares a word with the order
+/// of last use, which makes an entry 40 bytes instead of the 48 that `State`, with
+/// its own tag word, and two more words would take.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    state: State,
+    /// The state's fields: `[tat, 0, 0]` for GCRA, `[window_start, current,
+    /// previous]` for a window and `[period_start, used, 0]` for a quota.
+    words: [u64; 3],
     /// When the entry stops mattering: a refilled GCRA key or a window that rolled out.
     expires_at: u64,
-    /// Order of last use, for evicting the oldest keys when no entry has expired.
-    used: u64,
+    /// The order of last use, for evicting the oldest keys when no entry has expired,
+    /// shifted left by [`KIND_BITS`], with the kind of state in the low bits. Orders
+    /// come from a counter of updates that cannot reach 2^62.
+    used_and_kind: u64,
+}
+
+const KIND_BITS: u32 = 2;
+const KIND_GCRA: u64 = 0;
+const KIND_WINDOW: u64 = 1;
+const KIND_QUOTA: u64 = 2;
+
+impl Entry {
+    fn new(state: State, expires_at: u64, used: u64) -> Self {
+        let (kind, words) = match state {
+            State::Gcra { tat } => (KIND_GCRA, [tat, 0, 0]),
+            State::Window(window) => (
+                KIND_WINDOW,
+                [window.window_start, window.current, window.previous],
+            ),
+            State::Quota(quota) => (KIND_QUOTA, [quota.period_start, quota.used, 0]),
+        };
+        Self {
+            words,
+            expires_at,
+            used_and_kind: (used << KIND_BITS) | kind,
+        }
+    }
+
+    fn state(&self) -> State {
+        let [first, second, third] = self.words;
+        match self.used_and_kind & ((1 << KIND_BITS) - 1) {
+            KIND_WINDOW => State::Window(WindowState {
+                window_start: first,
+                current: second,
+                previous: third,
+            }),
+            KIND_QUOTA => State::Quota(QuotaState {
+                period_start: first,
+                used: second,
+            }),
+            _ => State::Gcra { tat: first },
+        }
+    }
+
+    fn used(&self) -> u64 {
+        self.used_and_kind >> KIND_BITS
+    }
+}
+
+/// Bytes of the longest key stored inline, so that a key takes 32 bytes.
+const INLINE_KEY_BYTES: usize = 30;
+
+/// A key, stored inline up to [`INLINE_KEY_BYTES`] bytes, which saves an allocation
+/// for the usual key: a policy name and a client address or id. Keys compare and hash
+/// as their bytes, so a map of them is searched with `&[u8]`.
+#[derive(Debug, Clone)]
+enum Key {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(key: &str) -> Self {
+        let key = key.as_bytes();
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY_BYTES => {
+                let mut bytes = [0; INLINE_KEY_BYTES];
+                bytes[..key.len()].copy_from_slice(key);
+                Self::Inline { len, bytes }
+            }
+            _ => Self::Heap(key.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<Box<str>, Entry, FixedState>,
+    entries: HashMap<Key, Entry, FixedState>,
     clock: u64,
 }
 
@@ -138,30 +245,21 @@ impl MemoryCounters {
         let used = shard.clock;
         let current = shard
             .entries
-            .get(key)
+            .get(key.as_bytes())
             .filter(|entry| entry.expires_at > now_micros)
-            .map(|entry| entry.state);
+            .map(Entry::state);
         let (decision, state, expires_at) = decide(current);
 
-        if let Some(entry) = shard.entries.get_mut(key) {
-            *entry = Entry {
-                state,
-                expires_at,
-                used,
-            };
+        if let Some(entry) = shard.entries.get_mut(key.as_bytes()) {
+            *entry = Entry::new(state, expires_at, used);
             return decision;
         }
         if shard.entries.len() >= self.max_keys_per_shard {
             shard.evict(now_micros);
         }
-        shard.entries.insert(
-            key.into(),
-            Entry {
-                state,
-                expires_at,
-                used,
-            },
-        );
+        shard
+            .entries
+            .insert(Key::new(key), Entry::new(state, expires_at, used));
         decision
     }
 }
@@ -175,11 +273,11 @@ impl Shard {
         if self.entries.len() < before {
             return;
         }
-        let mut uses: Vec<u64> = self.entries.values().map(|entry| entry.used).collect();
+        let mut uses: Vec<u64> = self.entries.values().map(Entry::used).collect();
         let cut = (uses.len() / 8).max(1);
         let (_, threshold, _) = uses.select_nth_unstable(cut - 1);
         let threshold = *threshold;
-        self.entries.retain(|_, entry| entry.used > threshold);
+        self.entries.retain(|_, entry| entry.used() > threshold);
     }
 }
 
@@ -207,6 +305,50 @@ mod tests {
         assert!(store.gcra("a", &limit, 1, 1_000_000).allowed);
         assert!(!store.gcra("a", &limit, 1, 1_000_000).allowed);
         assert!(store.gcra("b", &limit, 1, 1_000_000).allowed);
+    }
+
+    #[test]
+    fn entry_keeps_every_state_kind() {
+        let window = WindowState {
+            window_start: 1,
+            current: 2,
+            previous: 3,
+        };
+        let quota = QuotaState {
+            period_start: 4,
+            used: 5,
+        };
+        let states = [
+            State::Gcra { tat: u64::MAX },
+            State::Window(window),
+            State::Quota(quota),
+        ];
+        for state in states {
+            let entry = Entry::new(state, 6, 7);
+            assert_eq!(entry.used(), 7);
+            assert_eq!(entry.expires_at, 6);
+            match (entry.state(), state) {
+                (State::Gcra { tat }, State::Gcra { tat: expected }) => assert_eq!(tat, expected),
+                (State::Window(found), State::Window(expected)) => assert_eq!(found, expected),
+                (State::Quota(found), State::Quota(expected)) => assert_eq!(found, expected),
+                (found, expected) => panic!("stored {expected:?}, read {found:?}"),
+            }
+        }
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    }
+
+    #[test]
+    fn inline_and_heap_keys_independent() {
+        let store = MemoryCounters::new(1_000);
+        let limit = GcraLimit::new(1, Duration::from_secs(1), 1).unwrap();
+        let inline = "k".repeat(INLINE_KEY_BYTES);
+        let heap = "k".repeat(INLINE_KEY_BYTES + 1);
+        assert!(store.gcra(&inline, &limit, 1, 1_000_000).allowed);
+        assert!(store.gcra(&heap, &limit, 1, 1_000_000).allowed);
+        assert!(!store.gcra(&inline, &limit, 1, 1_000_000).allowed);
+        assert!(!store.gcra(&heap, &limit, 1, 1_000_000).allowed);
+        assert_eq!(store.len(), 2);
+        assert_eq!(std::mem::size_of::<Key>(), 32);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! run with `EVALSHA`;
 //! the `redis` crate loads the script again when the server replies `NOSCRIPT`. The
 //! script reads the server's clock with `TIME`, so the clocks of gateway hosts never
-//! have to agree. Connections are multiplexed, so concurrent decisions on one
-//! connection are pipelined.
+//! have to agree. Decisions that queue on one connection while a call is in flight
+//! are sent together as one call of the script with several keys (see [`batch`]).
 //!
 //! The local tier remembers, per key, the store's last answer:
 //!
@@ -17,6 +17,7 @@
 //!   `async_max_in_flight` requests are in flight; the script then runs in the
 //!   background. Otherwise the request waits for the store as in `strict` mode.
 
+mod batch;
 mod local;
 mod tiered;
 
@@ -29,16 +30,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use gatehouse_core::config::{RedisStoreConfig, StoreConfig};
 use gatehouse_core::limit::Decision;
-use gatehouse_core::limit::redis_script::{
-    DECIDE_SCRIPT, ScriptArgument, decision_from_reply, script_arguments, script_key,
-};
+use gatehouse_core::limit::redis_script::{DECIDE_SCRIPT, script_arguments, script_key};
 use gatehouse_core::platform::{CounterRequest, Counters};
 use gatehouse_core::{Error, ErrorKind, ErrorSource};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Script, ServerErrorKind, Value};
+
+use batch::{Claim, Entry, Lane, Outcome, ReplyError};
 
 pub use tiered::{StoreCall, TieredStore};
 
@@ -114,10 +115,18 @@ impl Counters for NativeCounters {
     }
 }
 
-/// One Redis store: a fixed pool of multiplexed connections.
+/// One Redis store: a fixed pool of multiplexed connections, each with a lane that
+/// batches the decisions queued on it (see [`batch`]).
 pub struct RedisStore {
+    shared: Arc<RedisShared>,
+}
+
+/// The parts of a store that the tasks sending batches share.
+pub(crate) struct RedisShared {
     name: String,
     connections: Connections,
+    /// One per connection slot, with the same index.
+    lanes: Vec<Lane>,
     script: Script,
     log: ErrorLog,
 }
@@ -127,8 +136,8 @@ impl fmt::Debug for RedisStore {
     // never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("name", &self.name)
-            .field("connections", &self.connections.slots.len())
+            .field("name", &self.shared.name)
+            .field("connections", &self.shared.connections.slots.len())
             .finish_non_exhaustive()
     }
 }
@@ -223,7 +232,12 @@ impl Connections {
 
     /// Returns the next slot, round robin.
     pub(crate) fn slot(&self) -> &Slot {
-        &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()]
+        &self.slots[self.next_index()]
+    }
+
+    /// Returns the index of the next slot, round robin.
+    pub(crate) fn next_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
     }
 
     /// Returns the connection of `slot`, opening it first if needed.
@@ -257,65 +271,139 @@ impl RedisStore {
         config: &RedisStoreConfig,
         errors: StoreErrorMetrics,
     ) -> Result<Self, String> {
+        let connections = Connections::new(name, config)?;
+        let lanes = connections.slots.iter().map(|_| Lane::default()).collect();
         Ok(Self {
-            name: name.to_owned(),
-            connections: Connections::new(name, config)?,
-            script: Script::new(DECIDE_SCRIPT),
-            log: ErrorLog::new(
-                name,
-                config.error_log_interval.get(),
-                errors,
-                "rate-limit store failed; policies apply on_store_error",
-            ),
+            shared: Arc::new(RedisShared {
+                name: name.to_owned(),
+                connections,
+                lanes,
+                script: Script::new(DECIDE_SCRIPT),
+                log: ErrorLog::new(
+                    name,
+                    config.error_log_interval.get(),
+                    errors,
+                    "rate-limit store failed; policies apply on_store_error",
+                ),
+            }),
         })
     }
 }
 
 impl StoreCall for RedisStore {
-    /// Runs the script once, within `request.timeout`, connecting first if needed.
+    /// Runs the script for `request` within `request.timeout`: at once when its
+    /// connection has no call in flight, else in the next batch on that connection.
     async fn call(&self, request: &CounterRequest<'_>) -> Result<Decision, Error> {
-        let slot = self.connections.slot();
-        let outcome = tokio::time::timeout(request.timeout, async {
-            let mut connection = self
-                .connections
-                .connection(slot)
-                .await
-                .map_err(|error| (Failure::Connection, error))?;
-            let mut invocation = self.script.key(script_key(request.key, request.limit));
-            for argument in script_arguments(request.limit, request.cost) {
-                match argument {
-                    ScriptArgument::Text(text) => invocation.arg(text),
-                    ScriptArgument::Integer(number) => invocation.arg(number),
-                };
+        let shared = &self.shared;
+        let entry = Entry {
+            key: script_key(request.key, request.limit),
+            arguments: script_arguments(request.limit, request.cost),
+        };
+        let index = shared.connections.next_index();
+        let deadline = tokio::time::Instant::now() + request.timeout;
+        let outcome = match batch::claim(shared, index, entry, deadline) {
+            Claim::Send(busy, entry) => {
+                let outcome =
+                    tokio::time::timeout_at(deadline, shared.evaluate(index, &[entry])).await;
+                // Hands the lane to what queued meanwhile, before this caller goes on.
+                drop(busy);
+                match outcome {
+                    Ok(mut outcomes) => outcomes.pop(),
+                    Err(_) => None,
+                }
             }
-            let reply: Vec<i64> = invocation
-                .invoke_async(&mut connection)
-                .await
-                .map_err(|error| (Failure::classify(&error, slot, Failure::Script), error))?;
-            Ok(reply)
-        })
-        .await;
-        let reply = match outcome {
-            Ok(Ok(reply)) => reply,
-            Ok(Err((failure, error))) => {
-                self.log.record(failure, Some(&error));
-                return Err(unavailable(format!("store {:?}: {error}", self.name)));
-            }
-            Err(_) => {
-                self.log.record(Failure::Timeout, None);
-                return Err(unavailable(format!(
+            Claim::Queued(receiver) => match tokio::time::timeout_at(deadline, receiver).await {
+                Ok(Ok(outcome)) => Some(outcome),
+                Ok(Err(_)) => Some(Err(format!(
+                    "store {:?}: the decision was dropped unsent because the runtime \
+                     is shutting down",
+                    shared.name
+                ))),
+                Err(_) => None,
+            },
+        };
+        match outcome {
+            Some(outcome) => outcome.map_err(unavailable),
+            None => {
+                shared.log.record(Failure::Timeout, None);
+                Err(unavailable(format!(
                     "store {:?} did not answer within {:?}",
-                    self.name, request.timeout
-                )));
+                    shared.name, request.timeout
+                )))
+            }
+        }
+    }
+}
+
+impl RedisShared {
+    /// Runs the script once for `entries` on the connection of slot `index`, and
+    /// returns one outcome per entry. Failures are recorded here.
+    async fn evaluate(&self, index: usize, entries: &[Entry]) -> Vec<Outcome> {
+        let reply = match self.send(index, entries).await {
+            Ok(reply) => reply,
+            Err((failure, error)) => {
+                return entries
+                    .iter()
+                    .map(|_| {
+                        self.log.record(failure, Some(&error));
+                        Err(format!("store {:?}: {error}", self.name))
+                    })
+                    .collect();
             }
         };
-        decision_from_reply(&reply).ok_or_else(|| {
-            self.log.record(Failure::Script, None);
-            unavailable(format!(
-                "store {:?} returned an unexpected reply",
-                self.name
-            ))
-        })
+        batch::read_reply(reply, entries.len())
+            .into_iter()
+            .map(|result| match result {
+                Ok(decision) => Ok(decision),
+                Err(ReplyError::Server(error)) => {
+                    self.log.record(Failure::Script, Some(&error));
+                    Err(format!("store {:?}: {error}", self.name))
+                }
+                Err(ReplyError::Shape) => {
+                    self.log.record(Failure::Script, None);
+                    Err(format!(
+                        "store {:?} returned an unexpected reply",
+                        self.name
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    /// Sends the script call of `entries`, connecting first if needed, and loads the
+    /// script when the server replies `NOSCRIPT`. A server error is left in the reply,
+    /// because with one entry it is that decision's error.
+    async fn send(
+        &self,
+        index: usize,
+        entries: &[Entry],
+    ) -> Result<Value, (Failure, redis::RedisError)> {
+        let slot = &self.connections.slots[index];
+        let classify =
+            |error: redis::RedisError| (Failure::classify(&error, slot, Failure::Command), error);
+        let mut connection = self
+            .connections
+            .connection(slot)
+            .await
+            .map_err(|error| (Failure::Connection, error))?;
+        let command = batch::script_call(self.script.get_hash(), entries);
+        let reply = connection
+            .send_packed_command(&command)
+            .await
+            .map_err(classify)?;
+        match reply {
+            Value::ServerError(error) if error.kind() == Some(ServerErrorKind::NoScript) => {
+                self.script
+                    .load_async(&mut connection)
+                    .await
+                    .map_err(classify)?;
+                connection
+                    .send_packed_command(&command)
+                    .await
+                    .map_err(classify)
+            }
+            reply => Ok(reply),
+        }
     }
 }
 

@@ -220,7 +220,11 @@ fn compile_call(
     }
 
     let upstream = upstream?;
-    let defaults = route.timeouts.unwrap_or(upstreams[upstream].1.timeouts);
+    let defaults = route
+        .timeouts
+        .as_deref()
+        .copied()
+        .unwrap_or(upstreams[upstream].1.timeouts);
     Some(CompiledCall {
         name: call.name.clone(),
         upstream,
