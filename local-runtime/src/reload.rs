@@ -264,7 +264,7 @@ impl Reloader {
             }),
         };
         // Parsing freed most of the memory it took, whether or not the config was
-        // valid, and glibc keeps such memory unless asked to return it.
+        // valid, and the allocator keeps such memory for seconds unless asked to return it.
         crate::memory::release_freed_memory();
         match &result {
             Ok(summary) => {
