@@ -1067,6 +1067,7 @@ mod tests {
             "{invalid:?}"
         );
     }
+
     #[test]
     fn routes_with_same_policy_names_share_set() {
         let text = r#"
