@@ -71,6 +71,20 @@ CONF
   wait_port "$2"
 }
 
+# Prints a gatehouse config with the bench listener on GATEHOUSE_PORT and the upstream
+# "backend" on UPSTREAM_PORT, followed by the TOML in the first argument.
+gatehouse_config() { # extra TOML after the listener and upstreams
+  cat <<CONF
+[[listeners]]
+name = "bench"
+address = "127.0.0.1:$GATEHOUSE_PORT"
+
+[upstreams.backend]
+endpoints = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
+$1
+CONF
+}
+
 # Sums user and system CPU seconds of a process and its threads.
 cpu_seconds() {
   awk -v ticks="$(getconf CLK_TCK)" '{ print ($14 + $15) / ticks }' "/proc/$1/stat"

@@ -25,20 +25,12 @@ source "$root/benches/load/common.sh"
 start_upstream $LOAD_CPU $UPSTREAM_PORT
 
 {
-  cat <<CONF
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$GATEHOUSE_PORT"
-
-[upstreams.backend]
-endpoints = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
-
+  gatehouse_config '
 [policies.per-client.rate_limit]
 algorithm = "gcra"
 limit = 100
 period = "1h"
-key = [{ header = "x-client" }]
-CONF
+key = [{ header = "x-client" }]'
   for i in $(seq 0 $((ROUTES - 1))); do
     printf '\n[[routes]]\nmatch.path = "/r/%d"\nupstream = "backend"\npolicies = ["per-client"]\n' "$i"
   done

@@ -70,17 +70,9 @@ backend backend
   server upstream 127.0.0.1:$UPSTREAM_PORT
 CONF
 
-cat >"$work/gatehouse.toml" <<CONF
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$GATEHOUSE_PORT"
-
-[upstreams.backend]
-endpoints = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
-
+gatehouse_config '
 [[routes]]
-upstream = "backend"
-CONF
+upstream = "backend"' >"$work/gatehouse.toml"
 
 start_upstream $LOAD_CPU $UPSTREAM_PORT
 

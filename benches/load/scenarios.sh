@@ -46,18 +46,6 @@ PY
 
 last_route="/r/$((ROUTES - 1))"
 
-gatehouse_config() { # extra TOML after the listener and upstreams
-  cat <<CONF
-[[listeners]]
-name = "bench"
-address = "127.0.0.1:$GATEHOUSE_PORT"
-
-[upstreams.backend]
-endpoints = [{ address = "127.0.0.1:$UPSTREAM_PORT" }]
-$1
-CONF
-}
-
 # Runs gatehouse on CPU 1 with the config in $work/NAME.toml.
 run_gatehouse() { # name
   RUST_LOG="warn" start $PROXY_CPU "$gatehouse_bin" run --workers 1 --config "$work/$1.toml"
