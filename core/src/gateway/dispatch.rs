@@ -183,7 +183,13 @@ pub(crate) async fn send<P: Platform>(
             connect_timeout: timeouts.connect.get(),
             try_timeout: per_try,
         };
-        let deadline = per_try.min(remaining);
+        // The timer runs for what is left, but the error names the limit the client or
+        // the route set, not the remainder after the time spent queueing.
+        let (deadline, limit) = if per_try <= remaining {
+            (per_try, per_try)
+        } else {
+            (remaining, total)
+        };
         let mut attempt = attempt;
         let span_id = trace::new_span_id(&mut || platform.random_u64());
         let attempt_started_ms = clock.unix_millis();
@@ -191,7 +197,7 @@ pub(crate) async fn send<P: Platform>(
             record.context.apply(attempt.headers_mut(), span_id);
         }
 
-        let result = send_with_deadline(platform, attempt, &target, deadline).await;
+        let result = send_with_deadline(platform, attempt, &target, deadline, limit).await;
         let finished_at = clock.monotonic();
         let latency = finished_at.saturating_sub(now);
         claim.finish(latency, finished_at);
@@ -534,6 +540,7 @@ async fn send_with_deadline<P: Platform>(
     request: Request<P::Body>,
     target: &UpstreamTarget<'_>,
     deadline: Duration,
+    limit: Duration,
 ) -> Result<Response<P::Body>, Error> {
     let send = pin!(platform.upstream().send(request, target));
     let timer = pin!(platform.clock().sleep(deadline));
@@ -542,7 +549,7 @@ async fn send_with_deadline<P: Platform>(
         Either::Right(((), _)) => Err(Error::gateway_timeout(format!(
             "upstream {:?} did not respond within {} ms",
             target.upstream,
-            deadline.as_millis()
+            limit.as_millis()
         ))),
     }
 }
