@@ -572,7 +572,7 @@ async fn file_watch_reloads_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_503_while_draining() {
     bounded(async {
-        let (slow, mut arrived) = slow_upstream(Duration::from_secs(3)).await;
+        let (slow, mut arrived, gate) = held_upstream().await;
         let config = config_with_admin(&format!(
             r#"
 [upstreams.slow]
@@ -598,8 +598,9 @@ upstream = "slow"
         gatehouse.terminate();
 
         let admin_client = http1_client();
+        // The upstream responds only after the gate opens, so the drain lasts until then.
         let mut draining = false;
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let (parts, _) = admin_get(&admin_client, admin, "/readyz").await;
             if parts.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -612,9 +613,10 @@ upstream = "slow"
         let (health, _) = admin_get(&admin_client, admin, "/healthz").await;
         assert_eq!(health.status, StatusCode::OK);
 
+        gate.release();
         let (parts, body) = in_flight.await.expect("client task finished");
         assert_eq!(parts.status, StatusCode::OK);
-        assert_eq!(body, "slow");
+        assert_eq!(body, "held");
         let status = gatehouse.wait_for_exit(Duration::from_secs(10));
         assert_eq!(status.and_then(|status| status.code()), Some(0));
     })

@@ -287,7 +287,7 @@ async fn access_log_has_one_line_per_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_inflight_request() {
     bounded(async {
-        let (address, mut requests) = slow_upstream(Duration::from_millis(700)).await;
+        let (address, mut requests, gate) = held_upstream().await;
         let mut gateway = Gatehouse::start(&config_for(&address.to_string(), ""));
 
         let client = http1_client();
@@ -303,9 +303,22 @@ async fn sigterm_finishes_inflight_request() {
             .expect("upstream received the request");
         gateway.terminate();
 
+        // The upstream delays its response until the gateway has logged the signal.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !gateway.stderr().contains("received SIGTERM") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no SIGTERM logged; stderr:\n{}",
+                gateway.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!in_flight.is_finished(), "answered before the upstream");
+        gate.release();
+
         let (head, body) = in_flight.await.expect("request task");
         assert_eq!(head.status, StatusCode::OK);
-        assert_eq!(&body[..], b"slow");
+        assert_eq!(&body[..], b"held");
 
         let status = tokio::task::spawn_blocking(move || {
             let status = gateway.wait_for_exit(Duration::from_secs(10));
@@ -332,15 +345,18 @@ async fn sigterm_drains_on_one_thread() {
     drain_under_load(&["--workers", "1"]).await;
 }
 
-/// Sends requests on separate connections to a slow upstream, sends SIGTERM once all
-/// of them are in flight and checks that each one is answered and logged, that new
-/// connections are refused at once and that the process exits 0.
+/// Sends requests on separate connections to an upstream that delays its responses,
+/// sends SIGTERM once all of them are in flight and checks that new connections are
+/// refused while they run, that each one gets its response and is logged once the
+/// upstream releases them, and that the process exits 0.
 async fn drain_under_load(args: &[&str]) {
     const IN_FLIGHT: usize = 50;
-    const UPSTREAM_DELAY: Duration = Duration::from_millis(2_000);
+    // How long the listener may take to close after SIGTERM. The upstream delays every
+    // response until the check is over, so this bound does not race the responses.
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
     bounded(async {
-        let (address, mut requests) = slow_upstream(UPSTREAM_DELAY).await;
+        let (address, mut requests, gate) = held_upstream().await;
         let mut gateway =
             Gatehouse::start_with_files(&config_for(&address.to_string(), ""), &[], args);
         let listener = gateway.address;
@@ -363,9 +379,9 @@ async fn drain_under_load(args: &[&str]) {
         let signalled = std::time::Instant::now();
         gateway.terminate();
 
-        // The listener closes at once, while the requests are still running.
+        // The listener closes while the requests are still running.
         let mut refused = false;
-        while signalled.elapsed() < UPSTREAM_DELAY / 2 {
+        while signalled.elapsed() < CLOSE_TIMEOUT {
             if tokio::net::TcpStream::connect(listener).await.is_err() {
                 refused = true;
                 break;
@@ -378,14 +394,15 @@ async fn drain_under_load(args: &[&str]) {
             "a request finished before the upstream answered"
         );
 
+        gate.release();
         for task in in_flight {
             let (head, body) = task.await.expect("request task");
             assert_eq!(head.status, StatusCode::OK);
-            assert_eq!(&body[..], b"slow");
+            assert_eq!(&body[..], b"held");
         }
 
         let (status, stderr) = tokio::task::spawn_blocking(move || {
-            // The drain timeout is 30 s; the requests need about 2 s of it.
+            // The drain timeout is 30 s, and every request already has its response.
             let status = gateway.wait_for_exit(Duration::from_secs(10));
             (status, gateway.stderr())
         })

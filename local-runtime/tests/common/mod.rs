@@ -336,6 +336,53 @@ pub async fn slow_upstream(delay: Duration) -> (SocketAddr, async_mpsc::Unbounde
     (address, receiver)
 }
 
+/// Releases the requests that a [`held_upstream`] delays.
+pub struct UpstreamGate {
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl UpstreamGate {
+    /// Lets every delayed request, and every later one, get its response at once.
+    pub fn release(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// Starts an upstream that reports each request on the returned channel and delays
+/// its 200 response (body `held`) until the gate is released. Unlike
+/// [`slow_upstream`], how long a request stays in flight does not depend on how fast
+/// the machine is.
+pub async fn held_upstream() -> (SocketAddr, async_mpsc::UnboundedReceiver<()>, UpstreamGate) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("local address");
+    let (sender, receiver) = async_mpsc::unbounded_channel();
+    let (open, opened) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sender = sender.clone();
+            let opened = opened.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_request: Request<Incoming>| {
+                    let sender = sender.clone();
+                    let mut opened = opened.clone();
+                    async move {
+                        let _ = sender.send(());
+                        // An error means the gate was dropped, which ends the test.
+                        let _ = opened.wait_for(|open| *open).await;
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"held"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (address, receiver, UpstreamGate { open })
+}
+
 /// Starts an upstream that accepts each connection and closes it at once.
 pub async fn closing_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
