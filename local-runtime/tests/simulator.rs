@@ -146,7 +146,8 @@ async fn locations_keep_own_cache_and_zone() {
 async fn key_value_write_reaches_other_location_after_delay() {
     bounded(async {
         let upstream = demo_upstream().await;
-        let propagation = Duration::from_secs(2);
+        // Long enough that the first reads below fit in it on a loaded machine.
+        let propagation = Duration::from_secs(5);
         let config = format!(
             r#"
             [[listeners]]
@@ -202,7 +203,7 @@ async fn key_value_write_reaches_other_location_after_delay() {
         assert_eq!(in_writer, StatusCode::OK);
         assert_eq!(elsewhere_before, StatusCode::UNAUTHORIZED);
 
-        tokio::time::sleep(propagation + Duration::from_millis(300)).await;
+        tokio::time::sleep_until((written + propagation + Duration::from_millis(300)).into()).await;
         let (elsewhere_after, _) = get(sin, "/", &[("x-api-key", key)]).await;
         assert_eq!(elsewhere_after, StatusCode::OK);
 

@@ -75,8 +75,12 @@ impl SharedKeyValue {
 
     /// Reads `key` as location `reader` reads it now.
     pub fn read(&self, reader: usize, key: &str) -> Result<Read, Error> {
+        self.read_at(reader, key, Instant::now())
+    }
+
+    /// Reads `key` as location `reader` reads it at `now`.
+    fn read_at(&self, reader: usize, key: &str, now: Instant) -> Result<Read, Error> {
         check_key(key)?;
-        let now = Instant::now();
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(versions) = entries.get(key) else {
             return Ok(Read {
@@ -106,6 +110,19 @@ impl SharedKeyValue {
         value: Option<Bytes>,
         ttl: Option<Duration>,
     ) -> Result<(), Error> {
+        self.write_at(writer, key, value, ttl, Instant::now())
+    }
+
+    /// Writes `value` (or a delete, with `None`) to `key` from location `writer` at
+    /// `now`.
+    fn write_at(
+        &self,
+        writer: usize,
+        key: &str,
+        value: Option<Bytes>,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Result<(), Error> {
         check_key(key)?;
 
         if let Some(value) = &value
@@ -118,7 +135,6 @@ impl SharedKeyValue {
             )));
         }
 
-        let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if !entries.contains_key(key) && entries.len() >= self.max_keys {
             self.drop_settled_deletes(&mut entries, now);
@@ -326,14 +342,18 @@ mod tests {
     #[test]
     fn write_is_hidden_elsewhere_until_propagated() {
         let store = SharedKeyValue::new(Duration::from_millis(500), 10);
+        let written = Instant::now();
         store
-            .write(0, "k", Some(Bytes::from_static(b"v")), None)
+            .write_at(0, "k", Some(Bytes::from_static(b"v")), None, written)
             .unwrap();
-        let before = store.read(1, "k").unwrap();
+        let before = store
+            .read_at(1, "k", written + Duration::from_millis(499))
+            .unwrap();
         assert_eq!(before.value, None);
         assert!(before.stale);
-        std::thread::sleep(Duration::from_millis(600));
-        let after = store.read(1, "k").unwrap();
+        let after = store
+            .read_at(1, "k", written + Duration::from_millis(500))
+            .unwrap();
         assert_eq!(after.value.as_deref(), Some(&b"v"[..]));
         assert!(!after.stale);
     }
