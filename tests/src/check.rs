@@ -184,6 +184,18 @@ fn check_response(expect: &Expect, exchange: &Exchange, echo: &Echo) -> Vec<Stri
         |name| combined(&exchange.headers, name),
         &mut differences,
     );
+    for (name, pattern) in &expect.header_patterns {
+        let actual_value = combined(&exchange.headers, name);
+        if !actual_value
+            .as_deref()
+            .is_some_and(|value| matches_pattern(pattern, value))
+        {
+            differences.push(format!(
+                "response header {name}: expected {pattern:?}, actual {}",
+                describe(actual_value.as_deref())
+            ));
+        }
+    }
     if let Some(expected) = &expect.problem_type {
         differences.extend(check_problem(expected, exchange));
     }
@@ -363,6 +375,35 @@ fn check_headers(
     }
 }
 
+/// Returns whether `value` matches `pattern`, in which each `{MIN..MAX}` matches a
+/// whole number from MIN to MAX inclusive and all other text matches itself. A `{`
+/// that does not start such a range is literal text.
+fn matches_pattern(pattern: &str, value: &str) -> bool {
+    let Some(start) = pattern.find('{') else {
+        return pattern == value;
+    };
+    let (literal, rest) = pattern.split_at(start);
+    let Some(value) = value.strip_prefix(literal) else {
+        return false;
+    };
+    let range = rest[1..].split_once('}').and_then(|(range, after)| {
+        let (min, max) = range.split_once("..")?;
+        Some((min.parse::<u64>().ok()?, max.parse::<u64>().ok()?, after))
+    });
+    let Some((min, max, pattern_after)) = range else {
+        // Not a range: the brace is literal text.
+        return value
+            .strip_prefix('{')
+            .is_some_and(|value| matches_pattern(&rest[1..], value));
+    };
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, value_after) = value.split_at(digits);
+    number
+        .parse::<u64>()
+        .is_ok_and(|number| (min..=max).contains(&number))
+        && matches_pattern(pattern_after, value_after)
+}
+
 fn check_problem(expected: &str, exchange: &Exchange) -> Vec<String> {
     let problem_type = serde_json::from_slice::<Value>(&exchange.body)
         .ok()
@@ -523,6 +564,53 @@ mod tests {
             differences[1].contains(r#"expected "ada", actual "bob""#),
             "{differences:?}"
         );
+    }
+
+    #[test]
+    fn header_pattern_ranges_inclusive() {
+        let pattern = r#""client";r=0;t={55..60}"#;
+        for value in [r#""client";r=0;t=55"#, r#""client";r=0;t=60"#] {
+            assert!(matches_pattern(pattern, value), "{value}");
+        }
+        for value in [
+            r#""client";r=0;t=54"#,
+            r#""client";r=0;t=61"#,
+            r#""client";r=1;t=58"#,
+            r#""client";r=0;t="#,
+            r#""client";r=0;t=58;x"#,
+        ] {
+            assert!(!matches_pattern(pattern, value), "{value}");
+        }
+        assert!(matches_pattern("{0..1}", "0"));
+        assert!(!matches_pattern("{0..1}", "two"));
+        assert!(matches_pattern("a{b}", "a{b}"));
+        assert!(!matches_pattern("a{b}", "a{c}"));
+    }
+
+    #[test]
+    fn header_pattern_difference_reported() {
+        let expect = Expect {
+            header_patterns: BTreeMap::from([("age".to_owned(), "{2..5}".to_owned())]),
+            ..Expect::default()
+        };
+        let with_age = |age: &str| {
+            let mut response = exchange(200, "");
+            response
+                .headers
+                .insert("age", age.parse().expect("header value"));
+            Ok(response)
+        };
+        let differences = check_step(&expect, &[with_age("3")]);
+        assert_eq!(differences, Vec::<String>::new());
+        let differences = check_step(&expect, &[with_age("6")]);
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(
+            differences[0].contains(r#"expected "{2..5}", actual "6""#),
+            "{differences:?}"
+        );
+        let differences = check_step(&expect, &[Ok(exchange(200, ""))]);
+        assert_eq!(differences.len(), 1, "{differences:?}");
+        assert!(differences[0].ends_with("actual absent"), "{differences:?}");
     }
 
     #[test]

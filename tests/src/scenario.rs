@@ -344,6 +344,12 @@ pub struct Expect {
     /// Response headers whose value must have a format, for generated values.
     #[serde(default)]
     pub header_formats: BTreeMap<String, ValueFormat>,
+    /// Response header values in which each `{MIN..MAX}` matches a whole number from
+    /// MIN to MAX inclusive and all other text must match exactly, such as
+    /// `'"per-client";r=0;t={55..60}'`. For numbers that count real seconds, such as
+    /// `age` or `retry-after`, which a loaded machine can move off an exact value.
+    #[serde(default)]
+    pub header_patterns: BTreeMap<String, String>,
     /// The `type` of an `application/problem+json` body.
     pub problem_type: Option<String>,
     /// Text that the `detail` of an `application/problem+json` body must contain.
