@@ -159,12 +159,15 @@ async fn upstreams_on_one_port(hosts: &[(u8, &'static str)]) -> u16 {
     panic!("no port free on every loopback address");
 }
 
-/// Traffic from several connections at once, counting responses by upstream name.
+/// Traffic from several connections at once, recording which upstream served each
+/// response and when its request started.
 struct Load {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
     failures: Arc<Mutex<Vec<String>>>,
-    served_by: Arc<Mutex<BTreeMap<String, u64>>>,
+    served: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// When the load started, before any of its requests.
+    created: Instant,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -175,21 +178,23 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
-        let served_by = Arc::new(Mutex::new(BTreeMap::new()));
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let created = Instant::now();
         let deadline = Instant::now() + max_time;
         let workers = (0..connections)
             .map(|_| {
-                let (stop, sent, failures, served_by, url) = (
+                let (stop, sent, failures, served, url) = (
                     Arc::clone(&stop),
                     Arc::clone(&sent),
                     Arc::clone(&failures),
-                    Arc::clone(&served_by),
+                    Arc::clone(&served),
                     url.clone(),
                 );
                 tokio::spawn(async move {
                     // One client per worker, so each keeps its own connection.
                     let client = http1_client();
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        let started = Instant::now();
                         let outcome = match client.request(get(url.clone())).await {
                             Ok(response) => {
                                 let status = response.status();
@@ -207,9 +212,7 @@ impl Load {
                         };
                         sent.fetch_add(1, Ordering::Relaxed);
                         match outcome {
-                            Ok(name) => {
-                                *served_by.lock().unwrap().entry(name).or_default() += 1;
-                            }
+                            Ok(name) => served.lock().unwrap().push((started, name)),
                             Err(failure) => failures.lock().unwrap().push(failure),
                         }
                     }
@@ -220,22 +223,43 @@ impl Load {
             stop,
             sent,
             failures,
-            served_by,
+            served,
+            created,
             workers,
         }
     }
 
-    /// Returns the responses per upstream since the last call, and clears them.
-    fn take_served(&self) -> BTreeMap<String, u64> {
-        std::mem::take(&mut *self.served_by.lock().unwrap())
+    /// Returns the responses per upstream to requests that started at `cutoff` or
+    /// later, received since the last call, and clears every response.
+    fn take_served_since(&self, cutoff: Instant) -> BTreeMap<String, u64> {
+        let served = std::mem::take(&mut *self.served.lock().unwrap());
+        let mut counts = BTreeMap::new();
+        for (started, name) in served {
+            if started >= cutoff {
+                *counts.entry(name).or_default() += 1;
+            }
+        }
+        counts
     }
 
     /// Waits until responses came from every upstream of `names`, within `timeout`.
     async fn wait_for(&self, names: &[&str], timeout: Duration) -> BTreeMap<String, u64> {
+        self.wait_for_since(self.created, names, timeout).await
+    }
+
+    /// Waits until responses to requests that started at `cutoff` or later came from
+    /// every upstream of `names`, within `timeout`. Once the gateway has applied a new
+    /// endpoint set, such requests can only reach that set, however slow the machine.
+    async fn wait_for_since(
+        &self,
+        cutoff: Instant,
+        names: &[&str],
+        timeout: Duration,
+    ) -> BTreeMap<String, u64> {
         let deadline = Instant::now() + timeout;
         let mut seen = BTreeMap::new();
         loop {
-            for (name, count) in self.take_served() {
+            for (name, count) in self.take_served_since(cutoff) {
                 *seen.entry(name).or_default() += count;
             }
             if names.iter().all(|name| seen.contains_key(*name)) || Instant::now() > deadline {
@@ -353,7 +377,7 @@ async fn dns_records_change_under_load() {
         assert!(seen.contains_key("b"), "first set never served: {seen:?}");
         let _ = load.finish().await;
 
-        let load = Load::start(gatehouse.url("/"), CONNECTIONS, Duration::from_secs(30));
+        let load = Load::start(gatehouse.url("/"), CONNECTIONS, Duration::from_secs(60));
         let seen = load.wait_for(&["b"], Duration::from_secs(5)).await;
         assert!(seen.contains_key("b"), "{seen:?}");
 
@@ -368,12 +392,12 @@ async fn dns_records_change_under_load() {
             seen.contains_key("c") && seen.contains_key("d"),
             "new records never served: {seen:?}"
         );
-        // Requests that started before the change may still finish on b; after a
-        // settling pause, none reach it.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        load.take_served();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let after_change = load.take_served();
+        // Requests that started before the change may still finish on b, but none
+        // that started after c and d were both served can reach it.
+        let changed = Instant::now();
+        let after_change = load
+            .wait_for_since(changed, &["c", "d"], Duration::from_secs(10))
+            .await;
         assert!(!after_change.contains_key("b"), "{after_change:?}");
         assert!(!after_change.is_empty(), "no traffic after the change");
 
@@ -390,9 +414,10 @@ async fn dns_records_change_under_load() {
         )
         .await;
         assert!(failures > failures_before, "{failures}");
-        load.take_served();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let served = load.take_served();
+        let failed = Instant::now();
+        let served = load
+            .wait_for_since(failed, &["c", "d"], Duration::from_secs(10))
+            .await;
         assert!(
             served.contains_key("c") && served.contains_key("d") && !served.contains_key("b"),
             "{served:?}"
@@ -408,9 +433,10 @@ async fn dns_records_change_under_load() {
             Duration::from_secs(10),
         )
         .await;
-        load.take_served();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let served = load.take_served();
+        let stopped = Instant::now();
+        let served = load
+            .wait_for_since(stopped, &["c", "d"], Duration::from_secs(10))
+            .await;
         assert!(
             served.contains_key("c") && served.contains_key("d"),
             "{served:?}"
@@ -556,7 +582,7 @@ async fn endpoint_file_rewritten_under_load() {
         // Requests before the file appeared may have failed; only this load counts.
         let _ = failed;
 
-        let load = Load::start(gatehouse.url("/"), CONNECTIONS, Duration::from_secs(30));
+        let load = Load::start(gatehouse.url("/"), CONNECTIONS, Duration::from_secs(60));
         let seen = load.wait_for(&["old"], Duration::from_secs(5)).await;
         assert!(seen.contains_key("old"), "{seen:?}");
         // Written to a temporary name and renamed, as deployment tools do, so the
@@ -571,10 +597,11 @@ async fn endpoint_file_rewritten_under_load() {
             seen.contains_key("new-a") && seen.contains_key("new-b"),
             "{seen:?}"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        load.take_served();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let served = load.take_served();
+        // Only requests that started before both new endpoints served may reach old.
+        let changed = Instant::now();
+        let served = load
+            .wait_for_since(changed, &["new-a", "new-b"], Duration::from_secs(10))
+            .await;
         assert!(
             !served.contains_key("old") && !served.is_empty(),
             "{served:?}"
@@ -614,9 +641,10 @@ async fn endpoint_file_rewritten_under_load() {
             .map(|endpoint| endpoint["address"].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(addresses, [new_a.to_string(), new_b.to_string()]);
-        load.take_served();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let served = load.take_served();
+        let reloaded_at = Instant::now();
+        let served = load
+            .wait_for_since(reloaded_at, &["new-a", "new-b"], Duration::from_secs(10))
+            .await;
         assert!(
             served.contains_key("new-a") && served.contains_key("new-b"),
             "{served:?}"
