@@ -410,7 +410,7 @@ zone = "zone-a"
 balancer = "least_outstanding"
 endpoints = [{}]
 outlier = {{ panic_threshold_percent = 50 }}
-health_check = {{ path = "/healthz", interval = "100ms", timeout = "1s", healthy_threshold = 1, unhealthy_threshold = 1 }}
+health_check = {{ path = "/healthz", interval = "100ms", timeout = "5s", healthy_threshold = 1, unhealthy_threshold = 1 }}
 
 [[routes]]
 upstream = "zoned"
