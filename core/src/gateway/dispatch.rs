@@ -157,8 +157,11 @@ pub(crate) async fn send<P: Platform>(
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0;
     let (mut claim, mut permit) = pick(&tried, started)?;
+    // The first attempt starts when the slot was taken; later ones read the clock.
+    let mut attempt_start = Some(started);
+    let mut last_finished = started;
     let result = loop {
-        let now = clock.monotonic();
+        let now = attempt_start.take().unwrap_or_else(|| clock.monotonic());
         let index = claim.index();
         let endpoint = &upstream.endpoints[index];
         access.endpoint = Some(endpoint.authority.clone());
@@ -192,13 +195,18 @@ pub(crate) async fn send<P: Platform>(
         };
         let mut attempt = attempt;
         let span_id = trace::new_span_id(&mut || platform.random_u64());
-        let attempt_started_ms = clock.unix_millis();
-        if let Some(record) = &access.trace {
-            record.context.apply(attempt.headers_mut(), span_id);
-        }
+        // Wall-clock time is read only for a traced request's span.
+        let attempt_started_ms = match &access.trace {
+            Some(record) => {
+                record.context.apply(attempt.headers_mut(), span_id);
+                clock.unix_millis()
+            }
+            None => 0,
+        };
 
         let result = send_with_deadline(platform, attempt, &target, deadline, limit).await;
         let finished_at = clock.monotonic();
+        last_finished = finished_at;
         let latency = finished_at.saturating_sub(now);
         claim.finish(latency, finished_at);
         access.upstream_micros = Some(latency.as_micros() as u64);
@@ -251,7 +259,7 @@ pub(crate) async fn send<P: Platform>(
         (claim, permit) = next;
         clock.sleep(wait).await;
     };
-    let finished_at = clock.monotonic();
+    let finished_at = last_finished;
     match outcome_of(&result) {
         Some(outcome) => {
             if let Some(state) = upstream
@@ -612,7 +620,7 @@ pub(crate) fn upstream_request<B>(
     if server.forwarded {
         forward::set_forwarded(headers, outgoing.downstream);
     }
-    forward::append_via(headers, outgoing.downstream.version, &server.via);
+    server.via.append(headers, outgoing.downstream.version);
     if let Ok(value) = HeaderValue::from_str(outgoing.request_id) {
         headers.insert(server.request_id_header.clone(), value);
     }
@@ -624,7 +632,7 @@ fn prepare_response<B>(gateway: &Gateway, response: &mut Response<B>, route: &Co
     let version = response.version();
     let headers = response.headers_mut();
     forward::remove_hop_by_hop(headers, false);
-    forward::append_via(headers, version, &server.via);
+    server.via.append(headers, version);
     for changes in &route.policies.response_changes {
         changes.apply(headers);
     }
