@@ -573,17 +573,25 @@ pub(crate) fn upstream_request<B>(
     let server = &gateway.compiled.server;
     let (mut parts, body) = request.into_parts();
 
-    let mut query = parts.uri.query().map(str::to_owned);
-    for changes in &outgoing.route.policies.query_changes {
-        query = changes.apply(query.as_deref());
-    }
-    let target = match query {
-        Some(query) => format!("{}?{query}", outgoing.upstream_path),
-        None => outgoing.upstream_path.to_owned(),
+    let query_changes = &outgoing.route.policies.query_changes;
+    let unchanged = query_changes.is_empty() && parts.uri.path() == outgoing.upstream_path;
+    parts.uri = match parts.uri.path_and_query() {
+        // The common case keeps the client's target as parsed, with no copy.
+        Some(path_and_query) if unchanged => Uri::from(path_and_query.clone()),
+        _ => {
+            let mut query = parts.uri.query().map(str::to_owned);
+            for changes in query_changes {
+                query = changes.apply(query.as_deref());
+            }
+            let target = match query {
+                Some(query) => format!("{}?{query}", outgoing.upstream_path),
+                None => outgoing.upstream_path.to_owned(),
+            };
+            Uri::try_from(target).map_err(|error| {
+                Error::bad_request("the rewritten request target is invalid").with_cause(error)
+            })?
+        }
     };
-    parts.uri = Uri::try_from(target).map_err(|error| {
-        Error::bad_request("the rewritten request target is invalid").with_cause(error)
-    })?;
     parts.version = match upstream.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
