@@ -90,7 +90,9 @@ impl Http1Pool {
         loop {
             let (mut sender, reused) = match self.checkout(address) {
                 Some(sender) => (sender, true),
-                None => (self.connect(address, connect_timeout).await?, false),
+                // Connecting is boxed: it is rare next to reuse, and its state would
+                // otherwise grow the future of every request.
+                None => (Box::pin(self.connect(address, connect_timeout)).await?, false),
             };
             if reused && sender.ready().await.is_err() {
                 continue;

@@ -76,13 +76,13 @@ pub(crate) async fn proxy<P: Platform>(
     let changes = &outgoing.route.policies.response_body_changes;
     if !changes.is_empty() {
         let (mut parts, body) = response.into_parts();
-        let body = transform::rewrite_json_body(
+        let body = Box::pin(transform::rewrite_json_body(
             platform,
             &mut parts.headers,
             body,
             changes,
             transform::BodyDirection::Response,
-        )
+        ))
         .await?;
         response = Response::from_parts(parts, body);
     }
@@ -130,7 +130,11 @@ pub(crate) async fn send<P: Platform>(
         .breaker
         .admit(started)
         .map_err(|rejection| upstream_rejected(upstream, rejection))?;
-    let _slot = take_slot(upstream, platform, total).await?;
+    // A free slot is taken without waiting; the wait is boxed, as it is rare.
+    let _slot = match upstream.limit.try_slot() {
+        Some(slot) => slot,
+        None => Box::pin(wait_for_slot(upstream, platform, total)).await?,
+    };
     let started = clock.monotonic();
     upstream.budget.deposit(started);
 
@@ -257,7 +261,7 @@ pub(crate) async fn send<P: Platform>(
             break result;
         };
         (claim, permit) = next;
-        clock.sleep(wait).await;
+        Box::pin(clock.sleep(wait)).await;
     };
     let finished_at = last_finished;
     match outcome_of(&result) {
@@ -309,16 +313,13 @@ fn check_grpc_protocol<B>(request: &Request<B>, upstream: &CompiledUpstream) -> 
     Ok(())
 }
 
-/// Takes one of the upstream's request slots, waiting for one within `max_wait`
-/// when `max_requests` are in flight and fewer than `max_pending` wait already.
-async fn take_slot<'u, P: Platform>(
+/// Waits within `max_wait` for one of the upstream's request slots, when
+/// `max_requests` are in flight and fewer than `max_pending` wait already.
+async fn wait_for_slot<'u, P: Platform>(
     upstream: &'u CompiledUpstream,
     platform: &P,
     max_wait: Duration,
 ) -> Result<Slot<'u>, Error> {
-    if let Some(slot) = upstream.limit.try_slot() {
-        return Ok(slot);
-    }
     let (max_requests, max_pending) = upstream.limit.limits();
     let Some((waiting, slot)) = upstream.limit.wait() else {
         return Err(Error::circuit_open(format!(
@@ -550,7 +551,9 @@ async fn send_with_deadline<P: Platform>(
     deadline: Duration,
     limit: Duration,
 ) -> Result<Response<P::Body>, Error> {
-    let send = pin!(platform.upstream().send(request, target));
+    // Boxed: the platform's exchange holds a request and its client's state, and
+    // inline it would be copied with every future that contains it.
+    let send = Box::pin(platform.upstream().send(request, target));
     let timer = pin!(platform.clock().sleep(deadline));
     match select(send, timer).await {
         Either::Left((result, _)) => result,
