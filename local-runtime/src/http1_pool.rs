@@ -92,7 +92,10 @@ impl Http1Pool {
                 Some(sender) => (sender, true),
                 // Connecting is boxed: it is rare next to reuse, and its state would
                 // otherwise grow the future of every request.
-                None => (Box::pin(self.connect(address, connect_timeout)).await?, false),
+                None => (
+                    Box::pin(self.connect(address, connect_timeout)).await?,
+                    false,
+                ),
             };
             if reused && sender.ready().await.is_err() {
                 continue;

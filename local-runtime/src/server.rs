@@ -469,6 +469,5 @@ mod tests {
             gateway.handle(request, &connection, &state.platform).await
         };
         assert_send(&future);
-        eprintln!("SIZE handle-core {}", std::mem::size_of_val(&future));
     }
 }

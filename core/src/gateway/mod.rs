@@ -636,14 +636,15 @@ impl Gateway {
         let dispatched = match &route.policies.cache {
             // An upgraded connection is never cached.
             Some(policy) if websocket_idle.is_none() => {
-                let outcome =
-                    Box::pin(cache::handle(self, policy, request, outgoing, platform, access))
-                        .await;
+                let outcome = Box::pin(cache::handle(
+                    self, policy, request, outgoing, platform, access,
+                ))
+                .await;
                 extras.cache_status = Some((policy.status_header.clone(), outcome.status));
                 extras.background = outcome.background;
                 outcome.result
             }
-            _ => dispatch::proxy(self, request, outgoing, platform, access).await,
+            _ => Box::pin(dispatch::proxy(self, request, outgoing, platform, access)).await,
         };
         // A text body that failed to decode broke the upstream request: the client's
         // error, whatever the upstream client reported.
