@@ -5,19 +5,27 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::Version;
-use http::header::{CONNECTION, FORWARDED, HeaderMap, HeaderName, HeaderValue, TE, VIA};
+use http::header::{
+    CONNECTION, FORWARDED, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA,
+};
 
-/// Headers that describe one connection and never cross a proxy (RFC 9110, section 7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Headers that describe one connection and never cross a proxy (RFC 9110, section
+/// 7.6.1). They are names, not strings, so that removing them parses nothing.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 ///
@@ -25,6 +33,14 @@ const HOP_BY_HOP: [&str; 8] = [
 /// `TE: trailers` survives on requests: it is how gRPC clients announce that they
 /// accept trailers, and HTTP/2 allows exactly that value.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Most messages carry none of them: one pass over the names finds that out for
+    // less than a lookup per hop-by-hop name.
+    if !headers
+        .keys()
+        .any(|name| name == UPGRADE || HOP_BY_HOP.contains(name))
+    {
+        return;
+    }
     let named_by_connection: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -43,10 +59,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     for name in named_by_connection {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove(http::header::UPGRADE);
+    headers.remove(UPGRADE);
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
@@ -79,32 +95,30 @@ impl Downstream<'_> {
 /// protocol and host are kept. From anyone else, all three are replaced, so a client
 /// cannot plant a forged chain for the upstream to believe.
 pub fn set_x_forwarded(headers: &mut HeaderMap, downstream: &Downstream<'_>) {
-    let peer = downstream.peer.to_string();
-    let chain = if downstream.peer_trusted {
-        let existing: Vec<&str> = headers
-            .get_all("x-forwarded-for")
+    let mut chain = String::new();
+    if downstream.peer_trusted {
+        for existing in headers
+            .get_all(X_FORWARDED_FOR)
             .iter()
             .filter_map(|value| value.to_str().ok())
-            .collect();
-        if existing.is_empty() {
-            peer
-        } else {
-            format!("{}, {peer}", existing.join(", "))
+        {
+            chain.push_str(existing);
+            chain.push_str(", ");
         }
-    } else {
-        peer
-    };
-    set_text(headers, HeaderName::from_static("x-forwarded-for"), &chain);
-
-    let proto_name = HeaderName::from_static("x-forwarded-proto");
-    if !(downstream.peer_trusted && headers.contains_key(&proto_name)) {
-        headers.insert(proto_name, HeaderValue::from_static(downstream.proto()));
     }
-    let host_name = HeaderName::from_static("x-forwarded-host");
-    if !(downstream.peer_trusted && headers.contains_key(&host_name)) {
-        headers.remove(&host_name);
+    push_ip(&mut chain, downstream.peer);
+    set_text(headers, X_FORWARDED_FOR, &chain);
+
+    if !(downstream.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(downstream.proto()),
+        );
+    }
+    if !(downstream.peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        headers.remove(X_FORWARDED_HOST);
         if let Some(host) = downstream.host {
-            set_text(headers, host_name, host);
+            set_text(headers, X_FORWARDED_HOST, host);
         }
     }
 }
@@ -112,19 +126,21 @@ pub fn set_x_forwarded(headers: &mut HeaderMap, downstream: &Downstream<'_>) {
 /// Sets the `Forwarded` header (RFC 7239), extending a trusted proxy's header and
 /// replacing anyone else's.
 pub fn set_forwarded(headers: &mut HeaderMap, downstream: &Downstream<'_>) {
-    let mut element = String::from("for=");
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
     match downstream.peer {
-        IpAddr::V4(v4) => {
-            let _ = write!(element, "{v4}");
-        }
+        IpAddr::V4(_) => push_ip(&mut element, downstream.peer),
         IpAddr::V6(v6) => {
             let _ = write!(element, "\"[{v6}]\"");
         }
     }
-    let _ = write!(element, ";proto={}", downstream.proto());
+    element.push_str(";proto=");
+    element.push_str(downstream.proto());
     if let Some(host) = downstream.host {
         // Host is a token or needs quoting; a host with a port contains ':' and must be quoted.
-        let _ = write!(element, ";host=\"{host}\"");
+        element.push_str(";host=\"");
+        element.push_str(host);
+        element.push('"');
     }
 
     let value = if downstream.peer_trusted {
@@ -144,20 +160,49 @@ pub fn set_forwarded(headers: &mut HeaderMap, downstream: &Downstream<'_>) {
     set_text(headers, FORWARDED, &value);
 }
 
-/// Appends this gateway to `Via` as `<version> <pseudonym>`.
-pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
-    if pseudonym.is_empty() {
-        return;
+/// This gateway's `Via` entries, `<version> <pseudonym>`, built once per config for each
+/// HTTP version, so that appending one per request formats nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Via {
+    /// HTTP/0.9, 1.0, 1.1, 2 and 3, or `None` when `Via` is omitted.
+    entries: Option<Box<[HeaderValue; 5]>>,
+}
+
+impl Via {
+    /// Builds the entries for `pseudonym`; an empty pseudonym, or one that is not a
+    /// valid header value, omits `Via`.
+    pub fn new(pseudonym: &str) -> Self {
+        if pseudonym.is_empty() {
+            return Self::default();
+        }
+        let entry = |protocol: &str| HeaderValue::from_str(&format!("{protocol} {pseudonym}"));
+        let entries = (|| {
+            Ok::<_, http::header::InvalidHeaderValue>(Box::new([
+                entry("0.9")?,
+                entry("1.0")?,
+                entry("1.1")?,
+                entry("2")?,
+                entry("3")?,
+            ]))
+        })();
+        Self {
+            entries: entries.ok(),
+        }
     }
-    let protocol = match version {
-        Version::HTTP_09 => "0.9",
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    if let Ok(value) = HeaderValue::from_str(&format!("{protocol} {pseudonym}")) {
-        headers.append(VIA, value);
+
+    /// Appends this gateway's entry for a message of `version` to `Via`.
+    pub fn append(&self, headers: &mut HeaderMap, version: Version) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let index = match version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        };
+        headers.append(VIA, entries[index].clone());
     }
 }
 
@@ -192,6 +237,30 @@ pub fn new_request_id(high: u64, low: u64) -> String {
     id.push('-');
     crate::trace::push_hex(&mut id, &low[2..]);
     id
+}
+
+/// Appends `ip` in its usual text form; IPv4 without the formatting machinery, because
+/// it runs for every forwarded request.
+fn push_ip(text: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(text, "{v6}");
+        }
+    }
 }
 
 fn set_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -292,10 +361,28 @@ mod tests {
     }
 
     #[test]
+    fn addresses_print_as_their_display_form() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "203.0.113.5",
+            "255.255.255.255",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut text = String::from("x");
+            push_ip(&mut text, ip);
+            assert_eq!(text, format!("x{ip}"));
+        }
+    }
+
+    #[test]
     fn via_names_version_and_pseudonym() {
         let mut headers = HeaderMap::new();
         headers.insert(VIA, "1.1 edge".parse().unwrap());
-        append_via(&mut headers, Version::HTTP_2, "gatehouse");
+        Via::new("gatehouse").append(&mut headers, Version::HTTP_2);
+        Via::new("").append(&mut headers, Version::HTTP_11);
         let values: Vec<&str> = headers
             .get_all(VIA)
             .iter()

@@ -132,10 +132,11 @@ pub struct UpstreamTarget<'a> {
 ///
 /// The request URI is in origin form (path and query); the implementation connects to
 /// `target.authority`. Errors must be classified: a failed connect is
-/// [`crate::ErrorKind::BadGateway`] and retry-safe, an elapsed `try_timeout` is
-/// [`crate::ErrorKind::GatewayTimeout`], and a request body that failed with
+/// [`crate::ErrorKind::BadGateway`] and retry-safe, and a request body that failed with
 /// [`crate::body::BodyTooLarge`] is the client's [`crate::ErrorKind::PayloadTooLarge`]
-/// (found with [`crate::body::too_large_in`]), not retry-safe.
+/// (found with [`crate::body::too_large_in`]), not retry-safe. The gateway races each
+/// call against `try_timeout` and the request's total deadline and answers 504 itself
+/// when time runs out, so an implementation needs no timer of its own for them.
 pub trait Upstream {
     /// The body type of requests and responses on this platform.
     type Body;

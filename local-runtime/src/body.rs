@@ -12,6 +12,8 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
+use crate::http1_pool::PooledBody;
+
 /// An HTTP body: a body streaming from a hyper connection, bytes held in memory, or
 /// any other body boxed.
 ///
@@ -26,6 +28,9 @@ enum Kind {
     /// Bytes not yet sent; `None` once the single frame has been returned.
     Full(Option<Bytes>),
     Incoming(Incoming),
+    /// A response on a pooled upstream connection, which goes back to the pool at the
+    /// body's end.
+    Pooled(PooledBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -33,6 +38,12 @@ impl NativeBody {
     /// Creates a body with no bytes.
     pub fn empty() -> Self {
         Self { kind: Kind::Empty }
+    }
+
+    pub(crate) fn pooled(body: PooledBody) -> Self {
+        Self {
+            kind: Kind::Pooled(body),
+        }
     }
 
     /// Wraps any body whose errors convert to [`BoxError`].
@@ -107,6 +118,9 @@ impl Body for NativeBody {
             Kind::Incoming(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|error| Box::new(error) as BoxError),
+            Kind::Pooled(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|error| Box::new(error) as BoxError),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -116,6 +130,7 @@ impl Body for NativeBody {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Incoming(body) => body.is_end_stream(),
+            Kind::Pooled(body) => body.is_end_stream(),
             Kind::Boxed(body) => body.is_end_stream(),
         }
     }
@@ -127,6 +142,7 @@ impl Body for NativeBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
             }
             Kind::Incoming(body) => body.size_hint(),
+            Kind::Pooled(body) => body.size_hint(),
             Kind::Boxed(body) => body.size_hint(),
         }
     }
@@ -137,7 +153,7 @@ impl fmt::Debug for NativeBody {
         let kind = match &self.kind {
             Kind::Empty => "empty",
             Kind::Full(_) => "full",
-            Kind::Incoming(_) => "incoming",
+            Kind::Incoming(_) | Kind::Pooled(_) => "incoming",
             Kind::Boxed(_) => "boxed",
         };
         f.debug_struct("NativeBody").field("kind", &kind).finish()

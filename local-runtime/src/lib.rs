@@ -14,6 +14,7 @@ pub mod counters;
 pub mod demo;
 pub mod discovery;
 pub mod health_check;
+mod http1_pool;
 pub mod key_value_seed;
 pub mod logging;
 pub mod memory;

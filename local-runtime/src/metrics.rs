@@ -48,7 +48,7 @@ struct CacheLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct UpstreamLabels {
-    upstream: String,
+    upstream: Arc<str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -348,9 +348,7 @@ impl Metrics {
                 .inc();
         }
         if record.upstream.is_some() {
-            let upstream = UpstreamLabels {
-                upstream: upstream.to_string(),
-            };
+            let upstream = UpstreamLabels { upstream };
             if record.error == Some(ErrorKind::CircuitOpen.slug()) {
                 self.circuit_rejections.get_or_create(&upstream).inc();
             }
@@ -408,7 +406,7 @@ impl Metrics {
     /// endpoints.
     pub fn record_discovery_update(&self, upstream: &str, endpoints: usize) {
         let labels = UpstreamLabels {
-            upstream: upstream.to_owned(),
+            upstream: upstream.into(),
         };
         self.discovery_updates.get_or_create(&labels).inc();
         self.discovery_endpoints
@@ -420,7 +418,7 @@ impl Metrics {
     pub fn record_discovery_failure(&self, upstream: &str) {
         self.discovery_failures
             .get_or_create(&UpstreamLabels {
-                upstream: upstream.to_owned(),
+                upstream: upstream.into(),
             })
             .inc();
     }
@@ -474,7 +472,7 @@ impl Metrics {
         self.upstream_pending.clear();
         for health in gateway.upstream_health(now) {
             let labels = UpstreamLabels {
-                upstream: health.upstream.to_string(),
+                upstream: health.upstream.as_ref().into(),
             };
             self.upstream_circuit
                 .get_or_create(&labels)

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use gatehouse_core::key_value::MemoryKeyValue;
 use gatehouse_core::platform::{Clock, Platform, Upstream, UpstreamTarget};
 use gatehouse_core::{Error, ErrorSource, body};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,6 +27,7 @@ use rustls_pki_types::ServerName;
 use crate::body::NativeBody;
 use crate::cache_store::{NativeResponseCache, RedisResponseCaches};
 use crate::counters::NativeCounters;
+use crate::http1_pool::{Http1Pool, SendError};
 
 /// How long an idle pooled upstream connection is kept, the same as hyper-util's
 /// default. An upstream that closes idle connections sooner can race with reuse, and
@@ -261,10 +263,21 @@ type FileStamp = Option<(SystemTime, u64)>;
 ///
 /// NOTE: endpoints shared by upstreams with different connect timeouts get separate
 /// connection pools, one per timeout.
-#[derive(Default)]
 pub struct NativeUpstream {
+    /// Plain HTTP/1.1 to endpoints with a socket address: the proxy's common case.
+    http1: Http1Pool,
     clients: Mutex<HashMap<ClientKey, PlainClient>>,
     tls_clients: Mutex<Vec<TlsClientEntry>>,
+}
+
+impl Default for NativeUpstream {
+    fn default() -> Self {
+        Self {
+            http1: Http1Pool::new(POOL_IDLE_TIMEOUT, TCP_KEEPALIVE),
+            clients: Mutex::default(),
+            tls_clients: Mutex::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for NativeUpstream {
@@ -435,6 +448,11 @@ impl Upstream for NativeUpstream {
         request: Request<NativeBody>,
         target: &UpstreamTarget<'_>,
     ) -> Result<Response<NativeBody>, Error> {
+        if let (None, UpstreamProtocol::Http1, Some(address)) =
+            (target.tls, target.protocol, target.socket_addr)
+        {
+            return self.send_pooled(address, request, target).await;
+        }
         let key = ClientKey {
             protocol: target.protocol,
             connect_timeout: target.connect_timeout,
@@ -457,37 +475,15 @@ impl Upstream for NativeUpstream {
             .with_cause(error)
         })?;
 
-        // The core races this call against the same deadline, so this timeout only
-        // matters to callers that use the client directly.
+        // The gateway races this call against the attempt's deadline, so it needs no
+        // timer here.
         let request = Request::from_parts(parts, body);
-        let response = match client {
-            Some(client) => client.request(request),
-            None => self.request_plain(key, request),
+        let sent = match client {
+            Some(client) => client.request(request).await,
+            None => self.request_plain(key, request).await,
         };
-        let sent = tokio::time::timeout(target.try_timeout, response).await;
-        match sent {
-            Ok(Ok(response)) => Ok(response.map(NativeBody::from)),
-            Ok(Err(error)) => {
-                let classified = classify(error, target);
-                if classified.error_source() == ErrorSource::Client {
-                    // The access log records the client's failure; the upstream is fine.
-                    return Err(classified);
-                }
-                tracing::warn!(
-                    upstream = target.upstream,
-                    endpoint = target.authority,
-                    error = classified.kind().slug(),
-                    cause = %classified.cause().map(|cause| error_chain(cause)).unwrap_or_default(),
-                    "upstream request failed"
-                );
-                Err(classified)
-            }
-            Err(_elapsed) => Err(Error::gateway_timeout(format!(
-                "upstream {:?} did not respond within {} ms",
-                target.upstream,
-                target.try_timeout.as_millis()
-            ))),
-        }
+        sent.map(|response| response.map(NativeBody::from))
+            .map_err(|error| logged(classify(error, target), target))
     }
 
     async fn fetch(
@@ -501,6 +497,30 @@ impl Upstream for NativeUpstream {
 }
 
 impl NativeUpstream {
+    /// Sends a request on the pool of plain HTTP/1.1 connections to `address`.
+    async fn send_pooled(
+        &self,
+        address: SocketAddr,
+        mut request: Request<NativeBody>,
+        target: &UpstreamTarget<'_>,
+    ) -> Result<Response<NativeBody>, Error> {
+        // HTTP/1.1 requires `Host`; the gateway sets it unless the client sent none.
+        if !request.headers().contains_key(http::header::HOST) {
+            let host = HeaderValue::from_str(target.authority).map_err(|error| {
+                Error::internal(format!(
+                    "the address of upstream {:?} is not a valid Host header",
+                    target.upstream
+                ))
+                .with_cause(error)
+            })?;
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        self.http1
+            .send(address, target.connect_timeout, request)
+            .await
+            .map_err(|error| logged(classify_pooled(error, target), target))
+    }
+
     /// Sends a gateway-originated request (an absolute `http://` URI) on the pooled
     /// HTTP/1.1 client and reads at most `max_body_bytes` of the response body.
     async fn fetch_bytes(
@@ -596,6 +616,49 @@ fn classify(error: hyper_util::client::legacy::Error, target: &UpstreamTarget<'_
         "upstream {upstream:?} closed the connection or sent an invalid response"
     ))
     .with_cause(error)
+}
+
+/// Classifies a failure of the HTTP/1.1 pool the way [`classify`] does hyper-util's.
+fn classify_pooled(error: SendError, target: &UpstreamTarget<'_>) -> Error {
+    let upstream = target.upstream;
+    match error {
+        SendError::Connect(error) => {
+            Error::bad_gateway(format!("could not connect to upstream {upstream:?}"))
+                .with_retry_safe(true)
+                .with_cause(error)
+        }
+        SendError::ConnectTimeout => Error::gateway_timeout(format!(
+            "timed out connecting to upstream {upstream:?} after {} ms",
+            target.connect_timeout.as_millis()
+        ))
+        .with_retry_safe(true)
+        .with_cause(io::Error::from(io::ErrorKind::TimedOut)),
+        SendError::Exchange { error, sent } => {
+            if let Some(too_large) = body::too_large_in(&error) {
+                return too_large.with_cause(error);
+            }
+            // A request that never left may go to another endpoint, whatever its method.
+            Error::bad_gateway(format!(
+                "upstream {upstream:?} closed the connection or sent an invalid response"
+            ))
+            .with_retry_safe(!sent)
+            .with_cause(error)
+        }
+    }
+}
+
+/// Logs an upstream failure, unless it was the client's, which the access log records.
+fn logged(error: Error, target: &UpstreamTarget<'_>) -> Error {
+    if error.error_source() != ErrorSource::Client {
+        tracing::warn!(
+            upstream = target.upstream,
+            endpoint = target.authority,
+            error = error.kind().slug(),
+            cause = %error.cause().map(|cause| error_chain(cause)).unwrap_or_default(),
+            "upstream request failed"
+        );
+    }
+    error
 }
 
 /// Returns whether a rustls error is in the source chain. hyper-rustls reports a

@@ -33,7 +33,7 @@ pub(crate) struct CompiledServer {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub request_id_header: HeaderName,
-    pub via: String,
+    pub via: crate::forward::Via,
     pub x_forwarded: bool,
     pub forwarded: bool,
     /// The gateway's zone, unless the platform reports its own location.
@@ -443,7 +443,7 @@ fn compile_server(server: &ServerConfig, errors: &mut Vec<ConfigError>) -> Compi
         max_header_bytes: server.max_header_bytes,
         max_body_bytes: server.max_body_bytes,
         request_id_header,
-        via: server.via.clone(),
+        via: crate::forward::Via::new(&server.via),
         x_forwarded: server.x_forwarded,
         forwarded: server.forwarded,
         zone: server.zone.clone(),

@@ -76,13 +76,13 @@ pub(crate) async fn proxy<P: Platform>(
     let changes = &outgoing.route.policies.response_body_changes;
     if !changes.is_empty() {
         let (mut parts, body) = response.into_parts();
-        let body = transform::rewrite_json_body(
+        let body = Box::pin(transform::rewrite_json_body(
             platform,
             &mut parts.headers,
             body,
             changes,
             transform::BodyDirection::Response,
-        )
+        ))
         .await?;
         response = Response::from_parts(parts, body);
     }
@@ -130,7 +130,11 @@ pub(crate) async fn send<P: Platform>(
         .breaker
         .admit(started)
         .map_err(|rejection| upstream_rejected(upstream, rejection))?;
-    let _slot = take_slot(upstream, platform, total).await?;
+    // A free slot is taken without waiting; the wait is boxed, as it is rare.
+    let _slot = match upstream.limit.try_slot() {
+        Some(slot) => slot,
+        None => Box::pin(wait_for_slot(upstream, platform, total)).await?,
+    };
     let started = clock.monotonic();
     upstream.budget.deposit(started);
 
@@ -157,8 +161,11 @@ pub(crate) async fn send<P: Platform>(
     let mut tried: Vec<usize> = Vec::new();
     let mut retries = 0;
     let (mut claim, mut permit) = pick(&tried, started)?;
+    // The first attempt starts when the slot was taken; later ones read the clock.
+    let mut attempt_start = Some(started);
+    let mut last_finished = started;
     let result = loop {
-        let now = clock.monotonic();
+        let now = attempt_start.take().unwrap_or_else(|| clock.monotonic());
         let index = claim.index();
         let endpoint = &upstream.endpoints[index];
         access.endpoint = Some(endpoint.authority.clone());
@@ -192,13 +199,18 @@ pub(crate) async fn send<P: Platform>(
         };
         let mut attempt = attempt;
         let span_id = trace::new_span_id(&mut || platform.random_u64());
-        let attempt_started_ms = clock.unix_millis();
-        if let Some(record) = &access.trace {
-            record.context.apply(attempt.headers_mut(), span_id);
-        }
+        // Wall-clock time is read only for a traced request's span.
+        let attempt_started_ms = match &access.trace {
+            Some(record) => {
+                record.context.apply(attempt.headers_mut(), span_id);
+                clock.unix_millis()
+            }
+            None => 0,
+        };
 
         let result = send_with_deadline(platform, attempt, &target, deadline, limit).await;
         let finished_at = clock.monotonic();
+        last_finished = finished_at;
         let latency = finished_at.saturating_sub(now);
         claim.finish(latency, finished_at);
         access.upstream_micros = Some(latency.as_micros() as u64);
@@ -249,9 +261,9 @@ pub(crate) async fn send<P: Platform>(
             break result;
         };
         (claim, permit) = next;
-        clock.sleep(wait).await;
+        Box::pin(clock.sleep(wait)).await;
     };
-    let finished_at = clock.monotonic();
+    let finished_at = last_finished;
     match outcome_of(&result) {
         Some(outcome) => {
             if let Some(state) = upstream
@@ -301,16 +313,13 @@ fn check_grpc_protocol<B>(request: &Request<B>, upstream: &CompiledUpstream) -> 
     Ok(())
 }
 
-/// Takes one of the upstream's request slots, waiting for one within `max_wait`
-/// when `max_requests` are in flight and fewer than `max_pending` wait already.
-async fn take_slot<'u, P: Platform>(
+/// Waits within `max_wait` for one of the upstream's request slots, when
+/// `max_requests` are in flight and fewer than `max_pending` wait already.
+async fn wait_for_slot<'u, P: Platform>(
     upstream: &'u CompiledUpstream,
     platform: &P,
     max_wait: Duration,
 ) -> Result<Slot<'u>, Error> {
-    if let Some(slot) = upstream.limit.try_slot() {
-        return Ok(slot);
-    }
     let (max_requests, max_pending) = upstream.limit.limits();
     let Some((waiting, slot)) = upstream.limit.wait() else {
         return Err(Error::circuit_open(format!(
@@ -542,7 +551,9 @@ async fn send_with_deadline<P: Platform>(
     deadline: Duration,
     limit: Duration,
 ) -> Result<Response<P::Body>, Error> {
-    let send = pin!(platform.upstream().send(request, target));
+    // Boxed: the platform's exchange holds a request and its client's state, and
+    // inline it would be copied with every future that contains it.
+    let send = Box::pin(platform.upstream().send(request, target));
     let timer = pin!(platform.clock().sleep(deadline));
     match select(send, timer).await {
         Either::Left((result, _)) => result,
@@ -565,17 +576,25 @@ pub(crate) fn upstream_request<B>(
     let server = &gateway.compiled.server;
     let (mut parts, body) = request.into_parts();
 
-    let mut query = parts.uri.query().map(str::to_owned);
-    for changes in &outgoing.route.policies.query_changes {
-        query = changes.apply(query.as_deref());
-    }
-    let target = match query {
-        Some(query) => format!("{}?{query}", outgoing.upstream_path),
-        None => outgoing.upstream_path.to_owned(),
+    let query_changes = &outgoing.route.policies.query_changes;
+    let unchanged = query_changes.is_empty() && parts.uri.path() == outgoing.upstream_path;
+    parts.uri = match parts.uri.path_and_query() {
+        // The common case keeps the client's target as parsed, with no copy.
+        Some(path_and_query) if unchanged => Uri::from(path_and_query.clone()),
+        _ => {
+            let mut query = parts.uri.query().map(str::to_owned);
+            for changes in query_changes {
+                query = changes.apply(query.as_deref());
+            }
+            let target = match query {
+                Some(query) => format!("{}?{query}", outgoing.upstream_path),
+                None => outgoing.upstream_path.to_owned(),
+            };
+            Uri::try_from(target).map_err(|error| {
+                Error::bad_request("the rewritten request target is invalid").with_cause(error)
+            })?
+        }
     };
-    parts.uri = Uri::try_from(target).map_err(|error| {
-        Error::bad_request("the rewritten request target is invalid").with_cause(error)
-    })?;
     parts.version = match upstream.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Version::HTTP_2,
@@ -612,7 +631,7 @@ pub(crate) fn upstream_request<B>(
     if server.forwarded {
         forward::set_forwarded(headers, outgoing.downstream);
     }
-    forward::append_via(headers, outgoing.downstream.version, &server.via);
+    server.via.append(headers, outgoing.downstream.version);
     if let Ok(value) = HeaderValue::from_str(outgoing.request_id) {
         headers.insert(server.request_id_header.clone(), value);
     }
@@ -624,7 +643,7 @@ fn prepare_response<B>(gateway: &Gateway, response: &mut Response<B>, route: &Co
     let version = response.version();
     let headers = response.headers_mut();
     forward::remove_hop_by_hop(headers, false);
-    forward::append_via(headers, version, &server.via);
+    server.via.append(headers, version);
     for changes in &route.policies.response_changes {
         changes.apply(headers);
     }

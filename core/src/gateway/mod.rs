@@ -512,9 +512,12 @@ impl Gateway {
         // and rate limits, so that limits can be keyed by the verified subject.
         let authenticated = match &route.policies.authenticate {
             Some(authenticator) => Some(
-                authenticator
-                    .authenticate(request.headers(), request.uri().query(), platform)
-                    .await?,
+                Box::pin(authenticator.authenticate(
+                    request.headers(),
+                    request.uri().query(),
+                    platform,
+                ))
+                .await?,
             ),
             None => None,
         };
@@ -534,17 +537,32 @@ impl Gateway {
             .filter_map(|policy| policy.max_body_bytes())
             .fold(server.max_body_bytes, u64::min);
         let request = limit_request_body(request, body_limit, platform);
-        let mut request =
-            validate::check_json_body::<P>(&route.policies.validate, request, body_limit).await?;
+        // Rarely taken steps are boxed, so their state does not grow the future of
+        // every request, which the server moves when it starts one.
+        let mut request = if route
+            .policies
+            .validate
+            .iter()
+            .any(|policy| policy.has_json_schema())
+        {
+            Box::pin(validate::check_json_body::<P>(
+                &route.policies.validate,
+                request,
+                body_limit,
+            ))
+            .await?
+        } else {
+            request
+        };
         if !route.policies.request_body_changes.is_empty() {
             let (mut parts, body) = request.into_parts();
-            let body = transform::rewrite_json_body(
+            let body = Box::pin(transform::rewrite_json_body(
                 platform,
                 &mut parts.headers,
                 body,
                 &route.policies.request_body_changes,
                 transform::BodyDirection::Request,
-            )
+            ))
             .await?;
             request = Request::from_parts(parts, body);
         }
@@ -563,7 +581,7 @@ impl Gateway {
                 now_unix_micros: platform.clock().unix_micros(),
             };
             for policy in &route.policies.rate_limits {
-                policy.check(&source, &stores, &mut extras.headers).await?;
+                Box::pin(policy.check(&source, &stores, &mut extras.headers)).await?;
             }
         }
 
@@ -607,21 +625,26 @@ impl Gateway {
             websocket_idle,
         };
         if route.purge {
-            return purge::respond(self, request, platform).await;
+            return Box::pin(purge::respond(self, request, platform)).await;
         }
         if let Some(aggregate) = &route.aggregate {
-            return aggregate::respond(self, aggregate, request, outgoing, platform, access).await;
+            return Box::pin(aggregate::respond(
+                self, aggregate, request, outgoing, platform, access,
+            ))
+            .await;
         }
         let dispatched = match &route.policies.cache {
             // An upgraded connection is never cached.
             Some(policy) if websocket_idle.is_none() => {
-                let outcome =
-                    cache::handle(self, policy, request, outgoing, platform, access).await;
+                let outcome = Box::pin(cache::handle(
+                    self, policy, request, outgoing, platform, access,
+                ))
+                .await;
                 extras.cache_status = Some((policy.status_header.clone(), outcome.status));
                 extras.background = outcome.background;
                 outcome.result
             }
-            _ => dispatch::proxy(self, request, outgoing, platform, access).await,
+            _ => Box::pin(dispatch::proxy(self, request, outgoing, platform, access)).await,
         };
         // A text body that failed to decode broke the upstream request: the client's
         // error, whatever the upstream client reported.
