@@ -71,6 +71,33 @@ CONF
   wait_port "$2"
 }
 
+# Prints the config of nginx as a plain proxy on NGINX_PORT to the upstream on
+# UPSTREAM_PORT, setting the forwarding headers gatehouse also sets.
+nginx_proxy_config() {
+  cat <<CONF
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Request-Id \$request_id;
+    }
+  }
+}
+CONF
+}
+
 # Prints a gatehouse config with the bench listener on GATEHOUSE_PORT and the upstream
 # "backend" on UPSTREAM_PORT, followed by the TOML in the first argument.
 gatehouse_config() { # extra TOML after the listener and upstreams
