@@ -306,13 +306,16 @@ mod tests {
     use super::*;
     use crate::demo::DemoUpstream;
 
-    async fn get(pool: &Http1Pool, upstream: &DemoUpstream) -> StatusCode {
-        let request = Request::get("/ping")
+    fn ping(upstream: &DemoUpstream) -> Request<NativeBody> {
+        Request::get("/ping")
             .header(http::header::HOST, upstream.address().to_string())
             .body(NativeBody::empty())
-            .expect("valid request");
+            .expect("valid request")
+    }
+
+    async fn get(pool: &Http1Pool, upstream: &DemoUpstream) -> StatusCode {
         let response = match pool
-            .send(upstream.address(), Duration::from_secs(2), request)
+            .send(upstream.address(), Duration::from_secs(2), ping(upstream))
             .await
         {
             Ok(response) => response,
@@ -348,12 +351,8 @@ mod tests {
     async fn unread_body_closes_the_connection() {
         let upstream = demo_upstream().await;
         let pool = Http1Pool::new(Duration::from_secs(60), Duration::from_secs(60));
-        let request = Request::get("/ping")
-            .header(http::header::HOST, upstream.address().to_string())
-            .body(NativeBody::empty())
-            .expect("valid request");
         let response = pool
-            .send(upstream.address(), Duration::from_secs(2), request)
+            .send(upstream.address(), Duration::from_secs(2), ping(&upstream))
             .await
             .expect("a response");
         drop(response);
