@@ -135,7 +135,7 @@ pub struct UpstreamTarget<'a> {
 /// [`crate::ErrorKind::BadGateway`] and retry-safe, and a request body that failed with
 /// [`crate::body::BodyTooLarge`] is the client's [`crate::ErrorKind::PayloadTooLarge`]
 /// (found with [`crate::body::too_large_in`]), not retry-safe. The gateway races each
-/// call against `try_timeout` and the request's total deadline and answers 504 itself
+/// call against `try_timeout` and the request's total deadline, and returns 504 itself
 /// when time runs out, so an implementation needs no timer of its own for them.
 pub trait Upstream {
     /// The body type of requests and responses on this platform.

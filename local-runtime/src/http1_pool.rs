@@ -1,11 +1,11 @@
 //! Pooled HTTP/1.1 connections to plain-TCP upstream endpoints with a known address.
 //!
-//! This is the proxy's hot path. hyper-util's general client serves every other
-//! upstream request (TLS, HTTP/2, host names, the gateway's own fetches), but per
-//! request it spawns a task that waits to return the connection to its pool, and it
-//! hashes scheme and authority at checkout and at return. Here the connection goes
-//! back to the pool from the response body, when its last frame has been read, and the
-//! pool is keyed by socket address.
+//! This is the proxy's hot path. hyper-util's general client still serves every other
+//! upstream request: TLS, HTTP/2, host names and the gateway's own fetches. That client
+//! spawns a task per request to return the connection to its pool, and it hashes scheme
+//! and authority at checkout and at return. Here the connection goes back to the pool
+//! from the response body, when its last frame has been read, and the pool is keyed by
+//! socket address.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -361,7 +361,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connection_idle_past_the_timeout_is_not_reused() {
+    async fn expired_connection_is_not_reused() {
         let upstream = demo_upstream().await;
         let pool = Http1Pool::new(Duration::from_millis(50), Duration::from_secs(60));
         assert_eq!(get(&pool, &upstream).await, StatusCode::OK);

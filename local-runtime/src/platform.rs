@@ -292,20 +292,11 @@ impl std::fmt::Debug for NativeUpstream {
 }
 
 impl NativeUpstream {
-    fn client(&self, key: ClientKey) -> PlainClient {
+    /// Starts `request` on the plain client for `key`. The returned future owns what it
+    /// needs, so the lock is released before it is polled, and no client is cloned.
+    fn request_plain(&self, key: ClientKey, request: Request<NativeBody>) -> ResponseFuture {
         // A panic while the lock was held cannot leave the map half-updated, because
         // the only write is a single insert, so a poisoned lock is still usable.
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        clients
-            .entry(key)
-            .or_insert_with(|| build_client(key))
-            .clone()
-    }
-
-    /// Starts `request` on the plain client for `key`. The returned future owns what it
-    /// needs, so the lock is released before it is polled.
-    fn request_plain(&self, key: ClientKey, request: Request<NativeBody>) -> ResponseFuture {
-        // See `client` for why a poisoned lock is still usable.
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         clients
             .entry(key)
@@ -462,8 +453,6 @@ impl Upstream for NativeUpstream {
                 Some(self.tls_client(key, tls, target.upstream)?),
                 Scheme::HTTPS,
             ),
-            // The plain client is used under the map's lock below, which saves a clone
-            // of the client per request.
             None => (None, Scheme::HTTP),
         };
         let (mut parts, body) = request.into_parts();
@@ -529,14 +518,14 @@ impl NativeUpstream {
         timeout: Duration,
         max_body_bytes: usize,
     ) -> Result<Response<Bytes>, Error> {
-        let client = self.client(ClientKey {
+        let key = ClientKey {
             protocol: UpstreamProtocol::Http1,
             connect_timeout: timeout,
-        });
+        };
         let host = request.uri().host().unwrap_or_default().to_owned();
-        let request = request.map(NativeBody::from);
+        let sent = self.request_plain(key, request.map(NativeBody::from));
         let exchange = async {
-            let response = client.request(request).await.map_err(|error| {
+            let response = sent.await.map_err(|error| {
                 Error::bad_gateway(format!("could not fetch from {host:?}")).with_cause(error)
             })?;
             let (parts, body) = response.into_parts();

@@ -256,44 +256,6 @@ async fn closing_upstream_is_502() {
     .await;
 }
 
-/// An HTTP/1.1 upstream that answers one request per connection with keep-alive
-/// framing, then closes the connection shortly after, the way an upstream with a short
-/// idle timeout does. Returns its address and a count of accepted connections.
-async fn short_keep_alive_upstream() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let address = listener.local_addr().expect("bound address");
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = std::sync::Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => head.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            });
-        }
-    });
-    (address, accepted)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_closing_idle_connection_is_not_reused() {
     bounded(async {
@@ -314,7 +276,7 @@ async fn upstream_closing_idle_connection_is_not_reused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http10_request_without_host_gets_upstream_host() {
+async fn http10_request_gets_upstream_host() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     bounded(async {

@@ -130,7 +130,7 @@ pub(crate) async fn send<P: Platform>(
         .breaker
         .admit(started)
         .map_err(|rejection| upstream_rejected(upstream, rejection))?;
-    // A free slot is taken without waiting; the wait is boxed, as it is rare.
+    // A free slot is taken without waiting. The wait is boxed because it is rare.
     let _slot = match upstream.limit.try_slot() {
         Some(slot) => slot,
         None => Box::pin(wait_for_slot(upstream, platform, total)).await?,
@@ -199,14 +199,10 @@ pub(crate) async fn send<P: Platform>(
         };
         let mut attempt = attempt;
         let span_id = trace::new_span_id(&mut || platform.random_u64());
-        // Wall-clock time is read only for a traced request's span.
-        let attempt_started_ms = match &access.trace {
-            Some(record) => {
-                record.context.apply(attempt.headers_mut(), span_id);
-                clock.unix_millis()
-            }
-            None => 0,
-        };
+        let attempt_started_ms = clock.unix_millis();
+        if let Some(record) = &access.trace {
+            record.context.apply(attempt.headers_mut(), span_id);
+        }
 
         let result = send_with_deadline(platform, attempt, &target, deadline, limit).await;
         let finished_at = clock.monotonic();
@@ -551,8 +547,8 @@ async fn send_with_deadline<P: Platform>(
     deadline: Duration,
     limit: Duration,
 ) -> Result<Response<P::Body>, Error> {
-    // Boxed: the platform's exchange holds a request and its client's state, and
-    // inline it would be copied with every future that contains it.
+    // The platform's exchange is boxed because it contains a request and its client's
+    // state, which every enclosing future would otherwise copy.
     let send = Box::pin(platform.upstream().send(request, target));
     let timer = pin!(platform.clock().sleep(deadline));
     match select(send, timer).await {

@@ -395,6 +395,38 @@ pub async fn closing_upstream() -> SocketAddr {
     address
 }
 
+/// Starts an HTTP/1.1 upstream that responds to one request per connection with
+/// keep-alive framing and closes the connection 50 ms later, like an upstream with a
+/// short idle timeout. Returns its address and a count of accepted connections.
+pub async fn short_keep_alive_upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("local address");
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            });
+        }
+    });
+    (address, accepted)
+}
+
 /// Creates an HTTP/1.1 client.
 pub fn http1_client() -> Client<HttpConnector, NativeBody> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
